@@ -1,0 +1,211 @@
+"""JSON envelopes, the PluginError hierarchy, base64 byte fields and case-insensitive reads."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+# Error codes the host itself produces. Plugins may use any code of their own.
+HOST_CALL_FAILED: Final = "host_call_failed"
+INVALID_REQUEST: Final = "invalid_request"
+INVALID_RESPONSE: Final = "invalid_response"
+LOAD_FAILED: Final = "plugin_load_failed"
+INIT_FAILED: Final = "plugin_init_failed"
+ABI_MISMATCH: Final = "abi_version_mismatch"
+INVALID_REGISTRATION: Final = "invalid_registration"
+REGISTRATION_TIMEOUT: Final = "registration_timeout"
+CALL_FAILED: Final = "plugin_call_failed"
+NOT_FOUND: Final = "plugin_not_found"
+NOT_LOADED: Final = "plugin_not_loaded"
+UNLOADING: Final = "plugin_unloading"
+NO_HANDLER: Final = "no_handler"
+NATIVE_FAILED: Final = "native_handler_failed"
+# A plugin answering one of these did not handle the request: dispatch moves on.
+DECLINE_CODES: Final = frozenset(
+    {"not_handled", "unsupported", "unknown_method", "not_implemented", "method_not_found"}
+)
+
+
+class PluginError(Exception):
+    """An error from or about a plugin: what failed, where, and what to do about it."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        plugin_id: str | None = None,
+        method: str | None = None,
+        retryable: bool | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.plugin_id = plugin_id
+        self.method = method
+        self.retryable = retryable
+        self.http_status = http_status
+
+    def __str__(self) -> str:
+        where = f"plugin {self.plugin_id}" if self.plugin_id else "plugin host"
+        if self.method:
+            where += f", {self.method}"
+        return f"{where}: {self.code}: {self.message}"
+
+    def to_envelope(self) -> bytes:
+        return error(
+            self.code, self.message, retryable=self.retryable, http_status=self.http_status
+        )
+
+    def error_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.retryable is not None:
+            body["retryable"] = self.retryable
+        if self.http_status is not None:
+            body["http_status"] = self.http_status
+        return body
+
+
+class PluginLoadError(PluginError):
+    """A plugin file could not be loaded, initialised or registered."""
+
+
+class PluginResponseError(PluginError):
+    """A plugin answered bytes that break the envelope contract."""
+
+
+def ok(result: Any) -> bytes:
+    return orjson.dumps({"ok": True, "result": result})
+
+
+def error(
+    code: str, message: str, *, retryable: bool | None = None, http_status: int | None = None
+) -> bytes:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if retryable is not None:
+        body["retryable"] = retryable
+    if http_status is not None:
+        body["http_status"] = http_status
+    return orjson.dumps({"ok": False, "error": body})
+
+
+def ci_get(obj: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """Read a key the way the Go host does: exact spelling first, then case-insensitively."""
+    if key in obj:
+        return obj[key]
+    folded = key.casefold()
+    for name, value in obj.items():
+        if isinstance(name, str) and name.casefold() == folded:
+            return value
+    return default
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(value: Any, field: str) -> bytes:
+    """Decode a base64 byte field; None and "" are empty. Raises ValueError naming the field."""
+    if value is None or value == "":
+        return b""
+    if not isinstance(value, str):
+        raise ValueError(f"field {field!r} must be a base64 string, got {type(value).__name__}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"field {field!r} is not valid base64: {exc}") from None
+
+
+def _loads(data: bytes, plugin_id: str | None, method: str | None) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if isinstance(data, bytes | bytearray | memoryview):
+            try:
+                bytes(data).decode("utf-8")
+            except UnicodeDecodeError as uexc:
+                reason = f"response is not valid UTF-8 ({uexc.reason} at byte {uexc.start})"
+                raise PluginResponseError(
+                    INVALID_RESPONSE,
+                    f"{reason}; envelopes must be UTF-8 JSON",
+                    plugin_id=plugin_id,
+                    method=method,
+                ) from None
+        raise PluginResponseError(
+            INVALID_RESPONSE,
+            f"response is not JSON ({exc}); answer an envelope such as "
+            '{"ok": true, "result": {...}}',
+            plugin_id=plugin_id,
+            method=method,
+        ) from None
+
+
+def _error_from_body(body: Any, plugin_id: str | None, method: str | None) -> PluginError | None:
+    if not isinstance(body, Mapping):
+        return None
+    code = ci_get(body, "code")
+    message = ci_get(body, "message")
+    if not isinstance(code, str) or not code:
+        return None
+    retryable = ci_get(body, "retryable")
+    http_status = ci_get(body, "http_status")
+    return PluginError(
+        code,
+        message if isinstance(message, str) else "",
+        plugin_id=plugin_id,
+        method=method,
+        retryable=retryable if isinstance(retryable, bool) else None,
+        http_status=http_status if isinstance(http_status, int) else None,
+    )
+
+
+def decode(data: bytes, *, plugin_id: str | None = None, method: str | None = None) -> Any:
+    """The result of an envelope, or the PluginError it carries."""
+    if not data:
+        raise PluginResponseError(
+            INVALID_RESPONSE,
+            "empty response; a call must answer an envelope",
+            plugin_id=plugin_id,
+            method=method,
+        )
+    env = _loads(data, plugin_id, method)
+    if isinstance(env, dict):
+        flag = env["ok"] if "ok" in env else ci_get(env, "ok")
+        if flag is True:
+            return env["result"] if "result" in env else ci_get(env, "result", {})
+        if flag is False:
+            err = _error_from_body(ci_get(env, "error"), plugin_id, method)
+            if err is not None:
+                raise err
+    raise PluginResponseError(
+        INVALID_RESPONSE,
+        'response is not an envelope: expected {"ok": true, "result": ...} or '
+        '{"ok": false, "error": {"code": ..., "message": ...}}',
+        plugin_id=plugin_id,
+        method=method,
+    )
+
+
+def failed_call_error(rc: int, data: bytes, *, plugin_id: str | None, method: str) -> PluginError:
+    """The error for a call that returned non-zero: its error envelope if it sent one."""
+    if data:
+        try:
+            env = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            env = None
+        if isinstance(env, dict) and ci_get(env, "ok") is False:
+            err = _error_from_body(ci_get(env, "error"), plugin_id, method)
+            if err is not None:
+                return err
+    text = bytes(data).decode("utf-8", "replace") if data else "(no response)"
+    return PluginError(
+        CALL_FAILED,
+        f"plugin call {method} returned {rc}: {text}",
+        plugin_id=plugin_id,
+        method=method,
+    )
