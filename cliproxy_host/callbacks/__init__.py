@@ -1,0 +1,68 @@
+"""Host callbacks: the host.* methods a plugin may call, dispatched by name."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from ..config import HttpPolicy
+from ..envelope import HOST_CALL_FAILED, INVALID_REQUEST, PluginError, error, ok
+from .http import HttpBridge
+from .log import host_log
+
+__all__ = ["Callback", "HostCallbacks", "HttpBridge", "host_log"]
+
+log = logging.getLogger(__name__)
+
+# (plugin ID, parsed request object) -> result object; raises PluginError to answer an error.
+Callback = Callable[[str, Mapping[str, Any]], object]
+
+
+class HostCallbacks:
+    """The HostHandler the loader calls for every host->call: answers an envelope, never raises."""
+
+    def __init__(self, policy: HttpPolicy) -> None:
+        self.http = HttpBridge(policy)
+        self._callbacks: dict[str, Callback] = {
+            "host.log": host_log,
+            "host.http.do": self.http.do,
+            "host.http.do_stream": self.http.do_stream,
+            "host.http.stream_read": self.http.stream_read,
+            "host.http.stream_close": self.http.stream_close,
+        }
+
+    def __call__(self, plugin_id: str, method: str, request: bytes) -> bytes:
+        try:
+            return self._dispatch(plugin_id, method, request)
+        except PluginError as exc:
+            return exc.to_envelope()
+        except Exception as exc:
+            log.exception("plugin %s: host callback %s failed", plugin_id, method)
+            return error(HOST_CALL_FAILED, f"host callback {method} failed: {exc}")
+
+    def plugin_unloaded(self, plugin_id: str) -> None:
+        """Release what the plugin still holds: its open HTTP streams."""
+        self.http.close_plugin(plugin_id)
+
+    def close(self) -> None:
+        """Close every open stream and the HTTP client (the host is shutting down)."""
+        self.http.close()
+
+    def _dispatch(self, plugin_id: str, method: str, request: bytes) -> bytes:
+        callback = self._callbacks.get(method)
+        if callback is None:
+            return error(HOST_CALL_FAILED, f"unsupported host callback {method}")
+        try:
+            body = orjson.loads(request)
+        except orjson.JSONDecodeError as exc:
+            raise _invalid(f"{method}: the request is not JSON ({exc})") from None
+        if not isinstance(body, dict):
+            raise _invalid(f"{method}: the request must be a JSON object")
+        return ok(callback(plugin_id, body))
+
+
+def _invalid(message: str) -> PluginError:
+    return PluginError(INVALID_REQUEST, message, retryable=False, http_status=400)

@@ -1,0 +1,368 @@
+"""host.http.*: HTTP requests the host makes on a plugin's behalf, under the host's policy."""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any, Final
+
+import httpx
+
+from ..config import HttpPolicy
+from ..envelope import HOST_CALL_FAILED, INVALID_REQUEST, PluginError, b64decode, b64encode, ci_get
+
+HOST_NOT_ALLOWED: Final = "host_not_allowed"
+HOST_TIMEOUT: Final = "host_timeout"
+RESPONSE_TOO_LARGE: Final = "response_too_large"
+UNKNOWN_STREAM: Final = "unknown_stream"
+UPSTREAM_ERROR: Final = "upstream_error"
+
+log = logging.getLogger(__name__)
+
+# RFC 9110 token: what HTTP methods and header names are made of.
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Go's client ignores these in a request's header map and writes its own, as we do: a
+# plugin's Host must not differ from the URL host the allow-list checked.
+_IGNORED_REQUEST_HEADERS: Final = frozenset(
+    {"host", "content-length", "transfer-encoding", "trailer"}
+)
+# The body a plugin gets is de-chunked, so this header would describe it wrongly (Go drops it too).
+_DROPPED_RESPONSE_HEADERS: Final = frozenset({"Transfer-Encoding"})
+
+
+@dataclass(slots=True, eq=False)
+class _Stream:
+    """An open streamed response and the plugin that owns it."""
+
+    owner: str
+    host: str
+    response: httpx.Response
+    chunks: Iterator[bytes]
+    received: int = 0
+    closed: bool = False
+    # Held for a whole read, so that a stream is only ever touched by one thread.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """Match a host name against an allowed-hosts pattern, label by label.
+
+    `*.example.com` admits any subdomain of example.com (not example.com itself); other
+    wildcards stay inside one dot-separated label, so `127.0.0.*` admits 127.0.0.1 but
+    never 127.0.0.evil.test.
+    """
+    host = host.lower().rstrip(".")
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    labels, wanted = host.split("."), pattern.split(".")
+    return len(labels) == len(wanted) and all(
+        fnmatch.fnmatchcase(label, want) for label, want in zip(labels, wanted, strict=True)
+    )
+
+
+class HttpBridge:
+    """host.http.do and the host.http streams, sharing one HTTP client. Thread-safe.
+
+    The public methods take the calling plugin's ID and its parsed request object, answer
+    the result object, and raise PluginError for everything a plugin may get wrong or meet.
+    """
+
+    def __init__(self, policy: HttpPolicy) -> None:
+        self._timeout = policy.timeout_seconds
+        self._max_bytes = policy.max_response_bytes
+        self._patterns = tuple(pattern.lower() for pattern in policy.allowed_hosts)
+        self._client = httpx.Client(
+            proxy=policy.proxy_url,
+            timeout=policy.timeout_seconds,
+            follow_redirects=False,  # a redirect could lead off the allow-list
+            trust_env=False,  # only the policy decides proxies and certificates
+            # Every plugin shares this client: it must not carry one plugin's cookies to another.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            # Bodies are passed on undecoded, so they always match Content-Encoding; a plugin
+            # that wants compression asks for it and gets the compressed bytes, as from Go.
+            headers={"Accept-Encoding": "identity"},
+        )
+        self._streams: dict[str, _Stream] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def do(self, plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """host.http.do: the whole response as `{"StatusCode", "Headers", "Body"}`."""
+        outgoing = self._build(plugin_id, request)
+        host = outgoing.url.host
+        # Go's Client.Timeout bounds the whole exchange; httpx's timeouts bound each step.
+        deadline = time.monotonic() + self._timeout
+        response = self._send(outgoing)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_raw():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise self._too_large(host)
+                if time.monotonic() > deadline:
+                    raise self._timed_out(host)
+                chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, host) from None
+        finally:
+            response.close()
+        # Host and path only: queries and user info may carry credentials.
+        log.debug(
+            "plugin %s: %s %s%s -> %d, %d bytes",
+            plugin_id,
+            outgoing.method,
+            host,
+            outgoing.url.path,
+            response.status_code,
+            size,
+        )
+        return {
+            "StatusCode": response.status_code,
+            "Headers": _response_headers(response.headers),
+            "Body": b64encode(b"".join(chunks)),
+        }
+
+    def do_stream(self, plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """host.http.do_stream: status and headers now, the body through stream_read."""
+        outgoing = self._build(plugin_id, request)
+        response = self._send(outgoing)
+        stream = _Stream(plugin_id, outgoing.url.host, response, response.iter_raw())
+        stream_id = uuid.uuid4().hex
+        with self._lock:
+            accepted = not self._closed
+            if accepted:
+                self._streams[stream_id] = stream
+        if not accepted:
+            response.close()
+            raise _shutting_down()
+        log.debug(
+            "plugin %s: %s %s%s -> %d, streaming as %s",
+            plugin_id,
+            outgoing.method,
+            outgoing.url.host,
+            outgoing.url.path,
+            response.status_code,
+            stream_id,
+        )
+        return {
+            "status_code": response.status_code,
+            "headers": _response_headers(response.headers),
+            "stream_id": stream_id,
+        }
+
+    def stream_read(self, plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """host.http.stream_read: the next chunk, `{"payload", "error", "done"}`.
+
+        `done` always comes with an empty payload: plugins built for the Go host drop the
+        payload of a done answer. A finished stream is forgotten; closing it is still fine.
+        """
+        stream_id = _stream_id(request)
+        with self._lock:
+            stream = self._streams.get(stream_id)
+        if stream is None or stream.owner != plugin_id:
+            raise _unknown_stream(stream_id)
+        with stream.lock:
+            if stream.closed:
+                raise _unknown_stream(stream_id)
+            failure = ""
+            try:
+                chunk = next(stream.chunks, b"")
+            except httpx.HTTPError as exc:
+                chunk, failure = b"", self._transport_error(exc, stream.host).message
+            if chunk:
+                stream.received += len(chunk)
+                if stream.received <= self._max_bytes:
+                    return {"payload": b64encode(chunk), "error": "", "done": False}
+                failure = self._too_large(stream.host).message
+            _release(stream)
+        with self._lock:
+            self._streams.pop(stream_id, None)
+        return {"payload": "", "error": failure, "done": True}
+
+    def stream_close(self, plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """host.http.stream_close: `{}`. Idempotent; another plugin's stream is left alone."""
+        stream_id = _stream_id(request)
+        with self._lock:
+            stream = self._streams.get(stream_id)
+            if stream is None or stream.owner != plugin_id:
+                return {}
+            del self._streams[stream_id]
+        _shut(stream)
+        return {}
+
+    def close_plugin(self, plugin_id: str) -> None:
+        """Close every stream the plugin still has open (it is being unloaded)."""
+        with self._lock:
+            owned = [key for key, stream in self._streams.items() if stream.owner == plugin_id]
+            streams = [self._streams.pop(key) for key in owned]
+        for stream in streams:
+            _shut(stream)
+
+    def close(self) -> None:
+        """Close every open stream and the client; later calls answer an error."""
+        with self._lock:
+            self._closed = True
+            streams = list(self._streams.values())
+            self._streams.clear()
+        for stream in streams:
+            _shut(stream)
+        self._client.close()
+
+    def _build(self, plugin_id: str, request: Mapping[str, Any]) -> httpx.Request:
+        nested = ci_get(request, "request")
+        if nested is not None:
+            if not isinstance(nested, Mapping):
+                raise _invalid("field 'request' must be an object")
+            request = nested
+        method = ci_get(request, "method") or "GET"
+        if not isinstance(method, str) or _TOKEN.fullmatch(method) is None:
+            raise _invalid(f"field 'method' must be an HTTP method, got {method!r}")
+        url = self._allowed_url(plugin_id, ci_get(request, "url"))
+        headers = _request_headers(ci_get(request, "headers"))
+        try:
+            body = b64decode(ci_get(request, "body"), "body")
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+        return self._client.build_request(method.upper(), url, headers=headers, content=body)
+
+    def _allowed_url(self, plugin_id: str, value: Any) -> httpx.URL:
+        if not isinstance(value, str) or not value:
+            raise _invalid("field 'url' is required: an absolute http or https URL")
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise _invalid(f"url {value!r} is invalid: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise _invalid(f"url {value!r} must be an absolute http or https URL")
+        host = url.host
+        if self._patterns and not any(host_matches(host, p) for p in self._patterns):
+            log.warning(
+                "plugin %s: refused a request to %s: the host is not in http.allowed-hosts",
+                plugin_id,
+                host,
+            )
+            raise PluginError(
+                HOST_NOT_ALLOWED,
+                f"host {host} is not allowed; the host operator must add it to "
+                "http.allowed-hosts for plugins to reach it",
+                retryable=False,
+                http_status=403,
+            )
+        return url
+
+    def _send(self, outgoing: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise _shutting_down()
+        try:
+            return self._client.send(outgoing, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, outgoing.url.host) from None
+
+    def _transport_error(self, exc: httpx.HTTPError, host: str) -> PluginError:
+        if isinstance(exc, httpx.TimeoutException):
+            return self._timed_out(host)
+        if isinstance(exc, httpx.LocalProtocolError):
+            return _invalid(f"the request to {host} cannot be sent: {exc}")
+        reason = str(exc) or type(exc).__name__
+        return PluginError(
+            UPSTREAM_ERROR, f"request to {host} failed: {reason}", retryable=True, http_status=502
+        )
+
+    def _timed_out(self, host: str) -> PluginError:
+        return PluginError(
+            HOST_TIMEOUT,
+            f"request to {host} timed out after {self._timeout:g}s (http.timeout-seconds)",
+            retryable=True,
+            http_status=504,
+        )
+
+    def _too_large(self, host: str) -> PluginError:
+        return PluginError(
+            RESPONSE_TOO_LARGE,
+            f"response from {host} exceeds {self._max_bytes} bytes (http.max-response-bytes)",
+            retryable=False,
+            http_status=502,
+        )
+
+
+def _request_headers(value: Any) -> list[tuple[bytes, bytes]]:
+    if value is None:
+        return []
+    if not isinstance(value, Mapping):
+        raise _invalid('field \'headers\' must be an object such as {"Name": ["value"]}')
+    headers: list[tuple[bytes, bytes]] = []
+    for name, given in value.items():
+        if name.lower() in _IGNORED_REQUEST_HEADERS or given is None:
+            continue
+        if _TOKEN.fullmatch(name) is None:
+            raise _invalid(f"header name {name!r} is not a valid HTTP header name")
+        values = [given] if isinstance(given, str) else given
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise _invalid(f"header {name!r} must be a string or a list of strings")
+        # Go sends header strings as their UTF-8 bytes; httpx would insist on ASCII.
+        headers.extend((name.encode("utf-8"), v.encode("utf-8")) for v in values)
+    return headers
+
+
+def _response_headers(headers: httpx.Headers) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {}
+    for raw_name, raw_value in headers.raw:
+        name = _canonical_name(raw_name.decode("latin-1"))
+        if name not in _DROPPED_RESPONSE_HEADERS:
+            result.setdefault(name, []).append(raw_value.decode("utf-8", "replace"))
+    return result
+
+
+@functools.lru_cache(maxsize=512)
+def _canonical_name(name: str) -> str:
+    # Go plugins look headers up by exact canonical key ("Content-Type") in http.Header.
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def _stream_id(request: Mapping[str, Any]) -> str:
+    value = ci_get(request, "stream_id")
+    if not isinstance(value, str) or not value:
+        raise _invalid("field 'stream_id' is required: the ID host.http.do_stream answered")
+    return value
+
+
+def _release(stream: _Stream) -> None:
+    """Close the stream's response; the caller holds its lock."""
+    stream.closed = True
+    try:
+        stream.response.close()
+    except Exception:  # one failed close must not keep the other streams open
+        log.warning("closing an HTTP stream of plugin %s failed", stream.owner, exc_info=True)
+
+
+def _shut(stream: _Stream) -> None:
+    with stream.lock:
+        _release(stream)
+
+
+def _invalid(message: str) -> PluginError:
+    return PluginError(INVALID_REQUEST, message, retryable=False, http_status=400)
+
+
+def _unknown_stream(stream_id: str) -> PluginError:
+    return PluginError(
+        UNKNOWN_STREAM,
+        f"no open stream {stream_id!r}: it was closed, finished, or never opened by this plugin",
+        retryable=False,
+        http_status=404,
+    )
+
+
+def _shutting_down() -> PluginError:
+    return PluginError(HOST_CALL_FAILED, "the host is shutting down its HTTP client")
