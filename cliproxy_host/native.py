@@ -1,0 +1,286 @@
+"""One plugin library loaded in this process: dlopen, init, call, free, shutdown, host callbacks."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from .abi import ABI_VERSION, HostHandler, Method, ffi, libc
+from .envelope import (
+    ABI_MISMATCH,
+    HOST_CALL_FAILED,
+    INIT_FAILED,
+    INVALID_RESPONSE,
+    LOAD_FAILED,
+    UNLOADING,
+    PluginError,
+    PluginLoadError,
+    PluginResponseError,
+    error,
+    failed_call_error,
+)
+
+log = logging.getLogger(__name__)
+
+INIT_SYMBOL: Final = "cliproxy_plugin_init"
+DEFAULT_DRAIN_TIMEOUT: Final = 5.0
+_DLOPEN_FLAGS: Final = 0 if sys.platform == "win32" else os.RTLD_NOW | os.RTLD_LOCAL
+
+
+class _HostContext:
+    """What a host_ctx pointer stands for: the plugin that calls and where its calls go."""
+
+    __slots__ = ("handler", "plugin_id")
+
+    def __init__(self, plugin_id: str, handler: HostHandler) -> None:
+        self.plugin_id = plugin_id
+        self.handler = handler
+
+
+# host_ctx values are small integers, never Python object addresses, so that a stale or
+# forged host_ctx is looked up and refused (return 1) instead of dereferenced.
+_contexts: dict[int, _HostContext] = {}
+_context_ids = itertools.count(1)
+
+
+def _write_response(response: Any, data: bytes) -> int:
+    ptr = libc.malloc(len(data) or 1)
+    if ptr == ffi.NULL:
+        return 1
+    ffi.memmove(ptr, data, len(data))
+    response.ptr = ptr
+    response.len = len(data)
+    return 0
+
+
+def _on_callback_error(
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> int:
+    # Only reached if writing the answer itself failed; never let it propagate into C.
+    log.error("host callback failed before it could answer", exc_info=(exc_type, exc, tb))  # type: ignore[arg-type]
+    return 1
+
+
+def _host_call(ctx: Any, method: Any, request: Any, request_len: int, response: Any) -> int:
+    if ffi.NULL in (ctx, method, response):
+        return 1
+    entry = _contexts.get(int(ffi.cast("uintptr_t", ctx)))
+    if entry is None:
+        return 1
+    response.ptr = ffi.NULL
+    response.len = 0
+    name = ffi.string(method).decode("utf-8", "replace")
+    try:
+        if request == ffi.NULL and request_len:
+            raise ValueError(f"request pointer is NULL but request_len is {request_len}")
+        data = ffi.unpack(ffi.cast("char*", request), request_len) if request_len else b""
+        answer = entry.handler(entry.plugin_id, name, data)
+    except PluginError as exc:
+        answer = exc.to_envelope()
+    except Exception as exc:  # a callback must never raise into C
+        log.exception("plugin %s: host callback %s failed", entry.plugin_id, name)
+        answer = error(HOST_CALL_FAILED, f"host callback {name} failed: {exc}")
+    return _write_response(response, answer)
+
+
+def _host_free(ptr: Any, length: int) -> None:
+    if ptr != ffi.NULL:
+        libc.free(ptr)
+
+
+# Module-level, so they outlive every plugin that holds a pointer to them.
+_HOST_CALL = ffi.callback(
+    "int(void*, const char*, const uint8_t*, size_t, cliproxy_buffer*)",
+    _host_call,
+    onerror=_on_callback_error,
+)
+_HOST_FREE = ffi.callback("void(void*, size_t)", _host_free)
+
+
+class NativePlugin:
+    """A plugin library in this process. Thread-safe; calls run without the GIL."""
+
+    def __init__(self, plugin_id: str, path: Path, handler: HostHandler) -> None:
+        """Load and initialise the library (ABI.md section 1, steps 1-4)."""
+        self.plugin_id = plugin_id
+        self.path = path
+        self._methods: dict[str, bytes] = {}
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._closing = False
+        self._closed = False
+        self._deferred = False
+
+        if not path.is_file():
+            raise self._load_error(
+                f"plugin file {path} does not exist; check the plugins dir and file name"
+            )
+        try:
+            self._lib = ffi.dlopen(str(path), _DLOPEN_FLAGS)
+        except OSError as exc:
+            raise self._load_error(
+                f"cannot load {path}: {exc}; is it a shared library built for this "
+                "platform and architecture, with its dependencies installed?"
+            ) from None
+        try:
+            init = getattr(self._lib, INIT_SYMBOL)
+        except AttributeError:
+            ffi.dlclose(self._lib)
+            raise self._load_error(
+                f"{path} does not export {INIT_SYMBOL}; export it with C linkage "
+                '(CLIPROXY_EXPORT in C, #[no_mangle] pub extern "C" in Rust)'
+            ) from None
+
+        self._ctx_id = next(_context_ids)
+        _contexts[self._ctx_id] = _HostContext(plugin_id, handler)
+        # Plugins keep this pointer: it lives as long as this object is loaded.
+        self._host_api = ffi.new("cliproxy_host_api*")
+        self._host_api.abi_version = ABI_VERSION
+        self._host_api.host_ctx = ffi.cast("void*", self._ctx_id)
+        self._host_api.call = _HOST_CALL
+        self._host_api.free_buffer = _HOST_FREE
+        self._api = ffi.new("cliproxy_plugin_api*")
+
+        rc = init(self._host_api, self._api)
+        if rc != 0:
+            self._abandon()
+            raise self._load_error(
+                f"{INIT_SYMBOL} in {path} returned {rc}; the plugin refused to start "
+                "(see its log output)",
+                code=INIT_FAILED,
+            )
+        if self._api.abi_version != ABI_VERSION:
+            version = self._api.abi_version
+            self._abandon()
+            raise self._load_error(
+                f"{path} speaks ABI version {version}, this host speaks {ABI_VERSION}; "
+                "rebuild the plugin against include/cliproxy_plugin.h",
+                code=ABI_MISMATCH,
+            )
+        missing = [f for f in ("call", "free_buffer") if getattr(self._api, f) == ffi.NULL]
+        if missing:
+            self._abandon()
+            raise self._load_error(
+                f"{INIT_SYMBOL} in {path} left {' and '.join(missing)} NULL; "
+                "set every function of cliproxy_plugin_api except shutdown",
+                code=INIT_FAILED,
+            )
+        self._call = self._api.call
+        self._free = self._api.free_buffer
+
+    def _load_error(self, message: str, code: str = LOAD_FAILED) -> PluginLoadError:
+        return PluginLoadError(code, message, plugin_id=self.plugin_id)
+
+    def _abandon(self) -> None:
+        """Undo a half-finished init: shut down if the plugin set shutdown, then close."""
+        if self._api.shutdown != ffi.NULL:
+            self._api.shutdown()
+        self._release()
+
+    def _release(self) -> None:
+        _contexts.pop(self._ctx_id, None)
+        ffi.dlclose(self._lib)
+        self._closed = True
+
+    def call(self, method: str, request: bytes) -> bytes:
+        """Send a request envelope; answer the plugin's response envelope bytes (copied)."""
+        cmethod = self._methods.get(method)
+        if cmethod is None:
+            cmethod = self._methods.setdefault(method, method.encode("utf-8"))
+        with self._cond:
+            if self._closing:
+                raise PluginError(
+                    UNLOADING,
+                    "the plugin is being unloaded; retry once it has been reloaded",
+                    plugin_id=self.plugin_id,
+                    method=method,
+                    retryable=True,
+                )
+            self._inflight += 1
+        try:
+            return self._exchange(method, cmethod, request)
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                finish = self._closing and not self._inflight and self._deferred
+                if finish:
+                    self._deferred = False
+                elif self._closing and not self._inflight:
+                    self._cond.notify_all()
+            if finish:
+                self._shutdown()
+
+    def _exchange(self, method: str, cmethod: bytes, request: bytes) -> bytes:
+        response = ffi.new("cliproxy_buffer*")
+        rc = self._call(cmethod, request, len(request), response)
+        ptr = response.ptr
+        length = response.len
+        if ptr == ffi.NULL:
+            if length:
+                raise PluginResponseError(
+                    INVALID_RESPONSE,
+                    f"response pointer is NULL but its length is {length}; "
+                    "set ptr and len together",
+                    plugin_id=self.plugin_id,
+                    method=method,
+                )
+            data = b""
+        else:
+            try:
+                data = ffi.unpack(ffi.cast("char*", ptr), length)
+            finally:
+                self._free(ptr, length)
+        if rc != 0:
+            raise failed_call_error(rc, data, plugin_id=self.plugin_id, method=method)
+        return data
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def close(self, timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+        """Shut down (ABI.md section 1): stop calls, drain, plugin.shutdown, shutdown(), dlclose.
+
+        If calls are still running after ``timeout`` seconds, closing is left to the last
+        of them to finish: unloading the library under a running call would crash.
+        """
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            if not self._cond.wait_for(lambda: not self._inflight, timeout):
+                self._deferred = True
+                log.warning(
+                    "plugin %s: %d call(s) still running after %.1fs; %s is unloaded when "
+                    "they return",
+                    self.plugin_id,
+                    self._inflight,
+                    timeout,
+                    self.path,
+                )
+                return
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        try:
+            self._exchange(Method.SHUTDOWN, Method.SHUTDOWN.encode(), b"{}")
+        except PluginError as exc:
+            log.debug("plugin %s: plugin.shutdown not answered: %s", self.plugin_id, exc)
+        if self._api.shutdown != ffi.NULL:
+            self._api.shutdown()
+        self._release()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"NativePlugin({self.plugin_id!r}, {str(self.path)!r})"

@@ -1,0 +1,558 @@
+/*
+ * testplugin: a plugin for the host's test suite, built with compile-time knobs
+ * so that each way a plugin can fail can be produced on purpose:
+ *
+ *   cc -shared -fPIC -pthread -Wall -Wextra -I include -I examples/c \
+ *      tests/plugins/testplugin.c -o X.so [knobs]
+ *
+ * Knobs (-D...). String knobs take a C string literal: -DTP_NAME="x" as one argv
+ * element (in a shell: -DTP_NAME='"x"'). Flag knobs act when defined, whatever value.
+ *   TP_NO_INIT              export not_the_init instead of cliproxy_plugin_init
+ *   TP_INIT_RC=N            init fills everything, then returns N (default 0)
+ *   TP_ABI_VERSION=N        plugin->abi_version (default 1)
+ *   TP_NULL_CALL            leave plugin->call NULL
+ *   TP_NULL_FREE            leave plugin->free_buffer NULL
+ *   TP_WITH_SHUTDOWN        set plugin->shutdown (default NULL)
+ *   TP_MARKER="path"        append a line per lifecycle event: init, register,
+ *                           reconfigure, plugin.shutdown, shutdown
+ *   TP_REGISTRATION_FILE="path"  register/reconfigure answer
+ *                           {"ok":true,"result":<file contents verbatim>}
+ *   TP_REGISTER_SLEEP_MS=N  sleep before answering plugin.register
+ *   TP_NAME="x"             the name used in answers (default "testplugin")
+ *
+ * Methods: see tp_call at the bottom.
+ *
+ * Every response lives in a tracked allocation (see "Tracked responses") so the
+ * tests can ask `stats` whether the host released each buffer exactly once and
+ * with the right length.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cliproxy_plugin.h"
+#include "cliproxy_example.h"
+
+#ifndef TP_NAME
+#define TP_NAME "testplugin"
+#endif
+#ifndef TP_ABI_VERSION
+#define TP_ABI_VERSION 1
+#endif
+#ifndef TP_INIT_RC
+#define TP_INIT_RC 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TP_MAYBE_UNUSED __attribute__((unused))
+#else
+#define TP_MAYBE_UNUSED
+#endif
+
+static const cliproxy_host_api* _Atomic g_host;
+
+static atomic_ullong g_register_calls, g_reconfigure_calls, g_usage_calls;
+
+/* The last config_yaml (still base64), replaced by register/reconfigure. */
+static pthread_mutex_t g_config_lock = PTHREAD_MUTEX_INITIALIZER;
+static char* g_config_b64;
+
+/* ---- lifecycle marker ------------------------------------------------ */
+
+static void tp_mark(const char* what) {
+#ifdef TP_MARKER
+    /* One write() on an O_APPEND fd per line, so lines from concurrent calls
+     * never interleave. */
+    char line[64];
+    size_t n = strlen(what);
+    if (n > sizeof line - 1) n = sizeof line - 1;
+    memcpy(line, what, n);
+    line[n++] = '\n';
+    int fd = open(TP_MARKER, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    ssize_t written = write(fd, line, n);
+    (void)written;
+    close(fd);
+#else
+    (void)what;
+#endif
+}
+
+/* ---- tracked responses ----------------------------------------------- */
+
+/* Each response has a hidden 16-byte header in front of the pointer handed out.
+ * free_buffer also looks the pointer up in a set of live allocations before
+ * touching the header: a double free must be counted, not crash the test run
+ * by reading memory that was already returned to the system. */
+#define TP_MAGIC 0x43505850474e554cULL  /* "CPXPGNUL" */
+#define TP_POISON 0xdeadbeefdeadbeefULL
+
+typedef struct {
+    uint64_t magic;
+    uint64_t len;
+} tp_header;
+
+_Static_assert(sizeof(tp_header) == 16, "the hidden header is 16 bytes");
+
+typedef struct tp_node {
+    void*           ptr;
+    struct tp_node* next;
+} tp_node;
+
+/* Striped so that concurrent calls rarely contend for the same lock. */
+#define TP_BUCKETS 64
+static struct {
+    pthread_mutex_t lock;
+    tp_node*        head;
+} g_live[TP_BUCKETS];
+static pthread_once_t g_live_once = PTHREAD_ONCE_INIT;
+
+static atomic_ullong g_allocs, g_frees, g_bad_frees;
+
+static void tp_live_init(void) {
+    for (size_t i = 0; i < TP_BUCKETS; i++) pthread_mutex_init(&g_live[i].lock, NULL);
+}
+
+static size_t tp_bucket(const void* p) {
+    uintptr_t v = (uintptr_t)p >> 4;
+    return (size_t)((v ^ (v >> 7) ^ (v >> 13)) % TP_BUCKETS);
+}
+
+static void* tp_alloc(size_t n) {
+    pthread_once(&g_live_once, tp_live_init);
+    if (n > SIZE_MAX - sizeof(tp_header)) return NULL;
+    tp_header* h = (tp_header*)malloc(sizeof *h + n);
+    tp_node* node = (tp_node*)malloc(sizeof *node);
+    if (!h || !node) {
+        free(h);
+        free(node);
+        return NULL;
+    }
+    h->magic = TP_MAGIC;
+    h->len = n;
+    node->ptr = h + 1;
+    size_t b = tp_bucket(node->ptr);
+    pthread_mutex_lock(&g_live[b].lock);
+    node->next = g_live[b].head;
+    g_live[b].head = node;
+    pthread_mutex_unlock(&g_live[b].lock);
+    atomic_fetch_add(&g_allocs, 1);
+    return node->ptr;
+}
+
+static TP_MAYBE_UNUSED void tp_free_buffer(void* ptr, size_t len) {
+    if (!ptr) return; /* like free(NULL) */
+    pthread_once(&g_live_once, tp_live_init);
+    size_t b = tp_bucket(ptr);
+    pthread_mutex_lock(&g_live[b].lock);
+    tp_node** link = &g_live[b].head;
+    while (*link && (*link)->ptr != ptr) link = &(*link)->next;
+    tp_node* node = *link;
+    tp_header* h = (tp_header*)ptr - 1;
+    if (!node || h->magic != TP_MAGIC || h->len != len) {
+        /* unknown pointer, double free or wrong length: count it and leave any
+         * live allocation alone so that a correct free can still follow */
+        pthread_mutex_unlock(&g_live[b].lock);
+        atomic_fetch_add(&g_bad_frees, 1);
+        return;
+    }
+    *link = node->next;
+    h->magic = TP_POISON;
+    pthread_mutex_unlock(&g_live[b].lock);
+    free(node);
+    free(h);
+    atomic_fetch_add(&g_frees, 1);
+}
+
+/* Copies data into a tracked allocation and makes it the response. */
+static int tp_respond_bytes(const void* data, size_t n, cliproxy_buffer* response, int rc) {
+    void* p = tp_alloc(n);
+    if (!p) return 1;
+    if (n) memcpy(p, data, n);
+    response->ptr = p;
+    response->len = n;
+    return rc;
+}
+
+static int tp_respond(cpx_buf* b, cliproxy_buffer* response, int rc) {
+    if (b->failed) {
+        cpx_buf_free(b);
+        return 1;
+    }
+    rc = tp_respond_bytes(b->data, b->len, response, rc);
+    cpx_buf_free(b);
+    return rc;
+}
+
+/* ---- small utilities ------------------------------------------------- */
+
+static void tp_sleep_ms(unsigned long long ms) {
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static uint64_t tp_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void tp_set_config(char* b64) {
+    pthread_mutex_lock(&g_config_lock);
+    char* old = g_config_b64;
+    g_config_b64 = b64;
+    pthread_mutex_unlock(&g_config_lock);
+    free(old);
+}
+
+/* ---- lifecycle ------------------------------------------------------- */
+
+static void tp_registration(cpx_buf* out) {
+#ifdef TP_REGISTRATION_FILE
+    FILE* f = fopen(TP_REGISTRATION_FILE, "rb");
+    if (!f) {
+        cpx_error(out, "plugin_error", "cannot open " TP_REGISTRATION_FILE);
+        return;
+    }
+    cpx_ok_begin(out);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) cpx_buf_append(out, chunk, n);
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        cpx_error(out, "plugin_error", "cannot read " TP_REGISTRATION_FILE);
+        return;
+    }
+    cpx_ok_end(out);
+#else
+    cpx_ok_begin(out);
+    cpx_buf_puts(out, "{\"schema_version\":1,\"metadata\":{\"Name\":");
+    cpx_buf_json_cstring(out, TP_NAME);
+    cpx_buf_puts(out, ",\"Version\":\"0.1.0\",\"Author\":\"tests\","
+                      "\"GitHubRepository\":\"https://example.invalid/testplugin\","
+                      "\"Logo\":\"\",\"ConfigFields\":[]},"
+                      "\"capabilities\":{\"executor\":true,\"request_normalizer\":true,"
+                      "\"usage_plugin\":true}}");
+    cpx_ok_end(out);
+#endif
+}
+
+static void tp_register(const char* req, size_t len, int reconfigure, cpx_buf* out) {
+    tp_mark(reconfigure ? "reconfigure" : "register");
+    atomic_fetch_add(reconfigure ? &g_reconfigure_calls : &g_register_calls, 1);
+    char* b64 = cpx_json_get_string(req, len, "config_yaml", NULL);
+    tp_set_config(b64); /* NULL (absent) reads back as "" */
+#ifdef TP_REGISTER_SLEEP_MS
+    if (!reconfigure) tp_sleep_ms((unsigned long long)(TP_REGISTER_SLEEP_MS));
+#endif
+    tp_registration(out);
+}
+
+static void tp_last_config(cpx_buf* out) {
+    cpx_ok_begin(out);
+    cpx_buf_puts(out, "{\"config_yaml\":");
+    pthread_mutex_lock(&g_config_lock);
+    cpx_buf_json_cstring(out, g_config_b64 ? g_config_b64 : "");
+    pthread_mutex_unlock(&g_config_lock);
+    cpx_buf_printf(out, ",\"register_calls\":%llu,\"reconfigure_calls\":%llu}",
+                   (unsigned long long)atomic_load(&g_register_calls),
+                   (unsigned long long)atomic_load(&g_reconfigure_calls));
+    cpx_ok_end(out);
+}
+
+/* ---- calling the host ------------------------------------------------ */
+
+typedef struct {
+    const cliproxy_host_api* host;
+    const char*              method;
+    const char*              request;
+    size_t                   request_len;
+    int                      rc;
+    cliproxy_buffer          answer;
+} tp_host_job;
+
+static void tp_host_run(tp_host_job* job) {
+    job->answer.ptr = NULL;
+    job->answer.len = 0;
+    job->rc = job->host->call(job->host->host_ctx, job->method, (const uint8_t*)job->request,
+                              job->request_len, &job->answer);
+}
+
+static void* tp_host_thread(void* arg) {
+    tp_host_run((tp_host_job*)arg);
+    return NULL;
+}
+
+static void tp_host_release(const cliproxy_host_api* host, cliproxy_buffer* answer) {
+    if (answer->ptr && host->free_buffer) host->free_buffer(answer->ptr, answer->len);
+    answer->ptr = NULL;
+    answer->len = 0;
+}
+
+/* `host` and `host_thread`: answers the host's bytes verbatim. */
+static int tp_host(const char* req, size_t len, int in_thread, cliproxy_buffer* response) {
+    cpx_buf out = {0};
+    tp_host_job job = {0};
+    job.host = atomic_load(&g_host);
+    char* method = cpx_json_get_string(req, len, "method", NULL);
+    cpx_span value;
+    if (cpx_json_find(req, len, "request", &value) == 1) {
+        job.request = value.ptr;
+        job.request_len = value.len;
+    }
+    job.method = method;
+    pthread_t thread;
+
+    if (!job.host || !job.host->call) {
+        cpx_error(&out, "plugin_error", "no host API (init not called?)");
+    } else if (!method) {
+        cpx_error(&out, "invalid_request", "host: \"method\" must be a string");
+    } else if (in_thread && pthread_create(&thread, NULL, tp_host_thread, &job) != 0) {
+        cpx_error(&out, "plugin_error", "pthread_create failed");
+    } else {
+        if (in_thread) pthread_join(thread, NULL);
+        else tp_host_run(&job);
+        free(method);
+        if (job.rc != 0) {
+            tp_host_release(job.host, &job.answer);
+            char msg[48];
+            snprintf(msg, sizeof msg, "host call returned %d", job.rc);
+            cpx_error(&out, "host_rc", msg);
+            return tp_respond(&out, response, 0);
+        }
+        int rc = 0;
+        if (job.answer.ptr && job.answer.len)
+            rc = tp_respond_bytes(job.answer.ptr, job.answer.len, response, 0);
+        else if (job.answer.len)
+            rc = 1; /* the host claimed bytes without a pointer */
+        tp_host_release(job.host, &job.answer);
+        return rc;
+    }
+    free(method);
+    return tp_respond(&out, response, 0);
+}
+
+static void tp_host_bad_ctx(cpx_buf* out) {
+    const cliproxy_host_api* host = atomic_load(&g_host);
+    if (!host || !host->call) {
+        cpx_error(out, "plugin_error", "no host API (init not called?)");
+        return;
+    }
+    static const char req[] = "{\"level\":\"debug\",\"message\":\"testplugin bad ctx probe\"}";
+    const uint8_t* r = (const uint8_t*)req;
+    size_t n = sizeof req - 1;
+    cliproxy_buffer a1 = {0}, a2 = {0}, a3 = {0};
+    int rc1 = host->call(NULL, "host.log", r, n, &a1);
+    int rc2 = host->call(host->host_ctx, NULL, r, n, &a2);
+    int rc3 = host->call((void*)(uintptr_t)0x7fffffff, "host.log", r, n, &a3);
+    tp_host_release(host, &a1);
+    tp_host_release(host, &a2);
+    tp_host_release(host, &a3);
+    cpx_ok_begin(out);
+    cpx_buf_printf(out, "{\"null_ctx\":%d,\"null_method\":%d,\"bogus_ctx\":%d}", rc1, rc2, rc3);
+    cpx_ok_end(out);
+}
+
+/* ---- other methods --------------------------------------------------- */
+
+static void tp_normalize(const char* req, size_t len, cpx_buf* out) {
+    cpx_span v;
+    uint8_t* body = NULL;
+    size_t body_len = 0;
+    int found = cpx_json_find(req, len, "Body", &v);
+    if (found < 0) {
+        cpx_error(out, "invalid_request", "request.normalize: the request is not a JSON object");
+        return;
+    }
+    if (found && !cpx_span_is(v, "null")) {
+        size_t b64_len = 0;
+        char* b64 = cpx_span_string(v, &b64_len);
+        body = b64 ? cpx_base64_decode(b64, b64_len, &body_len) : NULL;
+        free(b64);
+        if (!body) {
+            cpx_error(out, "invalid_request", "request.normalize: Body is not base64");
+            return;
+        }
+    }
+    cpx_buf joined = {0};
+    cpx_buf_append(&joined, body, body_len);
+    cpx_buf_puts(&joined, "|" TP_NAME);
+    free(body);
+    cpx_ok_begin(out);
+    cpx_buf_puts(out, "{\"Body\":\"");
+    cpx_buf_base64(out, (const uint8_t*)joined.data, joined.len);
+    cpx_buf_puts(out, "\"}}");
+    if (joined.failed) out->failed = 1;
+    cpx_buf_free(&joined);
+}
+
+static int tp_big(const char* req, size_t len, cliproxy_buffer* response) {
+    static const char head[] = "{\"ok\":true,\"result\":{\"data\":\"";
+    static const char tail[] = "\"}}";
+    unsigned long long n = cpx_json_get_uint(req, len, "bytes", 0);
+    size_t hl = sizeof head - 1, tl = sizeof tail - 1;
+    if (n > SIZE_MAX - hl - tl - sizeof(tp_header)) return 1;
+    /* built in place: N may be large enough that a growing buffer would double it */
+    char* p = (char*)tp_alloc(hl + (size_t)n + tl);
+    if (!p) return 1;
+    memcpy(p, head, hl);
+    memset(p + hl, 'a', (size_t)n);
+    memcpy(p + hl + n, tail, tl);
+    response->ptr = p;
+    response->len = hl + (size_t)n + tl;
+    return 0;
+}
+
+/* ---- ABI ------------------------------------------------------------- */
+
+#define IS(name) (strcmp(method, name) == 0)
+
+static TP_MAYBE_UNUSED int tp_call(const char* method, const uint8_t* request,
+                                   size_t request_len, cliproxy_buffer* response) {
+    if (!response) return 1;
+    response->ptr = NULL;
+    response->len = 0;
+    if (!method) method = "";
+    const char* req = (const char*)request;
+    size_t len = request ? request_len : 0;
+    cpx_buf out = {0};
+
+    if (IS("plugin.register") || IS("plugin.reconfigure")) {
+        tp_register(req, len, IS("plugin.reconfigure"), &out);
+    } else if (IS("plugin.shutdown")) {
+        tp_mark("plugin.shutdown");
+        cpx_buf_puts(&out, "{\"ok\":true,\"result\":{}}");
+    } else if (IS("last_config")) {
+        tp_last_config(&out);
+    } else if (IS("echo")) {
+        cpx_ok_begin(&out);
+        if (len) cpx_buf_append(&out, req, len);
+        else cpx_buf_puts(&out, "{}");
+        cpx_ok_end(&out);
+    } else if (IS("executor.identifier")) {
+        cpx_ok_begin(&out);
+        cpx_buf_puts(&out, "{\"identifier\":");
+        cpx_buf_json_cstring(&out, TP_NAME);
+        cpx_buf_puts(&out, "}");
+        cpx_ok_end(&out);
+    } else if (IS("executor.execute")) {
+        cpx_span payload;
+        int found = cpx_json_find(req, len, "Payload", &payload);
+        cpx_ok_begin(&out);
+        cpx_buf_puts(&out, "{\"Payload\":");
+        if (found == 1) cpx_buf_append(&out, payload.ptr, payload.len);
+        else cpx_buf_puts(&out, "\"\"");
+        cpx_buf_puts(&out, ",\"Headers\":{\"X-Plugin\":[");
+        cpx_buf_json_cstring(&out, TP_NAME);
+        cpx_buf_puts(&out, "]}}");
+        cpx_ok_end(&out);
+    } else if (IS("request.normalize")) {
+        tp_normalize(req, len, &out);
+    } else if (IS("usage.handle")) {
+        atomic_fetch_add(&g_usage_calls, 1);
+        cpx_buf_puts(&out, "{\"ok\":true,\"result\":{}}");
+    } else if (IS("usage_count")) {
+        cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"count\":%llu}}",
+                       (unsigned long long)atomic_load(&g_usage_calls));
+    } else if (IS("rc_with_envelope")) {
+        cpx_buf_puts(&out, "{\"ok\":false,\"error\":{\"code\":\"quota_exceeded\","
+                           "\"message\":\"try later\",\"retryable\":true,\"http_status\":429}}");
+        return tp_respond(&out, response, 3);
+    } else if (IS("rc_without_envelope")) {
+        cpx_buf_puts(&out, "boom: not an envelope");
+        return tp_respond(&out, response, 4);
+    } else if (IS("rc_no_response")) {
+        return 5;
+    } else if (IS("not_json")) {
+        cpx_buf_puts(&out, "this is not json");
+    } else if (IS("not_utf8")) {
+        cpx_buf_puts(&out, "{\"ok\":true,\"result\":\"\xFF\xFE\"}");
+    } else if (IS("null_with_len")) {
+        response->len = 7; /* deliberately inconsistent */
+        return 0;
+    } else if (IS("empty")) {
+        return 0;
+    } else if (IS("decline")) {
+        cpx_error(&out, "not_handled", TP_NAME " does not handle this request");
+    } else if (IS("fail")) {
+        cpx_error(&out, "plugin_error", "failed on purpose");
+    } else if (IS("sleep")) {
+        unsigned long long ms = cpx_json_get_uint(req, len, "ms", 0);
+        tp_sleep_ms(ms);
+        cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"slept_ms\":%llu}}", ms);
+    } else if (IS("spin")) {
+        unsigned long long us = cpx_json_get_uint(req, len, "us", 0);
+        uint64_t until = tp_now_ns() + (uint64_t)us * 1000ULL;
+        while (tp_now_ns() < until) {
+        }
+        cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"spun_us\":%llu}}", us);
+    } else if (IS("big")) {
+        return tp_big(req, len, response);
+    } else if (IS("host")) {
+        return tp_host(req, len, 0, response);
+    } else if (IS("host_thread")) {
+        return tp_host(req, len, 1, response);
+    } else if (IS("host_bad_ctx")) {
+        tp_host_bad_ctx(&out);
+    } else if (IS("stats")) {
+        /* read before this answer's own allocation, so that with nothing in
+         * flight allocs == frees */
+        unsigned long long a = atomic_load(&g_allocs), f = atomic_load(&g_frees),
+                           bad = atomic_load(&g_bad_frees);
+        cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"allocs\":%llu,\"frees\":%llu,"
+                             "\"bad_frees\":%llu}}", a, f, bad);
+    } else {
+        cpx_unknown_method(&out, method);
+    }
+    return tp_respond(&out, response, 0);
+}
+
+static TP_MAYBE_UNUSED void tp_shutdown(void) {
+    tp_mark("shutdown");
+    tp_set_config(NULL);
+}
+
+static int tp_init(const cliproxy_host_api* host, cliproxy_plugin_api* plugin) {
+    tp_mark("init");
+    atomic_store(&g_host, host);
+    if (!plugin) return 1;
+    plugin->abi_version = TP_ABI_VERSION;
+#ifndef TP_NULL_CALL
+    plugin->call = tp_call;
+#endif
+#ifndef TP_NULL_FREE
+    plugin->free_buffer = tp_free_buffer;
+#endif
+#ifdef TP_WITH_SHUTDOWN
+    plugin->shutdown = tp_shutdown;
+#endif
+    return TP_INIT_RC;
+}
+
+#ifdef TP_NO_INIT
+CLIPROXY_EXPORT int not_the_init(const cliproxy_host_api* host, cliproxy_plugin_api* plugin);
+CLIPROXY_EXPORT int not_the_init(const cliproxy_host_api* host, cliproxy_plugin_api* plugin) {
+    return tp_init(host, plugin);
+}
+#else
+CLIPROXY_EXPORT int cliproxy_plugin_init(const cliproxy_host_api* host,
+                                         cliproxy_plugin_api* plugin) {
+    return tp_init(host, plugin);
+}
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+/* Without TP_WITH_SHUTDOWN nothing else frees the stored config before dlclose. */
+__attribute__((destructor)) static void tp_unload(void) { tp_set_config(NULL); }
+#endif
