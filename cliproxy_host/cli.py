@@ -1,0 +1,123 @@
+"""The `cliproxy-host` command: list plugins and call them from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, Final
+
+import orjson
+
+from .config import ConfigError
+from .envelope import NOT_FOUND, NOT_LOADED, PluginError, ok
+from .host import PluginHost, PluginInfo
+
+EXIT_OK: Final = 0
+EXIT_ERROR_ENVELOPE: Final = 1
+EXIT_USAGE: Final = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cliproxy-host", description="A Python host for CLIProxy-ABI native plugins."
+    )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr (default: WARNING)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plugins = sub.add_parser("plugins", help="list discovered and configured plugins")
+    plugins.add_argument("--config", default="config.yaml", help="YAML config file")
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    call = sub.add_parser("call", help="call a method of one plugin and print the envelope")
+    call.add_argument("plugin_id")
+    call.add_argument("method")
+    call.add_argument(
+        "request", nargs="?", default="{}", help="request JSON (default {}; - reads stdin)"
+    )
+    call.add_argument("--config", default="config.yaml", help="YAML config file")
+    return parser
+
+
+def _table(infos: Sequence[PluginInfo]) -> str:
+    headers = ("ID", "PRIO", "ENABLED", "REGISTERED", "VERSION", "CAPABILITIES", "PATH / ERROR")
+    rows = []
+    for info in infos:
+        caps = ",".join(sorted(k for k, v in info.capabilities.items() if v is True)) or "-"
+        version = (info.metadata or {}).get("Version") or info.version or "-"
+        rows.append(
+            (
+                info.id,
+                str(info.priority),
+                "yes" if info.enabled else "no",
+                "yes" if info.registered else "no",
+                version,
+                caps,
+                f"error: {info.error}" if info.error else (info.path or "-"),
+            )
+        )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in (headers, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_plugins(host: PluginHost, as_json: bool) -> int:
+    infos = host.plugins()
+    if as_json:
+        sys.stdout.write(
+            orjson.dumps([i.model_dump() for i in infos], option=orjson.OPT_INDENT_2).decode()
+            + "\n"
+        )
+    elif infos:
+        print(_table(infos))
+    else:
+        print(f"no plugins found under {host.config.plugins_dir()}")
+    return EXIT_OK
+
+
+def _cmd_call(host: PluginHost, plugin_id: str, method: str, request: Any) -> int:
+    try:
+        result = host.call(plugin_id, method, request)
+    except PluginError as exc:
+        if exc.code in (NOT_FOUND, NOT_LOADED):
+            print(f"cliproxy-host: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        sys.stdout.write(exc.to_envelope().decode() + "\n")
+        return EXIT_ERROR_ENVELOPE
+    sys.stdout.write(ok(result).decode() + "\n")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    request: Any = None
+    if args.command == "call":
+        text = sys.stdin.read() if args.request == "-" else args.request
+        try:
+            request = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            print(f"cliproxy-host: request is not valid JSON: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        host = PluginHost.from_config(args.config)
+    except ConfigError as exc:
+        print(f"cliproxy-host: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with host:
+        if args.command == "plugins":
+            return _cmd_plugins(host, args.json)
+        return _cmd_call(host, args.plugin_id, args.method, request)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
