@@ -62,9 +62,12 @@ def test_the_host_policy_refuses_a_host_the_operator_did_not_allow(
     examples: dict[str, Path], host_factory: HostFactory, server: LocalServer
 ) -> None:
     configs = {"http-c": {"enabled": True, "base_url": server.url("/echo")}}
-    with start_host(host_factory, examples, configs, {"allowed-hosts": ["api.example.com"]}) as h:
-        with pytest.raises(env.PluginError) as info:
-            h.call("http-c", "executor.execute", {"Model": "m", "Payload": ""})
+    policy = {"allowed-hosts": ["api.example.com"]}
+    with (
+        start_host(host_factory, examples, configs, policy) as host,
+        pytest.raises(env.PluginError) as info,
+    ):
+        host.call("http-c", "executor.execute", {"Model": "m", "Payload": ""})
     assert info.value.code == "host_not_allowed"
     assert info.value.plugin_id == "http-c"
     assert server.hits == []
@@ -84,9 +87,11 @@ def test_an_oversized_upstream_answer_is_an_error_not_a_crash(
     examples: dict[str, Path], host_factory: HostFactory, server: LocalServer
 ) -> None:
     configs = {"simple-rust": {"enabled": True, "upstream_url": server.url("/big?size=5000")}}
-    with start_host(host_factory, examples, configs, {"max-response-bytes": 1000}) as host:
-        with pytest.raises(env.PluginError) as info:
-            host.call("simple-rust", "executor.execute", {"Model": "m", "Payload": ""})
+    with (
+        start_host(host_factory, examples, configs, {"max-response-bytes": 1000}) as host,
+        pytest.raises(env.PluginError) as info,
+    ):
+        host.call("simple-rust", "executor.execute", {"Model": "m", "Payload": ""})
     assert info.value.code == "response_too_large"
 
 
