@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
 
 from cliproxy_host.config import (
     ConfigError,
@@ -17,6 +16,7 @@ from cliproxy_host.config import (
     HttpPolicy,
     PluginConfig,
     PluginsSection,
+    RemoteManagement,
     StoreConfig,
 )
 
@@ -148,14 +148,85 @@ def test_unknown_top_level_keys_are_kept_and_ignored(tmp_path: Path) -> None:
     }
 
 
-def test_the_raw_document_is_kept_with_its_comments(tmp_path: Path) -> None:
-    config = load(tmp_path, "# top comment\nplugins:\n  enabled: true  # on\n")
-    document = config._document
-    assert isinstance(document, CommentedMap)
-    stream = YAML(typ="rt")
-    out = tmp_path / "out.yaml"
-    stream.dump(document, out)
-    assert out.read_text(encoding="utf-8") == "# top comment\nplugins:\n  enabled: true  # on\n"
+# remote-management
+
+
+def test_remote_management_defaults_to_local_only_without_a_key(tmp_path: Path) -> None:
+    for text in ("", "remote-management:\n", "remote-management: {}\n"):
+        config = load(tmp_path, text)
+        assert config.remote_management == RemoteManagement()
+        assert config.remote_management.allow_remote is False
+        assert config.remote_management.secret_key is None
+
+
+def test_remote_management_loads(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        remote-management:
+          allow-remote: true
+          secret-key: "$2b$12$abcdefghijklmnopqrstuv"
+        """,
+    )
+    assert config.remote_management == RemoteManagement(
+        allow_remote=True, secret_key="$2b$12$abcdefghijklmnopqrstuv"
+    )
+    assert config.model_extra == {}
+
+
+def test_a_plaintext_secret_key_loads_as_written(tmp_path: Path) -> None:
+    config = load(tmp_path, "remote-management: {secret-key: 'open sesame'}\n")
+    assert config.remote_management.secret_key == "open sesame"
+
+
+def test_the_secret_key_is_kept_out_of_repr(tmp_path: Path) -> None:
+    config = load(tmp_path, "remote-management: {secret-key: 'open sesame'}\n")
+    assert "open sesame" not in repr(config)
+    assert "open sesame" not in repr(config.remote_management)
+
+
+def test_remote_management_can_be_built_in_python() -> None:
+    config = HostConfig(remote_management=RemoteManagement(allow_remote=True))
+    assert config.remote_management.allow_remote is True
+    assert config.model_extra == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "remote-management:\n  allow-remote: 'yes'\n",
+            "config.yaml:2: remote-management.allow-remote: expected true or false, got 'yes'",
+        ),
+        (
+            "remote-management:\n  allow-remote: 1\n",
+            "config.yaml:2: remote-management.allow-remote: expected true or false, got 1",
+        ),
+        (
+            "remote-management:\n  secret-key: 1234\n",
+            "config.yaml:2: remote-management.secret-key: expected a string, got 1234"
+            " (put it in quotes)",
+        ),
+        (
+            "remote-management:\n  secret-key: [a]\n",
+            "config.yaml:2: remote-management.secret-key: expected a string, got a list",
+        ),
+        (
+            "remote-management: on\n",
+            "config.yaml:1: remote-management: expected a mapping, got 'on'",
+        ),
+        (
+            "remote-management:\n  allow-remote: false\n  allow-remotes: true\n",
+            "config.yaml:3: remote-management.allow-remotes: unknown key;"
+            " expected one of: allow-remote, secret-key, "
+            "disable-control-panel, disable-auto-update-panel, panel-github-repository",
+        ),
+    ],
+)
+def test_invalid_remote_management_names_the_key_and_line(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    assert load_error(tmp_path, text) == expected
 
 
 # plugins_dir
@@ -743,3 +814,13 @@ def test_merge_keys_are_resolved(tmp_path: Path) -> None:
         """,
     )
     assert config.plugin_entry("p").settings == {"level": 4, "mode": "safe"}
+
+
+def test_the_go_hosts_control_panel_keys_are_accepted(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "remote-management:\n  allow-remote: false\n  disable-control-panel: true\n"
+        "  disable-auto-update-panel: false\n"
+        "  panel-github-repository: https://example.invalid/panel\n",
+    )
+    assert HostConfig.load(path).remote_management.allow_remote is False
