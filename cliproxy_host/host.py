@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel
 
 from .abi import (
+    LIBRARY_SUFFIX,
     METHOD_CAPABILITY,
     SCHEMA_VERSION,
     HostHandler,
@@ -33,6 +34,7 @@ from .envelope import (
     NOT_FOUND,
     NOT_LOADED,
     REGISTRATION_TIMEOUT,
+    UNLOADING,
     PluginError,
     PluginLoadError,
     b64encode,
@@ -73,6 +75,7 @@ class PluginInfo(BaseModel):
     configured: bool
     enabled: bool
     registered: bool
+    loading: bool
     priority: int
     metadata: dict[str, Any] | None
     capabilities: dict[str, Any]
@@ -87,6 +90,8 @@ class _Slot:
     backend: PluginBackend
     registration: Registration
     config_yaml: bytes
+    # (inode, size, mtime) of the file when it was loaded: tells an in-place replacement.
+    stamp: tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,14 @@ class BroadcastResult:
     name: str
     result: Any = None
     error: PluginError | None = None
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def lifecycle_request(config_yaml: bytes) -> bytes:
@@ -118,11 +131,17 @@ class PluginHost:
             callbacks = self._owned_callbacks = HostCallbacks(config.http)
         self._callbacks = callbacks
         self._factory = backend_factory
-        self._lock = threading.RLock()
+        # Applies are serialised by _apply_lock, which may be held while plugins load;
+        # _state guards the fields below and is only ever held briefly, so listing and
+        # calling never wait for a slow plugin.
+        self._apply_lock = threading.Lock()
+        self._state = threading.RLock()
         self._slots: dict[str, _Slot] = {}
         self._files: dict[str, PluginFile] = {}
         self._errors: dict[str, str] = {}
+        self._loading: set[str] = set()
         self._natives: dict[str, list[NativeHandler]] = {}
+        self._listeners: list[Callable[[], None]] = []
         # Readers take this reference once per call and never see a half-applied config.
         self._snapshot = Snapshot()
         self._closed = False
@@ -138,51 +157,103 @@ class PluginHost:
     def config(self) -> HostConfig:
         return self._config
 
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every change of the loaded plugins (from the changing thread)."""
+        with self._state:
+            self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("plugin change listener failed")
+
     # -- applying a config -------------------------------------------------------------
 
     def apply(self, config: HostConfig | None = None) -> None:
         """Bring the loaded plugins in line with `config` (or the current one).
 
-        Loads what became enabled, reconfigures what changed, swaps a plugin whose
-        selected file changed (new registered before old retired), unloads the rest.
+        Loads what became enabled, reconfigures what changed and unloads the rest. A
+        plugin whose selected file changed is swapped: the new library is loaded and
+        registered, dispatch switches to it, then the old one is retired once its calls
+        in flight have finished. With `reload: restart` in the plugin's config (and for a
+        file replaced in place) the old one is shut down first. A reload that fails
+        keeps the old version serving.
         """
-        with self._lock:
-            if config is not None:
-                self._config = config
-            cfg = self._config
+        with self._apply_lock:
+            with self._state:
+                if self._closed:
+                    return
+                if config is not None:
+                    self._config = config
+                cfg = self._config
             pins = {
                 pid: pin
                 for pid in cfg.plugins.configs
                 if (pin := cfg.plugin_entry(pid).pinned_version) is not None
             }
             found = discover(cfg.plugins_dir(), pins)
-            self._files = dict(found.files)
-            self._errors = dict(found.problems)
-
             wanted = {
                 pid: f
                 for pid, f in found.files.items()
                 if cfg.plugins.enabled and cfg.plugin_entry(pid).enabled
             }
-            retired = [pid for pid in self._slots if pid not in wanted]
+            with self._state:
+                self._files = dict(found.files)
+                self._errors = dict(found.problems)
+                slots = dict(self._slots)
+            retired = [pid for pid in slots if pid not in wanted]
             to_load: dict[str, PluginFile] = {}
+            restart: list[str] = []
             for pid, pfile in wanted.items():
-                slot = self._slots.get(pid)
-                if slot is None or slot.file.path != pfile.path:
+                slot = slots.get(pid)
+                if slot is None:
                     to_load[pid] = pfile
+                elif slot.file.path != pfile.path or slot.stamp != _stamp(pfile.path):
+                    to_load[pid] = pfile
+                    in_place = slot.file.path == pfile.path
+                    if in_place or cfg.plugin_entry(pid).reload == "restart":
+                        restart.append(pid)
                 elif slot.config_yaml != cfg.config_yaml(pid):
                     self._reconfigure(pid, slot)
 
-            old_slots = {pid: self._slots.pop(pid) for pid in retired}
-            replaced = self._load_all(to_load)
-            self._publish()
-            for pid, slot in [*old_slots.items(), *replaced]:
+            # Shut down first what must not run beside its successor.
+            with self._state:
+                stopped = {pid: self._slots.pop(pid) for pid in [*retired, *restart]}
+                self._loading = set(to_load)
+                self._publish()
+            for pid, slot in stopped.items():
                 self._retire(pid, slot)
+            replaced = self._load_all(to_load)
+            for pid, slot in replaced:
+                self._retire(pid, slot)
+        self._notify()
+
+    def unload(self, plugin_id: str) -> bool:
+        """Stop routing to a plugin and shut it down; answers whether it was loaded.
+
+        It stays unloaded until a later apply() finds it enabled again.
+        """
+        with self._apply_lock:
+            with self._state:
+                slot = self._slots.pop(plugin_id, None)
+                self._publish()
+            if slot is None:
+                return False
+            self._retire(plugin_id, slot)
+        self._notify()
+        return True
+
+    def loading(self, plugin_id: str) -> bool:
+        with self._state:
+            return plugin_id in self._loading
 
     def _load_all(self, files: Mapping[str, PluginFile]) -> list[tuple[str, _Slot]]:
         """Load plugins in parallel, each bounded by the registration timeout.
 
-        Returns the slots that the new ones replaced, for the caller to retire.
+        Each plugin is published as soon as it is ready. Returns the slots that the new
+        ones replaced, for the caller to retire.
         """
         timeout = self._config.plugins.registration_timeout_seconds
         started = time.monotonic()
@@ -194,27 +265,27 @@ class PluginHost:
                 slot = future.result(timeout=remaining)
             except TimeoutError:
                 cancelled.set()
-                self._errors[pid] = str(
-                    PluginLoadError(
-                        REGISTRATION_TIMEOUT,
-                        f"{files[pid].path} did not finish loading and registering within "
-                        f"{timeout:g}s; fix the plugin or raise "
-                        "plugins.registration-timeout-seconds",
-                        plugin_id=pid,
-                        method=Method.REGISTER,
-                    )
+                error = PluginLoadError(
+                    REGISTRATION_TIMEOUT,
+                    f"{files[pid].path} did not finish loading and registering within "
+                    f"{timeout:g}s; fix the plugin or raise "
+                    "plugins.registration-timeout-seconds",
+                    plugin_id=pid,
+                    method=Method.REGISTER,
                 )
-                log.error("%s", self._errors[pid])
+                self._fail(pid, str(error))
                 continue
             except PluginError as exc:
-                self._errors[pid] = str(exc)
-                log.error("%s", exc)
+                self._fail(pid, str(exc))
                 continue
-            old = self._slots.get(pid)
-            if old is not None:
-                replaced.append((pid, old))
-            self._slots[pid] = slot
-            self._errors.pop(pid, None)
+            with self._state:
+                old = self._slots.get(pid)
+                if old is not None:
+                    replaced.append((pid, old))
+                self._slots[pid] = slot
+                self._errors.pop(pid, None)
+                self._loading.discard(pid)
+                self._publish()
             log.info(
                 "plugin %s %s loaded from %s",
                 pid,
@@ -222,6 +293,12 @@ class PluginHost:
                 slot.file.path,
             )
         return replaced
+
+    def _fail(self, plugin_id: str, reason: str) -> None:
+        with self._state:
+            self._errors[plugin_id] = reason
+            self._loading.discard(plugin_id)
+        log.error("%s", reason)
 
     def _start_load(
         self, plugin_id: str, pfile: PluginFile
@@ -248,6 +325,7 @@ class PluginHost:
         return future, cancelled
 
     def _load(self, plugin_id: str, pfile: PluginFile, config_yaml: bytes) -> _Slot:
+        stamp = _stamp(pfile.path)
         backend = self._factory(plugin_id, pfile.path, self._callbacks)
         try:
             raw = backend.call(Method.REGISTER, lifecycle_request(config_yaml))
@@ -256,21 +334,23 @@ class PluginHost:
         except BaseException:
             self._close_backend(plugin_id, backend)
             raise
-        return _Slot(pfile, backend, registration, config_yaml)
+        return _Slot(pfile, backend, registration, config_yaml, stamp)
 
     def _reconfigure(self, plugin_id: str, slot: _Slot) -> None:
         config_yaml = self._config.config_yaml(plugin_id)
         try:
             raw = slot.backend.call(Method.RECONFIGURE, lifecycle_request(config_yaml))
             result = decode(raw, plugin_id=plugin_id, method=Method.RECONFIGURE)
-            slot.registration = parse_registration(result, plugin_id)
+            registration = parse_registration(result, plugin_id)
         except PluginError as exc:
             # The plugin keeps serving with its previous registration.
-            self._errors[plugin_id] = f"reconfigure failed, previous config kept: {exc}"
-            log.error("%s", self._errors[plugin_id])
+            self._fail(plugin_id, f"reconfigure failed, previous config kept: {exc}")
             return
-        slot.config_yaml = config_yaml
-        self._errors.pop(plugin_id, None)
+        with self._state:
+            slot.registration = registration
+            slot.config_yaml = config_yaml
+            self._errors.pop(plugin_id, None)
+            self._publish()
         log.info("plugin %s reconfigured", plugin_id)
 
     def _publish(self) -> None:
@@ -294,12 +374,13 @@ class PluginHost:
 
     def close(self) -> None:
         """Unload every plugin and release the host's HTTP client."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            slots, self._slots = self._slots, {}
-            self._snapshot = Snapshot()
+        with self._apply_lock:
+            with self._state:
+                if self._closed:
+                    return
+                self._closed = True
+                slots, self._slots = self._slots, {}
+                self._snapshot = Snapshot()
             for pid, slot in slots.items():
                 self._retire(pid, slot)
             if self._owned_callbacks is not None:
@@ -315,7 +396,7 @@ class PluginHost:
 
     def plugins(self) -> list[PluginInfo]:
         """Every discovered or configured plugin, in dispatch order (priority, then ID)."""
-        with self._lock:
+        with self._state:
             cfg = self._config
             ids = set(self._files) | set(cfg.plugins.configs) | set(self._errors)
             infos = []
@@ -332,6 +413,7 @@ class PluginHost:
                         configured=pid in cfg.plugins.configs,
                         enabled=entry.enabled,
                         registered=slot is not None,
+                        loading=pid in self._loading,
                         priority=entry.priority,
                         metadata=reg.metadata.to_json() if reg else None,
                         capabilities=dict(reg.capabilities) if reg else {},
@@ -340,6 +422,11 @@ class PluginHost:
                 )
         infos.sort(key=lambda i: (-i.priority, i.id))
         return infos
+
+    def registration(self, plugin_id: str) -> Registration | None:
+        """The registration of a loaded plugin (None when it is not loaded)."""
+        record = self._snapshot.get(plugin_id)
+        return record.registration if record else None
 
     # -- calling ---------------------------------------------------------------------
 
@@ -350,13 +437,23 @@ class PluginHost:
             raise self._unavailable(plugin_id, method)
         return self._invoke(record, method, _encode(request))
 
-    @staticmethod
-    def _invoke(record: Record, method: str, data: bytes) -> Any:
-        return decode(record.backend.call(method, data), plugin_id=record.plugin_id, method=method)
+    def _invoke(self, record: Record, method: str, data: bytes) -> Any:
+        try:
+            raw = record.backend.call(method, data)
+        except PluginError as exc:
+            # A caller can pick a record just before a swap retires it. The refusal comes
+            # before the plugin saw the request, so the successor can safely take it.
+            successor = self._snapshot.get(record.plugin_id)
+            if exc.code != UNLOADING or successor is None or successor is record:
+                raise
+            raw = successor.backend.call(method, data)
+        return decode(raw, plugin_id=record.plugin_id, method=method)
 
     def _unavailable(self, plugin_id: str, method: str) -> PluginError:
-        with self._lock:
-            known = plugin_id in self._files or plugin_id in self._config.plugins.configs
+        with self._state:
+            has_file = plugin_id in self._files
+            known = has_file or plugin_id in self._config.plugins.configs
+            loading = plugin_id in self._loading
             reason = self._errors.get(plugin_id)
             enabled = self._config.plugin_entry(plugin_id).enabled
             plugins_on = self._config.plugins.enabled
@@ -367,8 +464,15 @@ class PluginHost:
                 plugin_id=plugin_id,
                 method=method,
             )
-        if reason:
+        if loading:
+            message = "still loading; retry in a moment"
+        elif reason:
             message = f"not loaded: {reason}"
+        elif not has_file:
+            message = (
+                f"configured, but there is no plugin file {plugin_id}{LIBRARY_SUFFIX} "
+                f"under {self._config.plugins_dir()}"
+            )
         elif not plugins_on:
             message = "not loaded: plugins are off; set plugins.enabled: true"
         elif not enabled:
@@ -383,7 +487,7 @@ class PluginHost:
         `handler(request)` answers the result, or NOT_HANDLED to let the next one try.
         In a chained stage it answers the fields to replace in the request.
         """
-        with self._lock:
+        with self._state:
             self._natives.setdefault(method, []).append(NativeHandler(name, method, handler))
 
     def dispatch(self, method: str, request: Mapping[str, Any]) -> Any:

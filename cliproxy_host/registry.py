@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -190,3 +190,43 @@ class Snapshot:
     def providers(self, method: str) -> tuple[Record, ...]:
         """Enabled plugins whose capabilities bring `method`, in dispatch order."""
         return self._by_method.get(method, ())
+
+
+_HOST_KEYS: Final = frozenset({"enabled", "priority", "store", "reload"})
+
+
+_ARTICLE: Final = {"array": "an", "object": "an", "integer": "an"}
+
+
+def _type_error(field: ConfigField, value: Any) -> str | None:
+    kind = field.type
+    if kind == "enum":
+        if not isinstance(value, str) or (field.enum_values and value not in field.enum_values):
+            return f"expected one of {', '.join(field.enum_values)}, got {value!r}"
+        return None
+    fits = {
+        "string": isinstance(value, str),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "boolean": isinstance(value, bool),
+        "array": isinstance(value, list),
+        "object": isinstance(value, dict),
+    }[kind]
+    return None if fits else f"expected {_ARTICLE.get(kind, 'a')} {kind}, got {value!r}"
+
+
+def check_settings(fields: Iterable[ConfigField], settings: Mapping[str, Any]) -> list[str]:
+    """Problems of a plugin's settings against its declared ConfigFields, one per field.
+
+    Keys the plugin did not declare are its own business and pass; null means unset.
+    """
+    declared = {f.name: f for f in fields}
+    problems = []
+    for key, value in settings.items():
+        field = declared.get(key)
+        if field is None or key in _HOST_KEYS or value is None:
+            continue
+        reason = _type_error(field, value)
+        if reason:
+            problems.append(f"{key}: {reason}")
+    return problems

@@ -43,6 +43,7 @@ def test_plugins_json_lists_every_field_in_priority_order(
         "configured",
         "enabled",
         "registered",
+        "loading",
         "priority",
         "metadata",
         "capabilities",

@@ -18,6 +18,9 @@
  *   TP_REGISTRATION_FILE="path"  register/reconfigure answer
  *                           {"ok":true,"result":<file contents verbatim>}
  *   TP_REGISTER_SLEEP_MS=N  sleep before answering plugin.register
+ *   TP_MANAGEMENT_FILE="path"  management.register answers
+ *                           {"ok":true,"result":<file contents verbatim>};
+ *                           management.handle answers 200 with X-Plugin: <TP_NAME>
  *   TP_NAME="x"             the name used in answers (default "testplugin")
  *
  * Methods: see tp_call at the bottom.
@@ -217,11 +220,11 @@ static void tp_set_config(char* b64) {
 
 /* ---- lifecycle ------------------------------------------------------- */
 
-static void tp_registration(cpx_buf* out) {
-#ifdef TP_REGISTRATION_FILE
-    FILE* f = fopen(TP_REGISTRATION_FILE, "rb");
+/* Answer {"ok":true,"result":<contents of path>} (the file holds the result JSON). */
+static TP_MAYBE_UNUSED void tp_answer_file(const char* path, cpx_buf* out) {
+    FILE* f = fopen(path, "rb");
     if (!f) {
-        cpx_error(out, "plugin_error", "cannot open " TP_REGISTRATION_FILE);
+        cpx_error(out, "plugin_error", "cannot open the answer file");
         return;
     }
     cpx_ok_begin(out);
@@ -231,10 +234,15 @@ static void tp_registration(cpx_buf* out) {
     int failed = ferror(f);
     fclose(f);
     if (failed) {
-        cpx_error(out, "plugin_error", "cannot read " TP_REGISTRATION_FILE);
+        cpx_error(out, "plugin_error", "cannot read the answer file");
         return;
     }
     cpx_ok_end(out);
+}
+
+static void tp_registration(cpx_buf* out) {
+#ifdef TP_REGISTRATION_FILE
+    tp_answer_file(TP_REGISTRATION_FILE, out);
 #else
     cpx_ok_begin(out);
     cpx_buf_puts(out, "{\"schema_version\":1,\"metadata\":{\"Name\":");
@@ -433,6 +441,15 @@ static TP_MAYBE_UNUSED int tp_call(const char* method, const uint8_t* request,
     } else if (IS("plugin.shutdown")) {
         tp_mark("plugin.shutdown");
         cpx_buf_puts(&out, "{\"ok\":true,\"result\":{}}");
+#ifdef TP_MANAGEMENT_FILE
+    } else if (IS("management.register")) {
+        tp_answer_file(TP_MANAGEMENT_FILE, &out);
+    } else if (IS("management.handle")) {
+        cpx_buf_puts(&out, "{\"ok\":true,\"result\":{\"StatusCode\":200,\"Headers\":"
+                           "{\"X-Plugin\":[");
+        cpx_buf_json_cstring(&out, TP_NAME);
+        cpx_buf_puts(&out, "]},\"Body\":\"\"}}");
+#endif
     } else if (IS("last_config")) {
         tp_last_config(&out);
     } else if (IS("echo")) {
