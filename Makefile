@@ -27,7 +27,7 @@ examples: $(STAMP)
 
 run: examples
 	$(BIN)/python examples/default_config.py $(CONFIG)
-	$(BIN)/cliproxy-host plugins --config $(CONFIG)
+	$(BIN)/cliproxy-host --log-level INFO serve --config $(CONFIG) --host 127.0.0.1 --port 8317
 
 clean:
 	rm -rf build plugins $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,4 @@
-"""The `cliproxy-host` command: list plugins and call them from a shell."""
+"""The `cliproxy-host` command: list and call plugins, and serve the management API."""
 
 from __future__ import annotations
 
@@ -6,13 +6,25 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
+import uvicorn
 
+from . import __version__
 from .config import ConfigError
 from .envelope import NOT_FOUND, NOT_LOADED, PluginError, ok
 from .host import PluginHost, PluginInfo
+from .management.app import create_app
+from .management.auth import (
+    KeyChecker,
+    ManagementAuth,
+    generate_key,
+    key_from_env,
+    protect_secret,
+)
+from .service import HostService
 
 EXIT_OK: Final = 0
 EXIT_ERROR_ENVELOPE: Final = 1
@@ -42,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
         "request", nargs="?", default="{}", help="request JSON (default {}; - reads stdin)"
     )
     call.add_argument("--config", default="config.yaml", help="YAML config file")
+
+    serve = sub.add_parser("serve", help="run the plugins and the management REST API")
+    serve.add_argument("--config", default="config.yaml", help="YAML config file")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8317, help="port to listen on")
     return parser
 
 
@@ -97,9 +114,47 @@ def _cmd_call(host: PluginHost, plugin_id: str, method: str, request: Any) -> in
     return EXIT_OK
 
 
+def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:
+    service = HostService(config, protect_secret=protect_secret)
+    remote = service.config.remote_management
+    env_key = key_from_env()
+    generated = None if (remote.secret_key or env_key) else generate_key()
+    auth = ManagementAuth(
+        KeyChecker(remote.secret_key, env_key, generated=generated),
+        allow_remote=remote.allow_remote,
+    )
+    app = create_app(service, auth)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"cliproxy-host {__version__}: management API on http://{shown}:{port}", flush=True)
+    print(f"  plugins:  http://{shown}:{port}/v0/management/plugins", flush=True)
+    print(f"  API docs: http://{shown}:{port}/docs", flush=True)
+    if generated:
+        print(
+            f"  management key (generated for this run, shown once): {generated}\n"
+            "  send it as 'Authorization: Bearer <key>'; set remote-management.secret-key or "
+            "CLIPROXY_MANAGEMENT_KEY to keep one",
+            flush=True,
+        )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        try:
+            return _cmd_serve(Path(args.config), args.host, args.port, args.log_level)
+        except ConfigError as exc:
+            print(f"cliproxy-host: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     request: Any = None
     if args.command == "call":
         text = sys.stdin.read() if args.request == "-" else args.request

@@ -25,7 +25,7 @@ plugins:
     http-c:
       enabled: true
       priority: 5
-      base_url: http://127.0.0.1:8317/v0/management/plugins
+      base_url: http://127.0.0.1:8317/openapi.json   # any URL the http policy allows
 http:
   timeout-seconds: 30
   max-response-bytes: 16777216

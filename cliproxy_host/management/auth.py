@@ -1,0 +1,349 @@
+"""Management key checks, brute-force slowdown and the FastAPI dependency guarding every route."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import math
+import os
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+import bcrypt
+from starlette.datastructures import Headers
+from starlette.requests import Request
+
+from cliproxy_host.management.errors import ApiError
+
+__all__ = [
+    "ENV_KEY",
+    "FailureLimiter",
+    "KeyChecker",
+    "ManagementAuth",
+    "generate_key",
+    "hash_key",
+    "is_hashed",
+    "is_loopback",
+    "key_from_env",
+    "presented_key",
+    "protect_secret",
+]
+
+log = logging.getLogger(__name__)
+
+ENV_KEY = "CLIPROXY_MANAGEMENT_KEY"
+
+# Modular crypt format of bcrypt: version, two-digit cost (4..31), 22 chars salt + 31 chars hash.
+_BCRYPT_RE = re.compile(r"\$2[aby]\$(?:0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+# bcrypt only looks at the first 72 bytes; bcrypt>=5 refuses longer input instead of
+# silently truncating, as Go's bcrypt.GenerateFromPassword does.
+_BCRYPT_MAX_BYTES = 72
+
+
+def generate_key() -> str:
+    """A fresh random management key: 32 random bytes, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def is_hashed(value: str) -> bool:
+    """Whether value is a bcrypt hash ($2a$, $2b$ or $2y$) rather than a plaintext key."""
+    return _BCRYPT_RE.fullmatch(value) is not None
+
+
+def hash_key(key: str) -> str:
+    """The bcrypt hash of key (random salt, default cost). Raises ValueError for an empty
+    key or one longer than bcrypt's 72-byte limit."""
+    raw = key.encode()
+    if not raw:
+        raise ValueError("cannot hash an empty management key")
+    if len(raw) > _BCRYPT_MAX_BYTES:
+        raise ValueError(
+            f"management key is {len(raw)} bytes; bcrypt takes at most {_BCRYPT_MAX_BYTES}, "
+            "choose a shorter key"
+        )
+    return bcrypt.hashpw(raw, bcrypt.gensalt()).decode("ascii")
+
+
+def protect_secret(value: str) -> str:
+    """What the host writes to its config file for a secret: the bcrypt hash of a plaintext
+    key, a hash unchanged, and "" (no key) unchanged."""
+    if not value or is_hashed(value):
+        return value
+    return hash_key(value)
+
+
+def key_from_env() -> str | None:
+    """The management key from CLIPROXY_MANAGEMENT_KEY, or None when unset or empty."""
+    return os.environ.get(ENV_KEY) or None
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class KeyChecker:
+    """Checks a presented key against every configured key, in constant time.
+
+    Immutable: when the configuration changes, build a new one (its cache goes with it).
+    """
+
+    # A handful of entries suffices: only presented keys that matched a hash are stored.
+    _CACHE_SIZE = 32
+
+    def __init__(
+        self, secret: str | None, env_key: str | None = None, *, generated: str | None = None
+    ) -> None:
+        """secret: the configured key (plaintext or bcrypt hash); env_key: see key_from_env;
+        generated: a key the host made up for this run. None or "" means absent."""
+        keys = [k for k in (secret, env_key, generated) if k]
+        self._plain_digests = [_digest(k) for k in keys if not is_hashed(k)]
+        self._hashes = [k.encode("ascii") for k in keys if is_hashed(k)]
+        # SHA-256 digests of presented keys that passed bcrypt, least recently used first.
+        self._good: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        # Never the keys themselves: a repr ends up in logs and tracebacks.
+        return f"KeyChecker(plaintext={len(self._plain_digests)}, hashed={len(self._hashes)})"
+
+    @property
+    def configured(self) -> bool:
+        """Whether any key exists; without one, no presented key is ever accepted."""
+        return bool(self._plain_digests or self._hashes)
+
+    def verify_fast(self, presented: str) -> bool | None:
+        """The answer when it needs no bcrypt work (plaintext keys, earlier successes),
+        None when only a bcrypt check can tell."""
+        digest = _digest(presented)
+        with self._lock:
+            if digest in self._good:
+                self._good.move_to_end(digest)
+                return True
+        matched = False
+        # No early exit: which configured key matched must not show in the timing.
+        for known in self._plain_digests:
+            matched |= hmac.compare_digest(digest, known)
+        if matched:
+            return True
+        if self._hashes and len(presented.encode()) <= _BCRYPT_MAX_BYTES:
+            return None
+        return False
+
+    def verify(self, presented: str) -> bool:
+        """Whether presented is one of the keys. Blocks for bcrypt's ~50-250 ms the first
+        time a key is checked against a hash; run it off the event loop."""
+        fast = self.verify_fast(presented)
+        if fast is not None:
+            return fast
+        raw = presented.encode()
+        if not any(bcrypt.checkpw(raw, hashed) for hashed in self._hashes):
+            return False
+        digest = _digest(presented)
+        with self._lock:
+            self._good[digest] = None
+            self._good.move_to_end(digest)
+            while len(self._good) > self._CACHE_SIZE:
+                self._good.popitem(last=False)
+        return True
+
+
+@dataclass(slots=True)
+class _Record:
+    recent: deque[float]  # times of the latest failures before the first lockout
+    last_failure: float
+    strikes: int = 0  # lockouts so far; the next one lasts initial_delay * 2**strikes
+    locked_until: float = field(default=-math.inf)
+
+
+class FailureLimiter:
+    """Slows down clients that keep presenting wrong keys.
+
+    max_failures failures within window seconds lock the client out for initial_delay
+    seconds; each further failure before the client has stayed quiet for window seconds
+    after its lockout ended doubles the lockout, up to max_delay. A success forgets the
+    client. At most max_clients clients are tracked; the least recently failing go first.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_failures: int = 5,
+        window: float = 60.0,
+        initial_delay: float = 1.0,
+        max_delay: float = 300.0,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_failures < 1 or max_clients < 1:
+            raise ValueError("max_failures and max_clients must be at least 1")
+        self._max_failures = max_failures
+        self._window = window
+        self._initial_delay = initial_delay
+        self._max_delay = max_delay
+        self._max_clients = max_clients
+        self._clock = clock
+        # Ordered by latest failure, oldest first, so pruning only looks at the front.
+        self._records: OrderedDict[str, _Record] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """How many clients are tracked."""
+        with self._lock:
+            return len(self._records)
+
+    def _expired(self, record: _Record, now: float) -> bool:
+        return now - max(record.last_failure, record.locked_until) > self._window
+
+    def check(self, client: str) -> float | None:
+        """Seconds client must still wait before its next attempt, or None."""
+        now = self._clock()
+        with self._lock:
+            record = self._records.get(client)
+            if record is None or now >= record.locked_until:
+                return None
+            return record.locked_until - now
+
+    def failure(self, client: str) -> float | None:
+        """Record a failed attempt; returns the lockout in seconds it started, if any."""
+        now = self._clock()
+        with self._lock:
+            record = self._records.pop(client, None)
+            if record is None or self._expired(record, now):
+                record = _Record(recent=deque(maxlen=self._max_failures), last_failure=now)
+            while record.recent and now - record.recent[0] > self._window:
+                record.recent.popleft()
+            record.recent.append(now)
+            record.last_failure = now
+            self._records[client] = record
+            delay: float | None = None
+            if record.strikes or len(record.recent) >= self._max_failures:
+                # strikes grows without bound; capping the exponent keeps the power finite.
+                exponent = min(record.strikes, 64)
+                delay = min(self._initial_delay * 2.0**exponent, self._max_delay)
+                record.strikes += 1
+                record.locked_until = now + delay
+            self._prune(now)
+            return delay
+
+    def success(self, client: str) -> None:
+        """Forget client's failures."""
+        with self._lock:
+            self._records.pop(client, None)
+
+    def _prune(self, now: float) -> None:
+        while self._records and self._expired(next(iter(self._records.values())), now):
+            self._records.popitem(last=False)
+        while len(self._records) > self._max_clients:
+            self._records.popitem(last=False)
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a client address is loopback: 127.0.0.0/8, ::1 or ::ffff:127.x.x.x.
+
+    Only literal addresses count; names such as "localhost" or Starlette's "testclient"
+    say nothing about where a request came from.
+    """
+    if not host:
+        return False
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback
+    return addr.is_loopback
+
+
+def presented_key(headers: Headers) -> str | None:
+    """The key from "Authorization: Bearer <key>", else from "X-Management-Key: <key>"."""
+    scheme, _, value = headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return headers.get("x-management-key", "").strip() or None
+
+
+class ManagementAuth:
+    """FastAPI dependency that admits a request only with a valid management key.
+
+    Use as APIRouter(dependencies=[Depends(auth)]) and register api_error_handler for
+    ApiError. limiter defaults to a FailureLimiter with its default settings.
+    """
+
+    def __init__(
+        self,
+        checker: KeyChecker,
+        *,
+        allow_remote: bool,
+        limiter: FailureLimiter | None = None,
+    ) -> None:
+        self.checker = checker
+        self.allow_remote = allow_remote
+        self.limiter = limiter if limiter is not None else FailureLimiter()
+
+    async def __call__(self, request: Request) -> None:
+        host = request.client.host if request.client else None
+        if not self.allow_remote and not is_loopback(host):
+            log.warning("management request refused: client %r is not loopback", host)
+            raise ApiError(
+                403,
+                "remote_management_disabled",
+                "management is only served to loopback clients; "
+                "set remote-management.allow-remote: true to allow others",
+            )
+        client = host or "unknown"
+        wait = self.limiter.check(client)
+        if wait is not None:
+            # Not a warning: a client hammering while locked out would flood the log.
+            log.debug("management request refused: client %r is locked out", client)
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                "too_many_attempts",
+                f"too many wrong management keys from this address; retry in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
+        if not self.checker.configured:
+            log.warning("management request refused: no management key is configured")
+            raise ApiError(
+                403,
+                "management_key_not_set",
+                f"no management key is configured; set remote-management.secret-key "
+                f"or the {ENV_KEY} environment variable",
+            )
+        presented = presented_key(request.headers)
+        if presented is None:
+            log.warning("management request without a key from client %r", client)
+            raise ApiError(
+                401,
+                "missing_management_key",
+                "send the management key as 'Authorization: Bearer <key>' "
+                "or 'X-Management-Key: <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        ok = self.checker.verify_fast(presented)
+        if ok is None:
+            ok = await anyio.to_thread.run_sync(self.checker.verify, presented)
+        if not ok:
+            lockout = self.limiter.failure(client)
+            if lockout is None:
+                log.warning("wrong management key from client %r", client)
+            else:
+                log.warning(
+                    "wrong management key from client %r; locked out for %g s", client, lockout
+                )
+            raise ApiError(
+                401,
+                "invalid_management_key",
+                "the management key is not valid; check remote-management.secret-key "
+                f"or the {ENV_KEY} environment variable",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        self.limiter.success(client)

@@ -1,0 +1,75 @@
+"""Request and response bodies of the management API, with the Go host's field names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+
+class ConfigFieldOut(BaseModel):
+    name: str
+    type: str
+    enum_values: list[str]
+    description: str
+
+
+class MetadataOut(BaseModel):
+    name: str
+    version: str
+    author: str
+    github_repository: str
+    logo: str
+    config_fields: list[ConfigFieldOut]
+
+
+class MenuOut(BaseModel):
+    """A menu entry a plugin asked for: a route or resource path with its label."""
+
+    path: str
+    menu: str
+    description: str
+
+
+class PluginEntry(BaseModel):
+    """One plugin in the list, as the Go host reports it (plus a few host extras)."""
+
+    id: str
+    path: str
+    configured: bool
+    registered: bool
+    enabled: bool
+    effective_enabled: bool = Field(
+        description="plugins_enabled and enabled and registered: whether it serves now"
+    )
+    supports_oauth: bool
+    oauth_provider: str
+    logo: str
+    config_fields: list[ConfigFieldOut]
+    menus: list[MenuOut]
+    metadata: MetadataOut | None
+    priority: int
+    version: str | None = Field(description="the version in the file name, if any")
+    loading: bool = Field(description="loading or registering right now (busy)")
+    error: str | None = Field(description="why it is not registered, if it is not")
+
+
+class PluginList(BaseModel):
+    plugins_enabled: bool
+    plugins_dir: str
+    plugins: list[PluginEntry]
+
+
+class EnabledBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: StrictBool
+
+
+class DeleteResult(BaseModel):
+    id: str
+    deleted_files: list[str]
+    config_removed: bool
+
+
+PluginConfigBody = dict[str, Any]
