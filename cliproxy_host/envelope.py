@@ -23,6 +23,12 @@ NOT_FOUND: Final = "plugin_not_found"
 NOT_LOADED: Final = "plugin_not_loaded"
 UNLOADING: Final = "plugin_unloading"
 NO_HANDLER: Final = "no_handler"
+# Fault tolerance (isolated workers, timeouts, limits, the circuit breaker).
+CRASHED: Final = "plugin_crashed"
+TIMEOUT: Final = "plugin_timeout"
+BUSY: Final = "plugin_busy"
+UNAVAILABLE: Final = "plugin_unavailable"
+RESPONSE_TOO_LARGE: Final = "response_too_large"
 NATIVE_FAILED: Final = "native_handler_failed"
 # A plugin answering one of these did not handle the request: dispatch moves on.
 DECLINE_CODES: Final = frozenset(

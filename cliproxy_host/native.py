@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from .abi import ABI_VERSION, HostHandler, Method, ffi, libc
+from .abi import ABI_VERSION, Health, HostHandler, Method, ffi, libc
 from .envelope import (
     ABI_MISMATCH,
     HOST_CALL_FAILED,
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 INIT_SYMBOL: Final = "cliproxy_plugin_init"
 DEFAULT_DRAIN_TIMEOUT: Final = 5.0
 _DLOPEN_FLAGS: Final = 0 if sys.platform == "win32" else os.RTLD_NOW | os.RTLD_LOCAL
+_RUNNING: Final = Health()
 
 
 class _HostContext:
@@ -281,6 +282,11 @@ class NativePlugin:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def health(self) -> Health:
+        # In this process a plugin either answers or takes the host down with it; the
+        # states a supervisor tracks (timeouts, breaker) are added by the host's guard.
+        return _RUNNING
 
     def __repr__(self) -> str:
         return f"NativePlugin({self.plugin_id!r}, {str(self.path)!r})"

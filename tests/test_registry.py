@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cliproxy_host.abi import SCHEMA_VERSION
+from cliproxy_host.abi import SCHEMA_VERSION, Health
 from cliproxy_host.envelope import INVALID_REGISTRATION, PluginLoadError
 from cliproxy_host.registry import (
     NativeHandler,
@@ -107,6 +107,9 @@ class _Backend:
 
     def close(self) -> None:
         pass
+
+    def health(self) -> Health:
+        return Health()
 
 
 REG = Registration.model_validate(
