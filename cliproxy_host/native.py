@@ -125,7 +125,8 @@ class NativePlugin:
                 f"plugin file {path} does not exist; check the plugins dir and file name"
             )
         try:
-            self._lib = ffi.dlopen(str(path), _DLOPEN_FLAGS)
+            # Absolute: dlopen searches the library path for a bare name like "x.so".
+            self._lib = ffi.dlopen(str(path.absolute()), _DLOPEN_FLAGS)
         except OSError as exc:
             raise self._load_error(
                 f"cannot load {path}: {exc}; is it a shared library built for this "

@@ -356,3 +356,13 @@ def test_library_is_closed_by_the_last_call_that_outlives_the_drain_timeout(
     assert answers == [{"slept_ms": 500}]
     assert plugin.closed
     assert marker.read_text().split() == ["init", "plugin.shutdown", "shutdown"]
+
+
+def test_a_relative_path_is_loaded_from_the_working_directory(
+    testplugin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "rel.so").write_bytes(testplugin.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    plugin = NativePlugin("rel", Path("rel.so"), answer_ok)
+    assert result(plugin, "echo", {"r": 1}) == {"r": 1}
+    plugin.close()
