@@ -23,7 +23,9 @@
  *                           management.handle answers 200 with X-Plugin: <TP_NAME>
  *   TP_NAME="x"             the name used in answers (default "testplugin")
  *
- * Methods: see tp_call at the bottom.
+ * Methods: see tp_call at the bottom. The misbehaving ones (segfault, abort,
+ * exit, hang, alloc, threads_calling_host) exist for the isolated-mode tests:
+ * loaded in-process they take the test run down with them.
  *
  * Every response lives in a tracked allocation (see "Tracked responses") so the
  * tests can ask `stats` whether the host released each buffer exactly once and
@@ -422,6 +424,90 @@ static int tp_big(const char* req, size_t len, cliproxy_buffer* response) {
     return 0;
 }
 
+/* ---- misbehaviour, for the isolated-mode tests ----------------------- */
+
+/* Both volatile: the compiler may neither prove the pointer NULL nor drop the
+ * store through it (GCC removes a plain store through NULL), so the write faults. */
+static void tp_segfault(void) {
+    volatile int* volatile p = NULL;
+    *p = 42;
+}
+
+/* A stuck native call that burns CPU: the flag is volatile, so the loop cannot
+ * be removed or proven infinite. Nothing ever clears it. */
+static volatile int g_hang = 1;
+
+static void tp_hang(void) {
+    while (g_hang) {
+    }
+}
+
+/* {"mb":N}: allocate and touch N MiB, then release them; out_of_memory when
+ * malloc fails (e.g. under the worker's memory limit). */
+static void tp_alloc_mb(const char* req, size_t len, cpx_buf* out) {
+    unsigned long long mb = cpx_json_get_uint(req, len, "mb", 0);
+    if (mb > SIZE_MAX / (1024u * 1024u)) {
+        cpx_error(out, "out_of_memory", "alloc: too many MiB for this platform");
+        return;
+    }
+    size_t n = (size_t)mb * 1024u * 1024u;
+    char* p = (char*)malloc(n ? n : 1);
+    if (!p) {
+        cpx_error(out, "out_of_memory", "alloc: malloc failed");
+        return;
+    }
+    memset(p, 0x5a, n);
+    /* read one byte back through a volatile so the memset is not elided */
+    volatile char* touched = p;
+    char last = n ? touched[n - 1] : 0x5a;
+    free(p);
+    cpx_buf_printf(out, "{\"ok\":true,\"result\":{\"allocated_mb\":%llu,\"ok\":%s}}", mb,
+                   last == 0x5a ? "true" : "false");
+}
+
+/* Calls host.log every millisecond for about two seconds from a thread the
+ * plugin owns, whatever happens to the plugin meanwhile (unload included). */
+static void* tp_chatty_thread(void* arg) {
+    char req[96];
+    int n = snprintf(req, sizeof req,
+                     "{\"level\":\"debug\",\"message\":\"testplugin thread %lu\"}",
+                     (unsigned long)(uintptr_t)arg);
+    if (n < 0 || (size_t)n >= sizeof req) return NULL;
+    uint64_t until = tp_now_ns() + 2000000000ULL;
+    while (tp_now_ns() < until) {
+        const cliproxy_host_api* host = atomic_load(&g_host);
+        if (!host || !host->call) break;
+        cliproxy_buffer answer = {0};
+        host->call(host->host_ctx, "host.log", (const uint8_t*)req, (size_t)n, &answer);
+        tp_host_release(host, &answer);
+        tp_sleep_ms(1);
+    }
+    return NULL;
+}
+
+static void tp_threads_calling_host(cpx_buf* out) {
+    pthread_attr_t attr;
+    int started = 0;
+    if (pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        for (uintptr_t i = 0; i < 4; i++) {
+            pthread_t thread;
+            if (pthread_create(&thread, &attr, tp_chatty_thread, (void*)i) == 0) started++;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    cpx_buf_printf(out, "{\"ok\":true,\"result\":{\"started\":%d}}", started);
+}
+
+/* {"message":"..."}: one line on stderr, which an isolated host forwards to its log. */
+static void tp_stderr(const char* req, size_t len, cpx_buf* out) {
+    char* message = cpx_json_get_string(req, len, "message", NULL);
+    fprintf(stderr, "%s\n", message ? message : "(no message)");
+    fflush(stderr);
+    free(message);
+    cpx_buf_puts(out, "{\"ok\":true,\"result\":{}}");
+}
+
 /* ---- ABI ------------------------------------------------------------- */
 
 #define IS(name) (strcmp(method, name) == 0)
@@ -529,6 +615,24 @@ static TP_MAYBE_UNUSED int tp_call(const char* method, const uint8_t* request,
                            bad = atomic_load(&g_bad_frees);
         cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"allocs\":%llu,\"frees\":%llu,"
                              "\"bad_frees\":%llu}}", a, f, bad);
+    } else if (IS("pid")) {
+        cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"pid\":%ld}}", (long)getpid());
+    } else if (IS("segfault")) {
+        tp_segfault();
+        cpx_error(&out, "plugin_error", "segfault: still alive after writing through NULL");
+    } else if (IS("abort")) {
+        abort();
+    } else if (IS("exit")) {
+        _exit(3);
+    } else if (IS("hang")) {
+        tp_hang();
+        cpx_error(&out, "plugin_error", "hang: the loop ended");
+    } else if (IS("alloc")) {
+        tp_alloc_mb(req, len, &out);
+    } else if (IS("threads_calling_host")) {
+        tp_threads_calling_host(&out);
+    } else if (IS("stderr")) {
+        tp_stderr(req, len, &out);
     } else {
         cpx_unknown_method(&out, method);
     }

@@ -1,0 +1,252 @@
+"""The isolated-mode worker process: one plugin loaded with NativePlugin, served over a socket.
+
+Started by isolated.py as `python -m cliproxy_host._worker --fd N ...`; the frame protocol
+is defined there. Nothing else imports this module, so that `-m` runs it exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final, NoReturn
+
+import orjson
+
+from .envelope import (
+    BUSY,
+    CALL_FAILED,
+    LOAD_FAILED,
+    RESPONSE_TOO_LARGE,
+    PluginError,
+    PluginLoadError,
+    PluginResponseError,
+)
+from .isolated import (
+    HANDSHAKE_ID,
+    Channel,
+    Kind,
+    Latch,
+    Pool,
+    ProtocolError,
+    pack_call,
+    pack_error,
+    unpack_call,
+)
+from .native import NativePlugin
+
+log = logging.getLogger("cliproxy_host.worker")
+
+PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
+
+
+class _HostWait:
+    __slots__ = ("answer", "event")
+
+    def __init__(self) -> None:
+        self.event = Latch()
+        self.answer = b""
+
+
+class _Server:
+    """Serves one plugin over the socket: calls on pool threads, pings on the reader."""
+
+    def __init__(self, sock: socket.socket, plugin_id: str, path: Path, max_response: int) -> None:
+        self.channel = Channel(sock)
+        self.plugin_id = plugin_id
+        self.path = path
+        self.max_response = max_response
+        self.plugin: NativePlugin | None = None
+        self.calls = Pool("cliproxy-worker-call")
+        self._host_waits: dict[int, _HostWait] = {}
+        self._host_lock = threading.Lock()
+        self._host_ids = itertools.count(1)
+        self._pin: ctypes.CDLL | None = None
+
+    def serve(self) -> NoReturn:
+        # The plugin loads on another thread because its init may call the host, and the
+        # answers to those calls arrive through the loop below.
+        threading.Thread(target=self._load, name="cliproxy-worker-load", daemon=True).start()
+        try:
+            while (frame := self.channel.recv()) is not None:
+                self._dispatch(*frame)
+        except (OSError, ProtocolError) as exc:
+            log.error(
+                "worker for plugin %s: connection to the host broken: %s", self.plugin_id, exc
+            )
+        # EOF: the host closed the socket or died. Nobody is left to answer to.
+        _exit(0)
+
+    def _dispatch(self, kind: Kind, request_id: int, payload: bytes) -> None:
+        if kind is Kind.PING:
+            self._send(Kind.PONG, request_id)
+        elif kind is Kind.CALL:
+            method, request = unpack_call(payload)
+            try:
+                self.calls.submit(lambda: self._call(request_id, method, request))
+            except RuntimeError as exc:  # no thread to be had, e.g. under memory_limit_mb
+                busy = PluginError(
+                    BUSY,
+                    f"the worker cannot start a thread for {method} ({exc}); retry later, or "
+                    "raise the plugin's memory_limit_mb",
+                    retryable=True,
+                )
+                self._send(Kind.ERROR, request_id, pack_error(busy))
+        elif kind is Kind.HOST_RESULT:
+            with self._host_lock:
+                wait = self._host_waits.pop(request_id, None)
+            if wait is not None:
+                wait.answer = payload
+                wait.event.set()
+        elif kind is Kind.SHUTDOWN:
+            drain = float(payload or b"0")
+            threading.Thread(
+                target=self._shutdown, args=(drain,), name="cliproxy-worker-shutdown", daemon=True
+            ).start()
+        else:
+            raise ProtocolError(f"unexpected {kind.name} frame from the host")
+
+    def _load(self) -> None:
+        try:
+            plugin = NativePlugin(self.plugin_id, self.path, self._forward)
+        except PluginError as exc:
+            self._send(Kind.ERROR, HANDSHAKE_ID, pack_error(exc))
+            _exit(0)
+        except BaseException as exc:  # the host must hear why, whatever it was
+            self._send(
+                Kind.ERROR,
+                HANDSHAKE_ID,
+                pack_error(PluginLoadError(LOAD_FAILED, f"the worker failed to load: {exc!r}")),
+            )
+            _exit(1)
+        # A second reference to the library that is never dropped: NativePlugin.close()
+        # then cannot unmap code that threads the plugin started are still running while
+        # the worker exits (they would fault in unmapped memory). Exit reclaims it.
+        mode = os.RTLD_NOW | os.RTLD_LOCAL | getattr(os, "RTLD_NODELETE", 0)
+        try:
+            self._pin = ctypes.CDLL(str(self.path), mode=mode)
+        except OSError as exc:
+            log.warning(
+                "worker for plugin %s: could not pin %s: %s", self.plugin_id, self.path, exc
+            )
+        self.plugin = plugin
+        self._send(Kind.READY, HANDSHAKE_ID, orjson.dumps({"pid": os.getpid()}))
+
+    def _call(self, request_id: int, method: str, request: bytes) -> None:
+        plugin = self.plugin
+        try:
+            if plugin is None:
+                raise PluginError(CALL_FAILED, "the worker has not loaded the plugin yet")
+            data = plugin.call(method, request)
+            if len(data) > self.max_response:
+                # Refused here, before it crosses: the host must never have to take it in.
+                raise PluginResponseError(
+                    RESPONSE_TOO_LARGE,
+                    f"the response to {method} is {len(data)} bytes, over max_response_bytes "
+                    f"({self.max_response}); answer less, or raise the plugin's limit",
+                )
+        except PluginError as exc:
+            self._send(Kind.ERROR, request_id, pack_error(exc))
+        except Exception as exc:  # e.g. MemoryError under memory_limit_mb
+            err = PluginError(CALL_FAILED, f"the worker could not run {method}: {exc!r}")
+            self._send(Kind.ERROR, request_id, pack_error(err))
+        else:
+            self._send(Kind.RESULT, request_id, data)
+
+    def _forward(self, plugin_id: str, method: str, request: bytes) -> bytes:
+        """The plugin's host->call, from any of its threads: ask the host and wait."""
+        request_id = next(self._host_ids)
+        wait = _HostWait()
+        with self._host_lock:
+            self._host_waits[request_id] = wait
+        try:
+            self.channel.send(Kind.HOST_CALL, request_id, *pack_call(method, request))
+        except OSError:
+            with self._host_lock:
+                self._host_waits.pop(request_id, None)
+            raise
+        # No timeout: the host answers every host call, or dies and the worker with it.
+        wait.event.wait()
+        return wait.answer
+
+    def _send(self, kind: Kind, request_id: int, *parts: bytes) -> None:
+        # OSError: the host is gone; the reader sees EOF and the worker exits.
+        with contextlib.suppress(OSError):
+            self.channel.send(kind, request_id, *parts)
+
+    def _shutdown(self, drain: float) -> None:
+        if self.plugin is not None:
+            self.plugin.close(timeout=drain)
+        _exit(0)
+
+
+def _exit(status: int) -> NoReturn:
+    # os._exit, not sys.exit: plugin threads may be blocked anywhere, and interpreter
+    # teardown would wait for or trip over them.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process die when its host does, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    # The host may have died before prctl took effect; then we were re-parented already.
+    # Elsewhere this is the only early check; EOF on the socket covers the rest.
+    if os.getppid() != parent_pid:
+        _exit(0)
+
+
+def apply_limits(memory_limit_mb: int | None, cpu_limit_s: int | None) -> None:
+    if memory_limit_mb is not None:
+        limit = memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if cpu_limit_s is not None:
+        # Past the soft limit the kernel sends SIGXCPU (the host reports it as the crash
+        # signal); the hard limit a second later is SIGKILL, for a plugin that catches it.
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        soft = cpu_limit_s if hard == resource.RLIM_INFINITY else min(cpu_limit_s, hard)
+        new_hard = soft + 1 if hard == resource.RLIM_INFINITY else min(soft + 1, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, new_hard))
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cliproxy_host._worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--plugin-id", required=True)
+    parser.add_argument("--path", type=Path, required=True)
+    parser.add_argument("--max-response-bytes", type=int, required=True)
+    parser.add_argument("--memory-limit-mb", type=int)
+    parser.add_argument("--cpu-limit-s", type=int)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = _parse(argv)
+    die_with_parent(args.parent_pid)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
+    sock = socket.socket(fileno=args.fd)
+    # Not inherited by anything the plugin spawns: a grandchild holding the socket open
+    # would hide this worker's death (EOF) from the host.
+    os.set_inheritable(sock.fileno(), False)
+    apply_limits(args.memory_limit_mb, args.cpu_limit_s)
+    _Server(sock, args.plugin_id, args.path, args.max_response_bytes).serve()
+
+
+if __name__ == "__main__":
+    main()

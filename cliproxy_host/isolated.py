@@ -1,0 +1,1031 @@
+"""A plugin in a worker process: NativePlugin's interface, with crashes, hangs and limits contained.
+
+The worker (`_worker.py`) loads the library with NativePlugin and serves it over a
+socketpair. This side multiplexes calls from any number of threads, answers the plugin's
+host callbacks, pings the worker, and restarts it when it dies, hangs or stops answering,
+until too many failures fuse the plugin.
+
+Frames, both directions: a 13-byte header (payload length: u32, kind: u8, request id:
+u64, big-endian) and the payload. CALL and HOST_CALL payloads are a u16 method length,
+the UTF-8 method and the request envelope bytes as they are; RESULT and HOST_RESULT
+payloads are response envelope bytes as they are; ERROR payloads are a small JSON object
+describing a PluginError. Host and worker each number their own requests (CALL, PING and
+SHUTDOWN from the host, HOST_CALL from the worker), so both directions are multiplexed.
+
+Decisions worth knowing:
+- Every way a worker goes (crash, call timeout, missed ping, broken frame) counts toward
+  the fuse: a plugin that hangs over and over costs a restart each time, like one that
+  crashes.
+- A restarted worker is given the last successful plugin.register/plugin.reconfigure
+  request, as plugin.register (the new process has never been registered).
+- A fused plugin stays fused until a plugin.register/plugin.reconfigure call brings a
+  config different from the one it crashed with, or the host builds a new backend (file
+  changed, operator re-enabled it).
+- Frames from the worker (responses and the plugin's host-call requests alike) are capped
+  at max_response_bytes plus a little: a larger length means a broken worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import logging
+import os
+import queue
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Final
+
+import orjson
+
+from . import envelope
+from .abi import Health, HostHandler, Method, State
+from .envelope import (
+    CRASHED,
+    HOST_CALL_FAILED,
+    LOAD_FAILED,
+    TIMEOUT,
+    UNAVAILABLE,
+    UNLOADING,
+    PluginError,
+    PluginLoadError,
+    PluginResponseError,
+)
+
+__all__ = ["DEFAULT_DRAIN_TIMEOUT", "IsolatedPlugin", "IsolationLimits"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DRAIN_TIMEOUT: Final = 5.0
+# What a frame from the worker may carry beyond a response: error JSON, a method name.
+_FRAME_SLACK: Final = 64 * 1024
+# After the drain: time for plugin.shutdown and shutdown() before the worker is killed.
+_EXIT_GRACE: Final = 2.0
+# A worker whose socket closed but which still runs is killed after this long.
+_REAP_GRACE: Final = 2.0
+_LINE_LIMIT: Final = 64 * 1024
+_BACKOFF_START: Final = 0.25
+_CONFIG_METHODS: Final = frozenset({Method.REGISTER.value, Method.RECONFIGURE.value})
+_PING: Final = "(ping)"
+
+
+@dataclass(frozen=True)
+class IsolationLimits:
+    """How an isolated plugin is run and when it is given up on."""
+
+    timeout_s: float | None = 30.0  # per call
+    memory_limit_mb: int | None = None
+    cpu_limit_s: int | None = None
+    max_response_bytes: int = 64 * 1024 * 1024
+    fuse_crashes: int = 5  # crashes within fuse_window_s that fuse the plugin
+    fuse_window_s: float = 60.0
+    backoff_initial_s: float = 0.0  # first restart immediately
+    backoff_max_s: float = 30.0  # growing (x2 from 0.25 s), capped here
+    ping_interval_s: float = 5.0
+    ping_timeout_s: float = 2.0
+    start_timeout_s: float = 10.0  # worker start + dlopen + init
+
+    def __post_init__(self) -> None:
+        positive = {
+            "timeout_s": self.timeout_s,
+            "memory_limit_mb": self.memory_limit_mb,
+            "cpu_limit_s": self.cpu_limit_s,
+            "max_response_bytes": self.max_response_bytes,
+            "fuse_crashes": self.fuse_crashes,
+            "fuse_window_s": self.fuse_window_s,
+            "ping_interval_s": self.ping_interval_s,
+            "ping_timeout_s": self.ping_timeout_s,
+            "start_timeout_s": self.start_timeout_s,
+        }
+        for name, value in positive.items():
+            if value is not None and value <= 0:
+                raise ValueError(f"IsolationLimits.{name} must be positive, got {value}")
+        if self.backoff_initial_s < 0 or self.backoff_max_s < 0:
+            raise ValueError("IsolationLimits backoff times must not be negative")
+
+
+# -- the frame protocol (both sides) ----------------------------------------------------
+
+HEADER: Final = struct.Struct(">IBQ")
+_METHOD_LEN: Final = struct.Struct(">H")
+# Below this a frame is joined and sent with one syscall; above it the parts are sent as
+# they are, so a large payload is never copied just to prepend a header.
+_JOIN_LIMIT: Final = 64 * 1024
+_READ_BUFFER: Final = 256 * 1024
+HANDSHAKE_ID: Final = 0  # READY or the load ERROR answer this id
+
+
+class Kind(enum.IntEnum):
+    READY = 1  # worker -> host: the plugin is loaded; payload {"pid": N}
+    CALL = 2  # host -> worker: call a plugin method
+    RESULT = 3  # worker -> host: the plugin's response envelope
+    ERROR = 4  # worker -> host: the call (or the load, id 0) raised a PluginError
+    HOST_CALL = 5  # worker -> host: the plugin called host->call
+    HOST_RESULT = 6  # host -> worker: the host's answer envelope
+    PING = 7  # host -> worker: answered on the worker's reader thread, never queued
+    PONG = 8  # worker -> host
+    SHUTDOWN = 9  # host -> worker: close the plugin and exit; payload: drain seconds
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a frame of this protocol."""
+
+
+class FrameTooLarge(ProtocolError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a frame of {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+def pack_call(method: str, request: bytes) -> tuple[bytes, bytes, bytes]:
+    name = method.encode("utf-8")
+    return _METHOD_LEN.pack(len(name)), name, request
+
+
+def unpack_call(payload: bytes) -> tuple[str, bytes]:
+    if len(payload) < _METHOD_LEN.size:
+        raise ProtocolError("call frame without a method")
+    (size,) = _METHOD_LEN.unpack_from(payload)
+    end = _METHOD_LEN.size + size
+    if len(payload) < end:
+        raise ProtocolError("call frame shorter than its method name")
+    return payload[_METHOD_LEN.size : end].decode("utf-8", "replace"), payload[end:]
+
+
+def pack_error(exc: PluginError) -> bytes:
+    return orjson.dumps(
+        {
+            "type": type(exc).__name__,
+            "code": exc.code,
+            "message": exc.message,
+            "retryable": exc.retryable,
+            "http_status": exc.http_status,
+        }
+    )
+
+
+_ERROR_TYPES: Final[dict[str, type[PluginError]]] = {
+    cls.__name__: cls for cls in (PluginError, PluginLoadError, PluginResponseError)
+}
+
+
+def unpack_error(payload: bytes, *, plugin_id: str, method: str | None) -> PluginError:
+    """The PluginError the worker raised, rebuilt with the same class and fields."""
+    try:
+        body = orjson.loads(payload)
+        cls = _ERROR_TYPES.get(str(body.get("type")), PluginError)
+        retryable = body.get("retryable")
+        http_status = body.get("http_status")
+        return cls(
+            str(body["code"]),
+            str(body["message"]),
+            plugin_id=plugin_id,
+            method=method,
+            retryable=retryable if isinstance(retryable, bool) else None,
+            http_status=http_status if isinstance(http_status, int) else None,
+        )
+    except (orjson.JSONDecodeError, AttributeError, KeyError) as exc:
+        raise ProtocolError(f"unreadable error frame: {exc}") from None
+
+
+class Channel:
+    """One end of the socket: a locked writer (frames never interleave) and a reader.
+
+    recv() belongs to a single reader thread; send() may be called from any thread.
+    """
+
+    def __init__(self, sock: socket.socket, max_frame: int | None = None) -> None:
+        self.sock = sock
+        self._max_frame = max_frame
+        self._file = sock.makefile("rb", buffering=_READ_BUFFER)
+        self._write_lock = threading.Lock()
+
+    def send(self, kind: Kind, request_id: int, *parts: bytes) -> None:
+        """Send one frame; OSError when the peer is gone."""
+        size = sum(len(p) for p in parts)
+        header = HEADER.pack(size, kind, request_id)
+        with self._write_lock:
+            if size <= _JOIN_LIMIT:
+                self.sock.sendall(b"".join((header, *parts)))
+            else:
+                self.sock.sendall(header)
+                for part in parts:
+                    self.sock.sendall(part)
+
+    def recv(self) -> tuple[Kind, int, bytes] | None:
+        """The next frame, or None at EOF (a frame cut short counts as EOF)."""
+        header = self._file.read(HEADER.size)
+        if len(header) < HEADER.size:
+            return None
+        size, kind, request_id = HEADER.unpack(header)
+        # Checked before reading: a broken peer must not make us allocate its length.
+        if self._max_frame is not None and size > self._max_frame:
+            raise FrameTooLarge(size, self._max_frame)
+        payload = self._file.read(size) if size else b""
+        if len(payload) < size:
+            return None
+        try:
+            return Kind(kind), request_id, payload
+        except ValueError:
+            raise ProtocolError(f"unknown frame kind {kind}") from None
+
+    def close(self) -> None:
+        # Under the write lock: a sender between reading the fd number and its syscall
+        # could otherwise write into whatever socket reuses the number next.
+        with self._write_lock:
+            self._file.close()
+            self.sock.close()
+
+
+Job = Callable[[], None]
+
+
+class Pool:
+    """Runs blocking jobs on threads, growing when every thread is busy.
+
+    Unbounded on purpose: a plugin call may wait for a host callback that calls the
+    plugin again, so a job can depend on a later job, and a bounded pool could deadlock.
+    Threads that stay idle for `idle_s` exit, so a burst does not pin threads forever.
+    """
+
+    def __init__(self, name: str, idle_s: float = 30.0) -> None:
+        self._name = name
+        self._idle_s = idle_s
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a job, minus jobs queued for them
+        self._threads: set[threading.Thread] = set()
+        self._closed = False
+        self._serial = itertools.count(1)
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self._name}: pool is closed")
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put(job)
+                return
+            thread = threading.Thread(
+                target=self._run,
+                args=(job,),
+                name=f"{self._name}-{next(self._serial)}",
+                daemon=True,
+            )
+            self._threads.add(thread)
+        thread.start()
+
+    def _run(self, job: Job | None) -> None:
+        while job is not None:
+            job()
+            with self._lock:
+                if self._closed:
+                    break
+                self._idle += 1
+            try:
+                job = self._jobs.get(timeout=self._idle_s)
+            except queue.Empty:
+                with self._lock:
+                    # A job may have been queued for us between the timeout and the lock.
+                    try:
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        self._idle -= 1
+                        job = None
+        with self._lock:
+            self._threads.discard(threading.current_thread())
+
+    def close(self, timeout: float) -> None:
+        """Stop idle threads and wait (bounded) for busy ones to finish their job."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, 0
+            threads = list(self._threads)
+        for _ in range(idle):
+            self._jobs.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class Latch:
+    """A one-shot event, set exactly once, waited for by one thread.
+
+    A bare lock: on the path of every call it costs a fraction of a threading.Event.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._lock.release()  # stays set for any later wait
+            return True
+        return False
+
+
+# -- the host side -----------------------------------------------------------------------
+
+
+class _Pending:
+    """One request waiting for its answer frame; resolved or failed by whoever took it."""
+
+    __slots__ = ("data", "error", "event", "method")
+
+    def __init__(self, method: str | None) -> None:
+        self.method = method  # None for the handshake
+        self.event = Latch()
+        self.data = b""
+        self.error: PluginError | None = None
+
+    def resolve(self, data: bytes) -> None:
+        self.data = data
+        self.event.set()
+
+    def fail(self, error: PluginError) -> None:
+        self.error = error
+        self.event.set()
+
+
+class _WorkerGone(Exception):
+    """The request never reached the worker (it was already gone): safe to send again."""
+
+
+class _Worker:
+    """One worker process: its socket, its requests in flight, the threads reading it."""
+
+    def __init__(self, owner: IsolatedPlugin) -> None:
+        self.lock = threading.Lock()
+        self.handshake = _Pending(None)
+        self.pending: dict[int, _Pending] = {HANDSHAKE_ID: self.handshake}
+        self.ids = owner._ids
+        self.dead = False  # set first when the socket is gone; no request is sent after it
+        self.ready = False  # the plugin is loaded (READY received)
+        self.stopping = False  # the host asked it to exit: its death is expected
+        self.kill_reason: str | None = None
+
+        parent_sock, child_sock = socket.socketpair()
+        read_fd, write_fd = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                owner._worker_command(child_sock.fileno()),
+                # /dev/null rather than closed: a free fd 0 would be taken by the plugin's
+                # next open() and mistaken for stdin.
+                stdin=subprocess.DEVNULL,
+                # stdout too: a plugin's printf belongs in the host's log, not its stdout.
+                stdout=write_fd,
+                stderr=write_fd,
+                pass_fds=(child_sock.fileno(),),
+                # Out of the host's process group: a Ctrl-C at the terminal is the host's
+                # to handle; the worker goes when the host does (PR_SET_PDEATHSIG, EOF).
+                start_new_session=True,
+                env=_worker_env(),
+            )
+        except BaseException:
+            parent_sock.close()
+            os.close(read_fd)
+            raise
+        finally:
+            child_sock.close()
+            os.close(write_fd)
+        self.pid = self.proc.pid
+        self.channel = Channel(parent_sock, owner._limits.max_response_bytes + _FRAME_SLACK)
+        self.reader = threading.Thread(
+            target=owner._read_worker,
+            args=(self,),
+            name=f"cliproxy-isolated-{owner.plugin_id}-{self.pid}",
+            daemon=True,
+        )
+        self.output = threading.Thread(
+            target=_forward_output,
+            args=(os.fdopen(read_fd, "rb"), owner.plugin_id),
+            name=f"cliproxy-isolated-{owner.plugin_id}-{self.pid}-stderr",
+            daemon=True,
+        )
+        self.output.start()
+        self.reader.start()
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        return (self.reader, self.output)
+
+    def register(self, method: str) -> tuple[int, _Pending] | None:
+        """A request ID and its pending answer, or None when the worker is gone."""
+        pending = _Pending(method)
+        with self.lock:
+            if self.dead or self.kill_reason is not None:
+                return None
+            request_id = next(self.ids)
+            self.pending[request_id] = pending
+        return request_id, pending
+
+    @property
+    def usable(self) -> bool:
+        # Not once it is being killed: the caller whose timeout killed it may call again
+        # before the reader has seen it die, and must then wait for the next worker.
+        return not self.dead and self.kill_reason is None
+
+    def take(self, request_id: int) -> _Pending | None:
+        with self.lock:
+            return self.pending.pop(request_id, None)
+
+    def kill(self, reason: str) -> None:
+        with self.lock:
+            if self.kill_reason is None:
+                self.kill_reason = reason
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _worker_env() -> dict[str, str]:
+    # The worker must import this very package, whether the host runs installed or from
+    # a checkout (where only the host's sys.path, not the worker's, would find it).
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _forward_output(stream: IO[bytes], plugin_id: str) -> None:
+    """Each line the worker writes to stdout/stderr, as a WARNING naming the plugin."""
+    logger = logging.getLogger(f"cliproxy_host.plugin.{plugin_id}")
+    with stream:
+        # Bounded lines: a plugin writing without newlines must not grow a host buffer.
+        for line in iter(lambda: stream.readline(_LINE_LIMIT), b""):
+            text = line.rstrip(b"\r\n").decode("utf-8", "replace")
+            if text:
+                logger.warning("%s: %s", plugin_id, text)
+
+
+def _describe_exit(returncode: int) -> tuple[str, str | None]:
+    """('killed by SIGSEGV', 'SIGSEGV') or ('exited with status 3', None)."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}", name
+    return f"exited with status {returncode}", None
+
+
+class IsolatedPlugin:
+    """A plugin library in a worker process; satisfies abi.PluginBackend. Thread-safe."""
+
+    def __init__(
+        self,
+        plugin_id: str,
+        path: Path,
+        handler: HostHandler,
+        limits: IsolationLimits | None = None,
+    ) -> None:
+        """Start the worker and load the library there; raise what NativePlugin would."""
+        self.plugin_id = plugin_id
+        self.path = path
+        self._limits = limits or IsolationLimits()
+        self._ids = itertools.count(HANDSHAKE_ID + 1)
+        self._handler = handler
+        self._cond = threading.Condition()
+        self._worker: _Worker | None = None
+        self._state = State.RESTARTING
+        self._restarts = 0
+        self._last_error: str | None = None
+        self._last_signal: str | None = None
+        self._failures: deque[float] = deque()
+        self._fuse_reason: str | None = None
+        self._need_restart = False
+        self._config: bytes | None = None  # replayed to every new worker
+        self._inflight = 0
+        self._closing = False
+        self._close_deadline = 0.0
+        self._stop = False  # the drain is over: the supervisor shuts the worker down
+        self._threads: list[threading.Thread] = []
+        self._host_calls = Pool(f"cliproxy-isolated-{plugin_id}-host")
+        self._started = threading.Event()
+        self._start_error: PluginError | None = None
+        self._supervisor = threading.Thread(
+            target=self._supervise, name=f"cliproxy-isolated-{plugin_id}", daemon=True
+        )
+        self._supervisor.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._supervisor.join()
+            self._host_calls.close(0.0)
+            raise self._start_error
+
+    # -- calls ------------------------------------------------------------------------
+
+    def call(self, method: str, request: bytes) -> bytes:
+        """Send a request envelope; answer the plugin's response envelope bytes."""
+        timeout = self._limits.timeout_s
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if self._closing:
+                raise self._unloading(method)
+            self._inflight += 1
+        try:
+            while True:
+                worker = self._wait_for_worker(method, request, deadline)
+                try:
+                    data = self._exchange(worker, method, request, deadline)
+                except _WorkerGone:
+                    continue
+                if method in _CONFIG_METHODS:
+                    self._remember_config(request, data)
+                return data
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                if self._closing and not self._inflight:
+                    self._cond.notify_all()
+
+    def _wait_for_worker(self, method: str, request: bytes, deadline: float | None) -> _Worker:
+        """The running worker; while one is being started, wait for it (bounded)."""
+        with self._cond:
+            while True:
+                if self._closing:
+                    raise self._unloading(method)
+                if self._state is State.FUSED:
+                    if method in _CONFIG_METHODS and request != self._config:
+                        self._unfuse()
+                    else:
+                        raise PluginError(
+                            UNAVAILABLE,
+                            self._fuse_reason or "fused",
+                            plugin_id=self.plugin_id,
+                            method=method,
+                        )
+                worker = self._worker
+                if self._state is State.RUNNING and worker is not None and worker.usable:
+                    return worker
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise PluginError(
+                        UNAVAILABLE,
+                        f"plugin {self.plugin_id} is restarting its worker after: "
+                        f"{self._last_error}; retry shortly",
+                        plugin_id=self.plugin_id,
+                        method=method,
+                        retryable=True,
+                    )
+                self._cond.wait(remaining)
+
+    def _exchange(
+        self, worker: _Worker, method: str, request: bytes, deadline: float | None
+    ) -> bytes:
+        registered = worker.register(method)
+        if registered is None:
+            raise _WorkerGone
+        request_id, pending = registered
+        try:
+            worker.channel.send(Kind.CALL, request_id, *pack_call(method, request))
+        except OSError:
+            # The send failed, so the worker never read the whole frame and never ran the
+            # call: it may go to the next worker. The reader is handling this one's death.
+            worker.take(request_id)
+            raise _WorkerGone from None
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not pending.event.wait(timeout) and worker.take(request_id) is not None:
+            # A native call cannot be interrupted; killing its process is the only way.
+            waited = self._limits.timeout_s
+            self._replace(
+                worker, f"{method} did not answer within {waited:g} s, so the worker was killed"
+            )
+            raise PluginError(
+                TIMEOUT,
+                f"plugin {self.plugin_id} did not answer {method} within {waited:g} s; its "
+                "worker was killed and is being restarted",
+                plugin_id=self.plugin_id,
+                method=method,
+            )
+        pending.event.wait()  # set by now, or about to be: answered as it timed out
+        if pending.error is not None:
+            raise pending.error
+        return pending.data
+
+    def _replace(self, worker: _Worker, reason: str) -> None:
+        """Kill a running worker that failed; it shows as restarting from this moment on."""
+        with self._cond:
+            if worker is self._worker and self._state is State.RUNNING:
+                self._state = State.RESTARTING
+        worker.kill(reason)
+
+    def _remember_config(self, request: bytes, answer: bytes) -> None:
+        try:
+            envelope.decode(answer)
+        except PluginError:
+            return  # refused: the plugin still runs its previous config
+        with self._cond:
+            self._config = bytes(request)
+
+    def _unloading(self, method: str) -> PluginError:
+        return PluginError(
+            UNLOADING,
+            "the plugin is being unloaded; retry once it has been reloaded",
+            plugin_id=self.plugin_id,
+            method=method,
+            retryable=True,
+        )
+
+    # -- the worker's frames (its reader thread) ----------------------------------------
+
+    def _read_worker(self, worker: _Worker) -> None:
+        """Dispatch the worker's frames until its socket closes, then handle its death."""
+        try:
+            while (frame := worker.channel.recv()) is not None:
+                self._dispatch(worker, *frame)
+        except FrameTooLarge as exc:
+            self._replace(
+                worker,
+                f"the worker sent {exc}, which max_response_bytes "
+                f"({self._limits.max_response_bytes}) does not allow; it was killed",
+            )
+        except ProtocolError as exc:
+            self._replace(worker, f"the worker broke the frame protocol ({exc}); it was killed")
+        except OSError:
+            pass  # ECONNRESET and the like: the worker died mid-write
+        self._on_death(worker)
+
+    def _dispatch(self, worker: _Worker, kind: Kind, request_id: int, payload: bytes) -> None:
+        if kind in (Kind.RESULT, Kind.PONG, Kind.READY):
+            pending = worker.take(request_id)
+            if pending is not None:
+                if kind is Kind.READY:
+                    worker.ready = True
+                pending.resolve(payload)
+        elif kind is Kind.ERROR:
+            pending = worker.take(request_id)
+            if pending is not None:
+                method = pending.method
+                pending.fail(unpack_error(payload, plugin_id=self.plugin_id, method=method))
+        elif kind is Kind.HOST_CALL:
+            method, request = unpack_call(payload)
+            try:
+                # Not on this thread: a callback may block (HTTP) or call the plugin again,
+                # whose answer this thread has to read.
+                self._host_calls.submit(
+                    lambda: self._answer_host(worker, request_id, method, request)
+                )
+            except RuntimeError:  # closed: the plugin is gone as far as the host knows
+                answer = self._unloading(method).to_envelope()
+                with contextlib.suppress(OSError):
+                    worker.channel.send(Kind.HOST_RESULT, request_id, answer)
+        else:
+            raise ProtocolError(f"unexpected {kind.name} frame from the worker")
+
+    def _answer_host(self, worker: _Worker, request_id: int, method: str, request: bytes) -> None:
+        # The same answers NativePlugin's trampoline gives, so a plugin cannot tell.
+        try:
+            answer = self._handler(self.plugin_id, method, request)
+        except PluginError as exc:
+            answer = exc.to_envelope()
+        except Exception as exc:
+            log.exception("plugin %s: host callback %s failed", self.plugin_id, method)
+            answer = envelope.error(HOST_CALL_FAILED, f"host callback {method} failed: {exc}")
+        with contextlib.suppress(OSError):  # the worker is gone; its reader handles that
+            worker.channel.send(Kind.HOST_RESULT, request_id, answer)
+
+    def _on_death(self, worker: _Worker) -> None:
+        with worker.lock:
+            worker.dead = True
+            pending = list(worker.pending.values())
+            worker.pending.clear()
+        try:
+            returncode = worker.proc.wait(_REAP_GRACE)
+        except subprocess.TimeoutExpired:
+            worker.kill("the worker closed its socket but kept running; it was killed")
+            returncode = worker.proc.wait()
+        worker.channel.close()
+        how, signame = _describe_exit(returncode)
+        reason = worker.kill_reason
+        for item in pending:
+            item.fail(self._death_error(worker, item.method, how, reason))
+        if worker.stopping or not worker.ready:
+            return  # an exit we asked for, or a failed start (the supervisor records it)
+        methods = sorted({p.method for p in pending if p.method and p.method != _PING})
+        where = f"in {', '.join(methods)}" if methods else "while idle"
+        verb = "was " if signame else ""
+        self._record_failure(reason or f"the worker {verb}{how} {where}", signame)
+
+    def _death_error(
+        self, worker: _Worker, method: str | None, how: str, reason: str | None
+    ) -> PluginError:
+        if worker.stopping:
+            return PluginError(
+                UNLOADING,
+                f"the plugin was unloaded while {method} was running; retry once it has "
+                "been reloaded",
+                plugin_id=self.plugin_id,
+                method=method,
+                retryable=True,
+            )
+        if method is None:
+            cause = reason or f"{how} before the plugin was ready"
+            return PluginLoadError(
+                LOAD_FAILED,
+                f"the worker loading {self.path} stopped: {cause}",
+                plugin_id=self.plugin_id,
+            )
+        message = f"plugin {self.plugin_id} crashed in {method} (worker {how})"
+        if reason:
+            message = f"plugin {self.plugin_id} lost its worker in {method}: {reason}"
+        return PluginError(CRASHED, message, plugin_id=self.plugin_id, method=method)
+
+    # -- restarts, the fuse and health --------------------------------------------------
+
+    def _record_failure(self, error: str, signame: str | None) -> None:
+        with self._cond:
+            now = time.monotonic()
+            self._failures.append(now)
+            self._forget_old_failures(now)
+            self._last_error = error
+            self._last_signal = signame
+            if self._closing:
+                return
+            count = len(self._failures)
+            if count >= self._limits.fuse_crashes:
+                self._state = State.FUSED
+                self._need_restart = False
+                self._fuse_reason = self._last_error = (
+                    f"plugin {self.plugin_id} fused after {count} crashes in "
+                    f"{self._limits.fuse_window_s:g} s: {error}; change its config or file, "
+                    "or re-enable it"
+                )
+                log.error("%s", self._fuse_reason)
+            else:
+                self._state = State.RESTARTING
+                self._need_restart = True
+                log.warning("plugin %s: %s; restarting its worker", self.plugin_id, error)
+            self._cond.notify_all()
+
+    def _forget_old_failures(self, now: float) -> None:
+        while self._failures and now - self._failures[0] > self._limits.fuse_window_s:
+            self._failures.popleft()
+
+    def _unfuse(self) -> None:
+        log.warning("plugin %s: new config; restarting its fused worker", self.plugin_id)
+        self._failures.clear()
+        self._fuse_reason = None
+        self._state = State.RESTARTING
+        self._need_restart = True
+        self._cond.notify_all()
+
+    def _backoff(self) -> float:
+        """Immediately for the first recent failure, then 0.25 s doubling, capped."""
+        self._forget_old_failures(time.monotonic())
+        recent = len(self._failures)
+        if recent <= 1:
+            return self._limits.backoff_initial_s
+        return min(_BACKOFF_START * 2.0 ** (recent - 2), self._limits.backoff_max_s)
+
+    def health(self) -> Health:
+        with self._cond:
+            return Health(
+                state=self._state,
+                restarts=self._restarts,
+                last_error=self._last_error,
+                last_signal=self._last_signal,
+            )
+
+    # -- the supervisor thread ----------------------------------------------------------
+
+    def _supervise(self) -> None:
+        # Every worker is started from this thread, and this thread outlives them all:
+        # PR_SET_PDEATHSIG fires when the *thread* that forked the worker ends, so a worker
+        # forked from a caller's short-lived thread would die with that thread.
+        try:
+            self._start_worker()
+        except PluginError as exc:
+            self._start_error = exc
+            return
+        except Exception as exc:  # e.g. no thread to be had: still a load error, not a hang
+            self._start_error = PluginLoadError(
+                LOAD_FAILED,
+                f"cannot start a worker for {self.path}: {exc}",
+                plugin_id=self.plugin_id,
+            )
+            return
+        finally:
+            self._started.set()
+        next_ping = time.monotonic() + self._limits.ping_interval_s
+        while True:
+            try:
+                action = self._next_action(next_ping)
+                if action == "stop":
+                    self._stop_worker()
+                    return
+                if action == "restart":
+                    self._restart()
+                else:
+                    self._ping()
+                next_ping = time.monotonic() + self._limits.ping_interval_s
+            except Exception:  # this thread must survive, or workers stop being restarted
+                log.exception("plugin %s: supervisor error", self.plugin_id)
+
+    def _next_action(self, next_ping: float) -> str:
+        with self._cond:
+            while True:
+                if self._stop:
+                    return "stop"
+                if self._closing:
+                    self._cond.wait()
+                elif self._need_restart:
+                    return "restart"
+                elif self._state is State.RUNNING:
+                    wait = next_ping - time.monotonic()
+                    if wait <= 0:
+                        return "ping"
+                    self._cond.wait(wait)
+                else:
+                    self._cond.wait()
+
+    def _restart(self) -> None:
+        with self._cond:
+            delay = self._backoff()
+            if delay > 0:
+                self._cond.wait_for(lambda: self._closing, delay)
+            if self._closing:
+                return
+            self._need_restart = False
+            self._restarts += 1
+            self._state = State.RESTARTING
+        try:
+            self._start_worker()
+        except PluginError as exc:
+            self._record_failure(f"restarting the worker failed: {exc.message}", None)
+
+    def _start_worker(self) -> None:
+        """Start a worker, load the plugin, replay its config; RUNNING when all went well."""
+        try:
+            worker = _Worker(self)
+        except OSError as exc:
+            raise PluginLoadError(
+                LOAD_FAILED,
+                f"cannot start a worker process for {self.path}: {exc}",
+                plugin_id=self.plugin_id,
+            ) from None
+        with self._cond:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.extend(worker.threads)
+            self._worker = worker
+            if self._closing:
+                worker.kill("the plugin was unloaded while its worker started")
+        handshake = worker.handshake
+        if not handshake.event.wait(self._limits.start_timeout_s):
+            worker.kill(
+                f"it did not load the plugin within {self._limits.start_timeout_s:g} s "
+                "(start_timeout_s), so it was killed"
+            )
+            handshake.event.wait()
+        if handshake.error is not None:
+            # The worker is gone or exits by itself after a load error: reap it first.
+            worker.join(_REAP_GRACE + 1.0)
+            err = handshake.error
+            if isinstance(err, PluginLoadError):
+                raise err
+            raise PluginLoadError(err.code, err.message, plugin_id=self.plugin_id)
+        config = self._config
+        if config is not None:
+            deadline = None
+            if self._limits.timeout_s is not None:
+                deadline = time.monotonic() + self._limits.timeout_s
+            try:
+                self._exchange(worker, Method.REGISTER.value, config, deadline)
+            except _WorkerGone:
+                return
+            except PluginError as exc:
+                if not worker.usable:
+                    return  # its death is recorded by its reader
+                log.warning("plugin %s: its new worker refused the config: %s", self.plugin_id, exc)
+        with self._cond:
+            if worker is self._worker and worker.usable and not self._closing:
+                self._state = State.RUNNING
+                self._cond.notify_all()
+
+    def _ping(self) -> None:
+        with self._cond:
+            worker = self._worker
+            if self._state is not State.RUNNING or worker is None:
+                return
+        registered = worker.register(_PING)
+        if registered is None:
+            return
+        request_id, pending = registered
+        try:
+            worker.channel.send(Kind.PING, request_id)
+        except OSError:
+            return  # dead: its reader handles it
+        if pending.event.wait(self._limits.ping_timeout_s) or worker.take(request_id) is None:
+            return
+        reason = (
+            f"the worker missed a ping (no answer within {self._limits.ping_timeout_s:g} s), "
+            "so it was killed"
+        )
+        with self._cond:
+            if worker is self._worker and self._state is State.RUNNING:
+                self._state = State.UNHEALTHY
+                self._last_error = reason
+                self._cond.notify_all()
+        worker.kill(reason)
+
+    def _stop_worker(self) -> None:
+        with self._cond:
+            worker = self._worker
+            threads = list(self._threads)
+        if worker is not None and not worker.dead:
+            worker.stopping = True
+            wait = 0.0
+            if worker.ready:
+                drain = max(0.0, self._close_deadline - time.monotonic())
+                with contextlib.suppress(OSError):
+                    worker.channel.send(Kind.SHUTDOWN, 0, f"{drain:.3f}".encode())
+                wait = drain + _EXIT_GRACE
+            worker.reader.join(wait)
+            if worker.reader.is_alive():
+                worker.kill(f"the worker did not exit within {wait:g} s of shutdown; killed")
+        deadline = time.monotonic() + _REAP_GRACE + 1.0
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- closing ------------------------------------------------------------------------
+
+    def close(self, timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+        """Refuse new calls, drain those in flight (bounded), shut the plugin down, exit.
+
+        The worker runs NativePlugin.close (plugin.shutdown, shutdown(), dlclose) and
+        exits; if it has not exited shortly after the drain, it is killed.
+        """
+        with self._cond:
+            if not self._closing:
+                self._closing = True
+                self._close_deadline = time.monotonic() + timeout
+                self._cond.notify_all()  # callers waiting for a restart give up
+                if not self._cond.wait_for(lambda: not self._inflight, timeout):
+                    log.warning(
+                        "plugin %s: %d call(s) still running after %.1fs; they fail as the "
+                        "worker exits",
+                        self.plugin_id,
+                        self._inflight,
+                        timeout,
+                    )
+                worker = self._worker
+                if worker is not None and self._state is not State.RUNNING:
+                    # Starting or replaying its config: nothing to shut down gracefully.
+                    worker.stopping = True
+                    worker.kill("the plugin was unloaded while its worker started")
+                self._stop = True
+                self._cond.notify_all()
+        if threading.current_thread() is not self._supervisor:
+            self._supervisor.join(timeout + _EXIT_GRACE + _REAP_GRACE + 2.0)
+        self._host_calls.close(_REAP_GRACE)
+
+    def __repr__(self) -> str:
+        return f"IsolatedPlugin({self.plugin_id!r}, {str(self.path)!r})"
+
+    # -- the worker's command line --------------------------------------------------------
+
+    def _worker_command(self, fd: int) -> list[str]:
+        limits = self._limits
+        command = [
+            sys.executable,
+            "-m",
+            "cliproxy_host._worker",
+            "--fd",
+            str(fd),
+            "--parent-pid",
+            str(os.getpid()),
+            "--plugin-id",
+            self.plugin_id,
+            "--path",
+            str(self.path),
+            "--max-response-bytes",
+            str(limits.max_response_bytes),
+        ]
+        if limits.memory_limit_mb is not None:
+            command += ["--memory-limit-mb", str(limits.memory_limit_mb)]
+        if limits.cpu_limit_s is not None:
+            command += ["--cpu-limit-s", str(limits.cpu_limit_s)]
+        return command
