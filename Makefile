@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config.yaml
 
-.PHONY: install test lint examples run clean
+.PHONY: install test lint examples run stress bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,26 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The full stress run of tests/test_stress.py (CI runs a reduced load inside `make test`).
+stress: $(STAMP)
+	STRESS_CALLS=10000 STRESS_RELOADS=200 $(BIN)/pytest -q tests/test_stress.py
+
+# Benchmarks: every figure a ratio against a baseline measured in the same run, written to
+# bench/RESULTS.md (a few minutes). BENCH_ARGS passes options, e.g. "--only 1,2" or
+# "--compare-tree DIR" (before/after against a patched copy of cliproxy_host in DIR).
+# matplotlib is optional: it draws bench/payload.png.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet matplotlib || echo "no matplotlib: the payload curve is a table only"
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py --out bench/RESULTS.md $(BENCH_ARGS)
+
+# A few seconds: every figure at tiny sizes (numbers only indicative); RESULTS.md untouched.
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick --out build/bench/RESULTS-quick.md
 
 examples: $(STAMP)
 	$(BIN)/python examples/build.py --plugins-dir plugins --build-dir build

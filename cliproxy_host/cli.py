@@ -59,24 +59,74 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default="config.yaml", help="YAML config file")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8317, help="port to listen on")
+
+    check = sub.add_parser(
+        "check",
+        help="run the ABI conformance suite against a plugin file",
+        description="Run the ABI conformance suite against a plugin file. Exits 1 if a check "
+        "fails. In-process by default: use --isolated for untrusted binaries.",
+    )
+    check.add_argument("path", type=Path, help="the plugin library (.so, .dylib, .dll)")
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.add_argument(
+        "--isolated",
+        action="store_true",
+        help="run the plugin in a worker process, so a crash is reported, not fatal",
+    )
+
+    new = sub.add_parser(
+        "new",
+        help="write a plugin project (C or Rust) that builds and passes check",
+        description="Write NAME/, a plugin project with a Makefile (build, check, install).",
+    )
+    new.add_argument("name", help="the plugin ID, also the library's file name")
+    new.add_argument(
+        "--lang", required=True, choices=["c", "rust"], help="C (CMake) or Rust (cargo)"
+    )
+    new.add_argument(
+        "--capability",
+        dest="capabilities",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a capability flag to implement, repeatable (default: executor), e.g. "
+        "executor, request_normalizer, management_api",
+    )
+    new.add_argument(
+        "--dir", type=Path, default=Path("."), help="where to create NAME/ (default: .)"
+    )
     return parser
 
 
 def _table(infos: Sequence[PluginInfo]) -> str:
-    headers = ("ID", "PRIO", "ENABLED", "REGISTERED", "VERSION", "CAPABILITIES", "PATH / ERROR")
+    headers = (
+        "ID",
+        "PRIO",
+        "ENABLED",
+        "REGISTERED",
+        "STATE",
+        "VERSION",
+        "CAPABILITIES",
+        "PATH / ERROR",
+    )
     rows = []
     for info in infos:
         caps = ",".join(sorted(k for k, v in info.capabilities.items() if v is True)) or "-"
         version = (info.metadata or {}).get("Version") or info.version or "-"
+        state = info.state or ("loading" if info.loading else "-")
+        if info.restarts:
+            state += f" ({info.restarts} restarts)"
+        problem = info.error or (info.last_error if info.state not in (None, "running") else None)
         rows.append(
             (
                 info.id,
                 str(info.priority),
                 "yes" if info.enabled else "no",
                 "yes" if info.registered else "no",
+                state,
                 version,
                 caps,
-                f"error: {info.error}" if info.error else (info.path or "-"),
+                f"error: {problem}" if problem else (info.path or "-"),
             )
         )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
@@ -146,9 +196,41 @@ def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:
     return EXIT_OK
 
 
+def _cmd_check(path: Path, as_json: bool, isolated: bool) -> int:
+    # Imported on use, like .scaffold below: the other commands never need them.
+    from .check import run_checks  # noqa: PLC0415
+
+    report = run_checks(path, isolated=isolated)
+    if as_json:
+        sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(report.table())
+    return EXIT_ERROR_ENVELOPE if report.failed else EXIT_OK
+
+
+def _cmd_new(name: str, lang: str, capabilities: Sequence[str], parent: Path) -> int:
+    from .abi import LIBRARY_SUFFIX  # noqa: PLC0415
+    from .scaffold import ScaffoldError, create_project  # noqa: PLC0415
+
+    try:
+        project = create_project(name, lang, capabilities, parent)
+    except ScaffoldError as exc:
+        print(f"cliproxy-host: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"created {project}/ ({lang} plugin); next:")
+    print(f"  make -C {project} build     # build/{name}{LIBRARY_SUFFIX}")
+    print(f"  make -C {project} check     # cliproxy-host check build/{name}{LIBRARY_SUFFIX}")
+    print(f"  make -C {project} install   # into ../plugins/<os>/<arch>/ (PLUGINS_DIR=...)")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "check":
+        return _cmd_check(args.path, args.json, args.isolated)
+    if args.command == "new":
+        return _cmd_new(args.name, args.lang, args.capabilities, args.dir)
     if args.command == "serve":
         try:
             return _cmd_serve(Path(args.config), args.host, args.port, args.log_level)

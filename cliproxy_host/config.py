@@ -112,6 +112,9 @@ class _KeepsKeyOrder(BaseModel):
         return ordered | values
 
 
+PositiveStrictInt = Annotated[StrictInt, Field(gt=0)]
+
+
 class StoreConfig(_KeepsKeyOrder):
     """`plugins.configs.<id>.store`: where the plugin's file comes from, and its pinned version."""
 
@@ -134,6 +137,13 @@ class PluginConfig(_KeepsKeyOrder):
     # library before the old one is retired (no gap); "restart" shuts the old one down
     # first, for plugins that hold exclusive resources.
     reload: Literal["swap", "restart"] = "swap"
+    # Fault tolerance (see the README's "Isolation and limits"); None means the host default.
+    isolation: Literal["inprocess", "process"] = "inprocess"
+    timeout_ms: PositiveStrictInt | None = None
+    max_concurrent_requests: PositiveStrictInt | None = None
+    max_response_bytes: PositiveStrictInt | None = None
+    memory_limit_mb: PositiveStrictInt | None = None  # isolated only (RLIMIT_AS)
+    cpu_limit_s: PositiveStrictInt | None = None  # isolated only (RLIMIT_CPU)
 
     @property
     def pinned_version(self) -> str | None:
@@ -184,6 +194,16 @@ class PluginsSection(_Section):
     enabled: StrictBool = False
     dir: Annotated[str, StringConstraints(min_length=1)] = "plugins"
     registration_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Host defaults for every plugin. A call timeout applies to isolated plugins; an
+    # in-process plugin is timed only when it sets timeout_ms itself, because timing an
+    # in-process call means running it on another thread.
+    timeout_ms: PositiveStrictInt = 30_000
+    max_response_bytes: PositiveStrictInt = 64 * 1024 * 1024
+    busy_wait_ms: PositiveStrictInt = 5_000  # how long a call waits for a concurrency slot
+    fuse_crashes: PositiveStrictInt = 5  # crashes within fuse-window-seconds that fuse it
+    fuse_window_seconds: float = Field(default=60.0, gt=0)
+    breaker_failures: PositiveStrictInt = 5  # consecutive failures that open the circuit
+    breaker_cooldown_seconds: float = Field(default=10.0, gt=0)
     configs: dict[PluginId, PluginConfig] = Field(default_factory=dict)
 
     @field_validator("configs", mode="before")

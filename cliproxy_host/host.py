@@ -18,10 +18,12 @@ from .abi import (
     LIBRARY_SUFFIX,
     METHOD_CAPABILITY,
     SCHEMA_VERSION,
+    Health,
     HostHandler,
     Method,
     Mode,
     PluginBackend,
+    State,
     method_mode,
 )
 from .callbacks import HostCallbacks
@@ -37,9 +39,12 @@ from .envelope import (
     UNLOADING,
     PluginError,
     PluginLoadError,
+    PluginResponseError,
     b64encode,
     decode,
 )
+from .guard import GuardedBackend, GuardLimits
+from .isolated import IsolatedPlugin, IsolationLimits
 from .native import NativePlugin
 from .registry import (
     NativeHandler,
@@ -79,7 +84,12 @@ class PluginInfo(BaseModel):
     priority: int
     metadata: dict[str, Any] | None
     capabilities: dict[str, Any]
-    error: str | None
+    error: str | None  # why it is not loaded, or what last went wrong in loading it
+    isolation: str
+    state: str | None  # running | restarting | unhealthy | fused, while loaded
+    restarts: int
+    last_error: str | None  # the last runtime failure (crash, timeout, open circuit)
+    last_signal: str | None  # the signal that killed its worker last, if any
 
 
 @dataclass
@@ -92,6 +102,8 @@ class _Slot:
     config_yaml: bytes
     # (inode, size, mtime) of the file when it was loaded: tells an in-place replacement.
     stamp: tuple[int, int, int]
+    # How the backend was built (isolation and limits); a change needs a new backend.
+    spec: _Spec
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,43 @@ class BroadcastResult:
     name: str
     result: Any = None
     error: PluginError | None = None
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Everything a backend is built from besides the file: a change means a reload."""
+
+    isolated: bool
+    guard: GuardLimits
+    isolation: IsolationLimits | None
+
+    @classmethod
+    def of(cls, cfg: HostConfig, plugin_id: str) -> _Spec:
+        entry, defaults = cfg.plugin_entry(plugin_id), cfg.plugins
+        max_response = entry.max_response_bytes or defaults.max_response_bytes
+        isolated = entry.isolation == "process"
+        if isolated:
+            timeout_ms: int | None = entry.timeout_ms or defaults.timeout_ms
+            isolation: IsolationLimits | None = IsolationLimits(
+                timeout_s=timeout_ms / 1000 if timeout_ms else None,
+                memory_limit_mb=entry.memory_limit_mb,
+                cpu_limit_s=entry.cpu_limit_s,
+                max_response_bytes=max_response,
+                fuse_crashes=defaults.fuse_crashes,
+                fuse_window_s=defaults.fuse_window_seconds,
+            )
+            timeout_ms = None  # the worker enforces it, and can kill what overruns
+        else:
+            timeout_ms, isolation = entry.timeout_ms, None
+        guard = GuardLimits(
+            timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            max_concurrent=entry.max_concurrent_requests,
+            busy_wait_s=defaults.busy_wait_ms / 1000,
+            max_response_bytes=max_response,
+            breaker_failures=defaults.breaker_failures,
+            breaker_cooldown_s=defaults.breaker_cooldown_seconds,
+        )
+        return cls(isolated, guard, isolation)
 
 
 def _stamp(path: Path) -> tuple[int, int, int]:
@@ -215,6 +264,15 @@ class PluginHost:
                     in_place = slot.file.path == pfile.path
                     if in_place or cfg.plugin_entry(pid).reload == "restart":
                         restart.append(pid)
+                elif slot.spec != _Spec.of(cfg, pid) or (
+                    slot.config_yaml != cfg.config_yaml(pid)
+                    and slot.backend.health().state is State.FUSED
+                ):
+                    # New limits or isolation need a new backend; a fused plugin gets a
+                    # fresh start when its config changes.
+                    to_load[pid] = pfile
+                    if slot.spec.isolated or cfg.plugin_entry(pid).reload == "restart":
+                        restart.append(pid)
                 elif slot.config_yaml != cfg.config_yaml(pid):
                     self._reconfigure(pid, slot)
 
@@ -244,6 +302,24 @@ class PluginHost:
             self._retire(plugin_id, slot)
         self._notify()
         return True
+
+    def restart(self, plugin_id: str) -> None:
+        """Shut a loaded plugin down and load it again (an operator clearing a fuse)."""
+        with self._apply_lock:
+            with self._state:
+                slot = self._slots.pop(plugin_id, None)
+                if slot is None:
+                    return
+                self._loading.add(plugin_id)
+                self._publish()
+            self._retire(plugin_id, slot)
+            for pid, old in self._load_all({plugin_id: slot.file}):
+                self._retire(pid, old)
+        self._notify()
+
+    def health(self, plugin_id: str) -> Health | None:
+        record = self._snapshot.get(plugin_id)
+        return record.backend.health() if record else None
 
     def loading(self, plugin_id: str) -> bool:
         with self._state:
@@ -326,7 +402,14 @@ class PluginHost:
 
     def _load(self, plugin_id: str, pfile: PluginFile, config_yaml: bytes) -> _Slot:
         stamp = _stamp(pfile.path)
-        backend = self._factory(plugin_id, pfile.path, self._callbacks)
+        spec = _Spec.of(self._config, plugin_id)
+        if spec.isolation is not None:
+            inner: PluginBackend = IsolatedPlugin(
+                plugin_id, pfile.path, self._callbacks, spec.isolation
+            )
+        else:
+            inner = self._factory(plugin_id, pfile.path, self._callbacks)
+        backend = GuardedBackend(inner, spec.guard)
         try:
             raw = backend.call(Method.REGISTER, lifecycle_request(config_yaml))
             result = decode(raw, plugin_id=plugin_id, method=Method.REGISTER)
@@ -334,7 +417,7 @@ class PluginHost:
         except BaseException:
             self._close_backend(plugin_id, backend)
             raise
-        return _Slot(pfile, backend, registration, config_yaml, stamp)
+        return _Slot(pfile, backend, registration, config_yaml, stamp, spec)
 
     def _reconfigure(self, plugin_id: str, slot: _Slot) -> None:
         config_yaml = self._config.config_yaml(plugin_id)
@@ -405,6 +488,7 @@ class PluginHost:
                 slot = self._slots.get(pid)
                 pfile = slot.file if slot else self._files.get(pid)
                 reg = slot.registration if slot else None
+                health = slot.backend.health() if slot else None
                 infos.append(
                     PluginInfo(
                         id=pid,
@@ -418,6 +502,11 @@ class PluginHost:
                         metadata=reg.metadata.to_json() if reg else None,
                         capabilities=dict(reg.capabilities) if reg else {},
                         error=self._errors.get(pid),
+                        isolation=entry.isolation,
+                        state=health.state.value if health else None,
+                        restarts=health.restarts if health else 0,
+                        last_error=health.last_error if health else None,
+                        last_signal=health.last_signal if health else None,
                     )
                 )
         infos.sort(key=lambda i: (-i.priority, i.id))
@@ -446,8 +535,22 @@ class PluginHost:
             successor = self._snapshot.get(record.plugin_id)
             if exc.code != UNLOADING or successor is None or successor is record:
                 raise
-            raw = successor.backend.call(method, data)
-        return decode(raw, plugin_id=record.plugin_id, method=method)
+            record, raw = successor, successor.backend.call(method, data)
+        guard = record.backend if isinstance(record.backend, GuardedBackend) else None
+        try:
+            result = decode(raw, plugin_id=record.plugin_id, method=method)
+        except PluginResponseError as exc:
+            if guard is not None:
+                guard.note_failure(str(exc))
+            raise
+        except PluginError:
+            # An error envelope is a proper answer: the plugin itself is fine.
+            if guard is not None and guard.failing:
+                guard.note_success()
+            raise
+        if guard is not None and guard.failing:
+            guard.note_success()
+        return result
 
     def _unavailable(self, plugin_id: str, method: str) -> PluginError:
         with self._state:

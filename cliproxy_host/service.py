@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .abi import State
 from .config import ConfigError, ConfigStore, HostConfig
 from .discovery import discover, is_valid_id
 from .host import PluginHost
@@ -129,9 +130,13 @@ class HostService:
         return cfg
 
     def set_enabled(self, plugin_id: str, enabled: bool) -> HostConfig:
+        """Write `enabled` and apply it; enabling a fused plugin also clears its fuse."""
         self._checked(plugin_id)
         cfg = self.store.set_enabled(plugin_id, enabled)
         self.host.apply(cfg)
+        health = self.host.health(plugin_id)
+        if enabled and health is not None and health.state is State.FUSED:
+            self.host.restart(plugin_id)
         return cfg
 
     def delete(self, plugin_id: str) -> Deleted:

@@ -48,6 +48,11 @@ def test_plugins_json_lists_every_field_in_priority_order(
         "metadata",
         "capabilities",
         "error",
+        "isolation",
+        "state",
+        "restarts",
+        "last_error",
+        "last_signal",
     }
     assert [p["registered"] for p in listed] == [True, True, True, False]
 

@@ -420,7 +420,9 @@ def test_invalid_values_name_the_key_the_line_and_what_is_expected(
 def test_unknown_keys_in_plugins_are_errors(tmp_path: Path) -> None:
     assert load_error(tmp_path, "plugins:\n  enabled: true\n  enable: true\n") == (
         "config.yaml:3: plugins.enable: unknown key;"
-        " expected one of: enabled, dir, registration-timeout-seconds, configs"
+        " expected one of: enabled, dir, registration-timeout-seconds, timeout-ms,"
+        " max-response-bytes, busy-wait-ms, fuse-crashes, fuse-window-seconds,"
+        " breaker-failures, breaker-cooldown-seconds, configs"
     )
 
 
@@ -476,7 +478,9 @@ def test_every_error_is_reported_in_line_order(tmp_path: Path) -> None:
         "config.yaml:6: plugins.configs.b.enabled: expected true or false, got 'maybe'",
         "config.yaml:8: plugins.configs.a.priority: expected an integer, got 'first'",
         "config.yaml:9: plugins.bogus: unknown key;"
-        " expected one of: enabled, dir, registration-timeout-seconds, configs",
+        " expected one of: enabled, dir, registration-timeout-seconds, timeout-ms,"
+        " max-response-bytes, busy-wait-ms, fuse-crashes, fuse-window-seconds,"
+        " breaker-failures, breaker-cooldown-seconds, configs",
     ]
 
 

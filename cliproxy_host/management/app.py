@@ -122,6 +122,11 @@ def create_app(service: HostService, auth: Auth) -> FastAPI:
             version=info.version,
             loading=info.loading,
             error=info.error,
+            isolation=info.isolation,
+            state=info.state,
+            restarts=info.restarts,
+            last_error=info.last_error,
+            last_signal=info.last_signal,
         )
 
     def find(plugin_id: str) -> PluginInfo:

@@ -52,6 +52,11 @@ class PluginEntry(BaseModel):
     version: str | None = Field(description="the version in the file name, if any")
     loading: bool = Field(description="loading or registering right now (busy)")
     error: str | None = Field(description="why it is not registered, if it is not")
+    isolation: str = Field(description="inprocess or process")
+    state: str | None = Field(description="running, restarting, unhealthy or fused, if loaded")
+    restarts: int = Field(description="how often its worker was restarted")
+    last_error: str | None = Field(description="the last runtime failure")
+    last_signal: str | None = Field(description="the signal that last killed its worker")
 
 
 class PluginList(BaseModel):

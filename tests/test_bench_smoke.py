@@ -1,0 +1,46 @@
+"""Smoke test of the benchmarks: `bench/run.py --quick` runs every figure and reports it.
+
+Targets are not asserted: timing on a shared CI machine is too noisy for that. This only
+proves that the benchmarks still run against the current code and write every row.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    data = tmp_path / "results.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--quick",
+            "--out",
+            str(out),
+            "--json",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    text = out.read_text(encoding="utf-8")
+    for heading in ("## Machine", "## Method", "## Summary"):
+        assert heading in text
+    for number in range(1, 7):
+        assert f"## Figure {number}:" in text
+    rows = set(re.findall(r"^\| (\d[a-z]) \|", text, flags=re.M))
+    expected = {"1a", "1b", "1c", "1d", "1e", "1f", "2a", "2b", "3a", "3b"}
+    expected |= {"4a", "4b", "4c", "5a", "5b", "6a", "6b"}
+    assert expected <= rows, f"missing rows: {sorted(expected - rows)}"
+    assert "ERROR" not in text
