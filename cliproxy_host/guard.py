@@ -98,8 +98,22 @@ class GuardedBackend:
         self._probing = False
         self._stuck = 0  # timed-out in-process calls still running in the plugin
         self._last_error: str | None = None
+        # No slots and no timer: a call goes straight to the backend while the circuit
+        # is closed (the common case), without the bookkeeping of the general path.
+        self._direct = self._slots is None and self._pool is None
 
     def call(self, method: str, request: bytes) -> bytes:
+        if self._direct and self._opened_at is None:
+            try:
+                data = self.backend.call(method, request)
+                limit = self._limits.max_response_bytes
+                if limit is not None and len(data) > limit:
+                    raise self._too_large(method, len(data), limit)
+            except PluginError as exc:
+                if exc.code in _TROUBLE:
+                    self.note_failure(str(exc))
+                raise
+            return data
         probe = False
         if self._opened_at is not None:
             probe = self._admit(method)
@@ -118,12 +132,7 @@ class GuardedBackend:
             data = self._run(method, request)
             limit = self._limits.max_response_bytes
             if limit is not None and len(data) > limit:
-                raise PluginError(
-                    RESPONSE_TOO_LARGE,
-                    f"response of {len(data)} bytes exceeds max_response_bytes ({limit})",
-                    plugin_id=self.plugin_id,
-                    method=method,
-                )
+                raise self._too_large(method, len(data), limit)
         except PluginError as exc:
             if exc.code in _TROUBLE:
                 self.note_failure(str(exc))
@@ -135,6 +144,14 @@ class GuardedBackend:
                 self._slots.release()
             self._end_probe(probe)
         return data
+
+    def _too_large(self, method: str, size: int, limit: int) -> PluginError:
+        return PluginError(
+            RESPONSE_TOO_LARGE,
+            f"response of {size} bytes exceeds max_response_bytes ({limit})",
+            plugin_id=self.plugin_id,
+            method=method,
+        )
 
     def _run(self, method: str, request: bytes) -> bytes:
         if self._pool is None:

@@ -48,16 +48,15 @@ class _HostContext:
 # forged host_ctx is looked up and refused (return 1) instead of dereferenced.
 _contexts: dict[int, _HostContext] = {}
 _context_ids = itertools.count(1)
-
-
-def _write_response(response: Any, data: bytes) -> int:
-    ptr = libc.malloc(len(data) or 1)
-    if ptr == ffi.NULL:
-        return 1
-    ffi.memmove(ptr, data, len(data))
-    response.ptr = ptr
-    response.len = len(data)
-    return 0
+# The same entries keyed by the host_ctx pointer itself (cdata pointers hash and compare
+# by address): the callback looks a context up without casting the pointer to an int.
+_contexts_by_ptr: dict[Any, _HostContext] = {}
+# Method names plugins call the host with, decoded once.
+_method_names: dict[bytes, str] = {}
+_BUFFER_PTR: Final = ffi.typeof("cliproxy_buffer*")
+# Response structs reused per thread: a stack, because a plugin may call the host, which
+# may call a plugin again on the same thread while the outer struct is still in use.
+_spare = threading.local()
 
 
 def _on_callback_error(
@@ -71,25 +70,39 @@ def _on_callback_error(
 
 
 def _host_call(ctx: Any, method: Any, request: Any, request_len: int, response: Any) -> int:
-    if ffi.NULL in (ctx, method, response):
+    # A NULL cdata pointer is false: cheaper than comparing each with ffi.NULL.
+    if not ctx or not method or not response:
         return 1
-    entry = _contexts.get(int(ffi.cast("uintptr_t", ctx)))
+    entry = _contexts_by_ptr.get(ctx)
     if entry is None:
         return 1
     response.ptr = ffi.NULL
     response.len = 0
-    name = ffi.string(method).decode("utf-8", "replace")
+    raw_name = ffi.string(method)
+    name = _method_names.get(raw_name)
+    if name is None:
+        name = raw_name.decode("utf-8", "replace")
+        if len(_method_names) < 256:  # plugins call a handful of names; never grow unbounded
+            _method_names[raw_name] = name
     try:
-        if request == ffi.NULL and request_len:
+        if not request and request_len:
             raise ValueError(f"request pointer is NULL but request_len is {request_len}")
-        data = ffi.unpack(ffi.cast("char*", request), request_len) if request_len else b""
+        data = ffi.buffer(request, request_len)[:] if request_len else b""
         answer = entry.handler(entry.plugin_id, name, data)
     except PluginError as exc:
         answer = exc.to_envelope()
     except Exception as exc:  # a callback must never raise into C
         log.exception("plugin %s: host callback %s failed", entry.plugin_id, name)
         answer = error(HOST_CALL_FAILED, f"host callback {name} failed: {exc}")
-    return _write_response(response, answer)
+    # _write_response, inlined: this runs for every host callback.
+    size = len(answer)
+    ptr = libc.malloc(size or 1)
+    if not ptr:
+        return 1
+    ffi.memmove(ptr, answer, size)
+    response.ptr = ptr
+    response.len = size
+    return 0
 
 
 def _host_free(ptr: Any, length: int) -> None:
@@ -115,7 +128,7 @@ class NativePlugin:
         self.path = path
         self._methods: dict[str, bytes] = {}
         self._cond = threading.Condition()
-        self._inflight = 0
+        self._calls: list[None] = []  # one entry per call in flight
         self._closing = False
         self._closed = False
         self._deferred = False
@@ -142,11 +155,14 @@ class NativePlugin:
             ) from None
 
         self._ctx_id = next(_context_ids)
-        _contexts[self._ctx_id] = _HostContext(plugin_id, handler)
+        context = _HostContext(plugin_id, handler)
+        self._ctx_ptr = ffi.cast("void*", self._ctx_id)
+        _contexts[self._ctx_id] = context
+        _contexts_by_ptr[self._ctx_ptr] = context
         # Plugins keep this pointer: it lives as long as this object is loaded.
         self._host_api = ffi.new("cliproxy_host_api*")
         self._host_api.abi_version = ABI_VERSION
-        self._host_api.host_ctx = ffi.cast("void*", self._ctx_id)
+        self._host_api.host_ctx = self._ctx_ptr
         self._host_api.call = _HOST_CALL
         self._host_api.free_buffer = _HOST_FREE
         self._api = ffi.new("cliproxy_plugin_api*")
@@ -189,6 +205,7 @@ class NativePlugin:
 
     def _release(self) -> None:
         _contexts.pop(self._ctx_id, None)
+        _contexts_by_ptr.pop(self._ctx_ptr, None)
         ffi.dlclose(self._lib)
         self._closed = True
 
@@ -197,35 +214,54 @@ class NativePlugin:
         cmethod = self._methods.get(method)
         if cmethod is None:
             cmethod = self._methods.setdefault(method, method.encode("utf-8"))
-        with self._cond:
-            if self._closing:
-                raise PluginError(
-                    UNLOADING,
-                    "the plugin is being unloaded; retry once it has been reloaded",
-                    plugin_id=self.plugin_id,
-                    method=method,
-                    retryable=True,
-                )
-            self._inflight += 1
+        # In flight first, then the check: close() sets _closing before it looks at
+        # _calls, so either this call sees _closing or close() sees this call.
+        # (list.append and list.pop are atomic.)
+        calls = self._calls
+        calls.append(None)
+        if self._closing:
+            calls.pop()
+            self._drained()
+            raise PluginError(
+                UNLOADING,
+                "the plugin is being unloaded; retry once it has been reloaded",
+                plugin_id=self.plugin_id,
+                method=method,
+                retryable=True,
+            )
         try:
             return self._exchange(method, cmethod, request)
         finally:
-            with self._cond:
-                self._inflight -= 1
-                finish = self._closing and not self._inflight and self._deferred
-                if finish:
-                    self._deferred = False
-                elif self._closing and not self._inflight:
-                    self._cond.notify_all()
-            if finish:
-                self._shutdown()
+            calls.pop()
+            if self._closing:
+                self._drained()
+
+    def _drained(self) -> None:
+        """A call left while closing: wake close(), or finish a deferred close."""
+        with self._cond:
+            if self._calls:
+                return
+            finish, self._deferred = self._deferred, False
+            self._cond.notify_all()
+        if finish:
+            self._shutdown()
 
     def _exchange(self, method: str, cmethod: bytes, request: bytes) -> bytes:
-        response = ffi.new("cliproxy_buffer*")
+        try:
+            spare = _spare.structs
+        except AttributeError:
+            spare = _spare.structs = []
+        if spare:
+            response = spare.pop()
+            response.ptr = ffi.NULL
+            response.len = 0
+        else:
+            response = ffi.new(_BUFFER_PTR)
         rc = self._call(cmethod, request, len(request), response)
         ptr = response.ptr
         length = response.len
-        if ptr == ffi.NULL:
+        spare.append(response)
+        if not ptr:
             if length:
                 raise PluginResponseError(
                     INVALID_RESPONSE,
@@ -237,7 +273,7 @@ class NativePlugin:
             data = b""
         else:
             try:
-                data = ffi.unpack(ffi.cast("char*", ptr), length)
+                data = ffi.buffer(ptr, length)[:]
             finally:
                 self._free(ptr, length)
         if rc != 0:
@@ -246,7 +282,7 @@ class NativePlugin:
 
     @property
     def inflight(self) -> int:
-        return self._inflight
+        return len(self._calls)
 
     def close(self, timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
         """Shut down (ABI.md section 1): stop calls, drain, plugin.shutdown, shutdown(), dlclose.
@@ -258,13 +294,13 @@ class NativePlugin:
             if self._closing:
                 return
             self._closing = True
-            if not self._cond.wait_for(lambda: not self._inflight, timeout):
+            if not self._cond.wait_for(lambda: not self._calls, timeout):
                 self._deferred = True
                 log.warning(
                     "plugin %s: %d call(s) still running after %.1fs; %s is unloaded when "
                     "they return",
                     self.plugin_id,
-                    self._inflight,
+                    len(self._calls),
                     timeout,
                     self.path,
                 )

@@ -36,7 +36,17 @@ class HostCallbacks:
 
     def __call__(self, plugin_id: str, method: str, request: bytes) -> bytes:
         try:
-            return self._dispatch(plugin_id, method, request)
+            # _dispatch, inlined: this runs for every host callback.
+            callback = self._callbacks.get(method)
+            if callback is None:
+                return error(HOST_CALL_FAILED, f"unsupported host callback {method}")
+            try:
+                body = orjson.loads(request)
+            except orjson.JSONDecodeError as exc:
+                raise _invalid(f"{method}: the request is not JSON ({exc})") from None
+            if not isinstance(body, dict):
+                raise _invalid(f"{method}: the request must be a JSON object")
+            return ok(callback(plugin_id, body))
         except PluginError as exc:
             return exc.to_envelope()
         except Exception as exc:
@@ -50,18 +60,6 @@ class HostCallbacks:
     def close(self) -> None:
         """Close every open stream and the HTTP client (the host is shutting down)."""
         self.http.close()
-
-    def _dispatch(self, plugin_id: str, method: str, request: bytes) -> bytes:
-        callback = self._callbacks.get(method)
-        if callback is None:
-            return error(HOST_CALL_FAILED, f"unsupported host callback {method}")
-        try:
-            body = orjson.loads(request)
-        except orjson.JSONDecodeError as exc:
-            raise _invalid(f"{method}: the request is not JSON ({exc})") from None
-        if not isinstance(body, dict):
-            raise _invalid(f"{method}: the request must be a JSON object")
-        return ok(callback(plugin_id, body))
 
 
 def _invalid(message: str) -> PluginError:

@@ -33,14 +33,22 @@ _LEVELS: Final[dict[str, int]] = {
 _NEEDS_QUOTES: Final = re.compile(r'[\s"=\\\x00-\x1f]')
 
 
+# logging.getLogger takes the logging module's lock on every call; loggers live forever
+# anyway, so each plugin's is looked up once.
+_loggers: dict[str, logging.Logger] = {}
+
+
 def plugin_logger(plugin_id: str) -> logging.Logger:
     """The logger a plugin's host.log lines go to."""
-    return logging.getLogger(LOGGER_PREFIX + plugin_id)
+    logger = _loggers.get(plugin_id)
+    if logger is None:
+        logger = _loggers.setdefault(plugin_id, logging.getLogger(LOGGER_PREFIX + plugin_id))
+    return logger
 
 
 def host_log(plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
     """Answer host.log: log the line with the plugin ID and fields attached; result `{}`."""
-    name = ci_get(request, "level")
+    name = request["level"] if "level" in request else ci_get(request, "level")
     level = _LEVELS.get(name.lower(), logging.DEBUG) if isinstance(name, str) else logging.DEBUG
     logger = plugin_logger(plugin_id)
     # Rendering is skipped for disabled levels: plugins may log a lot at trace/debug.
