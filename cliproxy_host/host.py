@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -328,46 +328,56 @@ class PluginHost:
     def _load_all(self, files: Mapping[str, PluginFile]) -> list[tuple[str, _Slot]]:
         """Load plugins in parallel, each bounded by the registration timeout.
 
-        Each plugin is published as soon as it is ready. Returns the slots that the new
-        ones replaced, for the caller to retire.
+        Plugins are published as they become ready, all those ready at the same moment in
+        one snapshot (one per plugin would make start-up quadratic). Returns the slots that
+        the new ones replaced, for the caller to retire.
         """
         timeout = self._config.plugins.registration_timeout_seconds
-        started = time.monotonic()
-        pending = {pid: self._start_load(pid, f) for pid, f in files.items()}
+        deadline = time.monotonic() + timeout
+        starts = {pid: self._start_load(pid, f) for pid, f in files.items()}
+        by_future = {future: pid for pid, (future, _) in starts.items()}
+        pending = set(by_future)
         replaced: list[tuple[str, _Slot]] = []
-        for pid, (future, cancelled) in pending.items():
-            remaining = max(0.0, timeout - (time.monotonic() - started))
-            try:
-                slot = future.result(timeout=remaining)
-            except TimeoutError:
-                cancelled.set()
-                error = PluginLoadError(
-                    REGISTRATION_TIMEOUT,
-                    f"{files[pid].path} did not finish loading and registering within "
-                    f"{timeout:g}s; fix the plugin or raise "
-                    "plugins.registration-timeout-seconds",
-                    plugin_id=pid,
-                    method=Method.REGISTER,
-                )
-                self._fail(pid, str(error))
-                continue
-            except PluginError as exc:
-                self._fail(pid, str(exc))
-                continue
+        while pending:
+            remaining = max(0.0, deadline - time.monotonic())
+            ready, pending = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+            if not ready:
+                break
+            loaded: list[tuple[str, _Slot]] = []
+            for future in ready:
+                pid = by_future[future]
+                try:
+                    loaded.append((pid, future.result()))
+                except PluginError as exc:
+                    self._fail(pid, str(exc))
             with self._state:
-                old = self._slots.get(pid)
-                if old is not None:
-                    replaced.append((pid, old))
-                self._slots[pid] = slot
-                self._errors.pop(pid, None)
-                self._loading.discard(pid)
-                self._publish()
-            log.info(
-                "plugin %s %s loaded from %s",
-                pid,
-                slot.registration.metadata.version,
-                slot.file.path,
+                for pid, slot in loaded:
+                    old = self._slots.get(pid)
+                    if old is not None:
+                        replaced.append((pid, old))
+                    self._slots[pid] = slot
+                    self._errors.pop(pid, None)
+                    self._loading.discard(pid)
+                if loaded:
+                    self._publish()
+            for pid, slot in loaded:
+                log.info(
+                    "plugin %s %s loaded from %s",
+                    pid,
+                    slot.registration.metadata.version,
+                    slot.file.path,
+                )
+        for future in pending:
+            pid = by_future[future]
+            starts[pid][1].set()  # a late finish closes what it loaded
+            error = PluginLoadError(
+                REGISTRATION_TIMEOUT,
+                f"{files[pid].path} did not finish loading and registering within "
+                f"{timeout:g}s; fix the plugin or raise plugins.registration-timeout-seconds",
+                plugin_id=pid,
+                method=Method.REGISTER,
             )
+            self._fail(pid, str(error))
         return replaced
 
     def _fail(self, plugin_id: str, reason: str) -> None:
