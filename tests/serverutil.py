@@ -33,7 +33,9 @@ def run_server(config_path: Path, *, key: str = KEY) -> Iterator[RunningServer]:
     service = HostService(config_path, protect_secret=protect_secret)
     auth = ManagementAuth(KeyChecker(None, key), allow_remote=False)
     app = create_app(service, auth)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it keep-alive requests wait for delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
