@@ -23,6 +23,8 @@ sys.path.insert(0, str(REPO / "examples"))
 import build as example_build  # noqa: E402
 
 TESTPLUGIN_SRC = REPO / "tests" / "plugins" / "testplugin.c"
+# cliproxy_example.h: the C helpers shared by the examples, test plugins and scaffolds.
+C_HELPERS = REPO / "cliproxy_host" / "templates" / "c" / "include"
 # Reused between runs so a second `make test` only rebuilds what changed.
 BUILD_CACHE = REPO / "build" / "test"
 
@@ -77,7 +79,7 @@ def compile_plugin(tmp_path_factory: pytest.TempPathFactory) -> CompilePlugin:
                 "-I",
                 str(REPO / "include"),
                 "-I",
-                str(REPO / "examples" / "c"),
+                str(C_HELPERS),
                 *flags,
                 "-o",
                 str(out),

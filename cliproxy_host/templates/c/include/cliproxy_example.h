@@ -1,5 +1,6 @@
 /*
- * cliproxy_example.h - small helpers shared by the C example plugins.
+ * cliproxy_example.h - small helpers for C plugins: the examples, the test plugins, and the
+ * projects `cliproxy-host new` writes (it copies this file into them).
  *
  * Header-only: every function is `static inline`, so a file that uses only some
  * of them still compiles warning-free (no "defined but not used").
