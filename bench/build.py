@@ -1,0 +1,95 @@
+"""Compile the plugins the benchmarks load, with cc, into build/bench (cached by content)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from ruamel.yaml import YAML
+
+from cliproxy_host.abi import LIBRARY_SUFFIX
+from cliproxy_host.discovery import platform_tag
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_DIR = REPO / "build" / "bench"
+INCLUDES = (REPO / "include", REPO / "cliproxy_host" / "templates" / "c" / "include")
+
+BENCH_PLUGIN_SRC = REPO / "bench" / "plugins" / "bench_plugin.c"
+SIMPLE_C_SRC = REPO / "examples" / "c" / "simple_c.c"
+TESTPLUGIN_SRC = REPO / "tests" / "plugins" / "testplugin.c"
+
+CFLAGS = ("-shared", "-fPIC", "-O2", "-pthread", "-Wall", "-Wextra", "-fvisibility=hidden")
+
+
+def compiler() -> str:
+    return shutil.which("cc") or shutil.which("gcc") or "cc"
+
+
+def compile_plugin(source: Path, name: str, *flags: str, build_dir: Path = BUILD_DIR) -> Path:
+    """Compile one C plugin; reuse the library if neither its sources nor flags changed."""
+    digest = hashlib.sha256()
+    digest.update("\0".join([*CFLAGS, *flags]).encode())
+    for dep in (source, *(d / h for d in INCLUDES for h in os.listdir(d) if h.endswith(".h"))):
+        digest.update(dep.read_bytes())
+    out = build_dir / f"{name}-{digest.hexdigest()[:12]}{LIBRARY_SUFFIX}"
+    if out.is_file():
+        return out
+    build_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    includes = [arg for d in INCLUDES for arg in ("-I", str(d))]
+    cmd = [compiler(), *CFLAGS, *includes, *flags, "-o", str(tmp), str(source)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"compiling {source} failed:\n{' '.join(cmd)}\n{proc.stderr}")
+    tmp.replace(out)  # atomic: a concurrent run never loads a half-written file
+    return out
+
+
+def bench_plugin() -> Path:
+    return compile_plugin(BENCH_PLUGIN_SRC, "bench_plugin")
+
+
+def simple_c() -> Path:
+    return compile_plugin(SIMPLE_C_SRC, "simple-c")
+
+
+def copy_library(library: Path, dest: Path) -> Path:
+    """A private copy: a library opened under another path is a separate load, with its
+    own globals (dlopen of the same path would share one)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(library, dest)
+    return dest
+
+
+class HostDir:
+    """A plugins dir and a YAML config under `root`, as an operator would lay them out."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        os_name, arch = platform_tag()
+        self.arch_dir = root / "plugins" / os_name / arch
+        self.arch_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = root / "config.yaml"
+        self.configs: dict[str, dict[str, Any]] = {}
+
+    def add(self, plugin_id: str, library: Path, **config: Any) -> Path:
+        dest = copy_library(library, self.arch_dir / f"{plugin_id}{LIBRARY_SUFFIX}")
+        self.configs[plugin_id] = {"enabled": True, **config}
+        return dest
+
+    def write_config(self, extra: Mapping[str, Any] | None = None) -> Path:
+        doc: dict[str, Any] = {
+            "plugins": {"enabled": True, "dir": "plugins", "configs": self.configs},
+            **(extra or {}),
+        }
+        # round-trip through JSON: plain dicts and lists only, as a person would write
+        doc = orjson.loads(orjson.dumps(doc))
+        with self.config_path.open("w", encoding="utf-8") as fh:
+            YAML().dump(doc, fh)
+        return self.config_path

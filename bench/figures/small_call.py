@@ -1,0 +1,172 @@
+"""Figure 1: a small envelope round trip (~100 B request, method echo of the bench plugin).
+
+Candidates, all calling the same C function (bench_plugin.c's echo) with the same bytes:
+  host      PluginHost.call(plugin_id, "echo", request_dict) on a host loaded from YAML
+  raw       bare cffi function pointer + orjson.dumps / orjson.loads (baselines/raw.py)
+  ctypes    a hand-written ctypes loader with stdlib json (baselines/ctypes_loader.py)
+  ctypes+orjson   the same with orjson (informational: how much of the gap is json)
+  socket    JSON-RPC 2.0 over a Unix socket to a process that hosts the plugin
+  isolated  PluginHost with the worker-process backend, once it exists
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+import orjson
+
+from bench.baselines.ctypes_loader import CtypesPlugin
+from bench.baselines.jsonrpc_server import JsonRpcClient
+from bench.baselines.raw import RawPlugin
+from bench.figures.breakdown import call_path_breakdown
+from bench.figures.common import SMALL_REQUEST, Check, Context, FigureResult, loaded_host, table
+from bench.figures.isolated import isolated_config
+from bench.harness import Candidate, compare, fmt_stats
+
+TITLE = "Small envelope round trip (host.call, ~100 B request)"
+
+PID = "bench"
+
+
+def _loop(call: Callable[[], Any]) -> Candidate:
+    def run(n: int) -> int:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            call()
+        return time.perf_counter_ns() - start
+
+    return run
+
+
+def run(ctx: Context) -> FigureResult:
+    result = FigureResult(1, TITLE)
+    request = dict(SMALL_REQUEST)
+    with ExitStack() as stack:
+        host = stack.enter_context(loaded_host(ctx, "fig1-host", {PID: ctx.bench_plugin()}))
+        raw = RawPlugin(ctx.private_copy("fig1-raw"))
+        stack.callback(raw.close)
+        ct = CtypesPlugin(ctx.private_copy("fig1-ctypes"))
+        ct_orjson = CtypesPlugin(ctx.private_copy("fig1-ctypes-orjson"), use_orjson=True)
+        sock_dir = ctx.workdir / "fig1-socket"
+        sock_dir.mkdir()
+        rpc = JsonRpcClient(ctx.private_copy("fig1-socket"), sock_dir / "rpc.sock")
+        stack.callback(rpc.close)
+        buffer = raw.new_buffer()
+
+        host_call, raw_call = host.call, raw.call
+        calls: dict[str, Callable[[], Any]] = {
+            "host.call": lambda: host_call(PID, "echo", request),
+            "raw": lambda: raw_call(b"echo", request, buffer),
+            "ctypes": lambda: ct.call("echo", request),
+            "ctypes+orjson": lambda: ct_orjson.call("echo", request),
+            "socket JSON-RPC": lambda: rpc.call("echo", request),
+        }
+        iso_config, why_not = isolated_config()
+        if iso_config is not None:
+            try:
+                isolated = stack.enter_context(
+                    loaded_host(ctx, "fig1-isolated", {PID: ctx.bench_plugin()}, **iso_config)
+                )
+                calls["isolated"] = lambda: isolated.call(PID, "echo", request)
+                if calls["isolated"]() != request:
+                    raise RuntimeError("echo did not answer the request back")
+            except Exception as exc:  # work in progress elsewhere must not sink figure 1
+                calls.pop("isolated", None)
+                why_not = f"isolated mode failed: {type(exc).__name__}: {exc}"
+        for name, call in calls.items():
+            if call() != request:
+                raise RuntimeError(f"{name}: echo did not answer the request back")
+
+        # Each candidate's loop is its own closure: the loop overhead is the same for all.
+        m = compare({name: _loop(call) for name, call in calls.items()}, ctx.settings)
+        breakdown = call_path_breakdown(ctx, host, raw, PID, request)
+
+    size = len(orjson.dumps(request))
+    host_vs_raw = m.ratio("host.call", "raw")
+    ctypes_vs_host = m.ratio("ctypes", "host.call")
+    result.checks += [
+        Check.ratio(
+            "1a",
+            "host.call / raw",
+            host_vs_raw,
+            target="<= 1.5x",
+            met=host_vs_raw.value <= 1.5,
+            absolute=f"host.call {fmt_stats(m['host.call'])}; raw {fmt_stats(m['raw'])}",
+        ),
+        Check.ratio(
+            "1b",
+            "ctypes / host.call (how much faster than ctypes)",
+            ctypes_vs_host,
+            target=">= 3x",
+            met=ctypes_vs_host.value >= 3.0,
+            absolute=f"ctypes (stdlib json) {fmt_stats(m['ctypes'])}",
+        ),
+        Check.ratio(
+            "1c",
+            "ctypes / raw: the most 1b could reach (a host as fast as the floor)",
+            m.ratio("ctypes", "raw"),
+        ),
+        Check.ratio(
+            "1d",
+            "ctypes+orjson / host.call (informational)",
+            m.ratio("ctypes+orjson", "host.call"),
+            absolute=f"ctypes+orjson {fmt_stats(m['ctypes+orjson'])}",
+        ),
+        Check.ratio(
+            "1e",
+            "socket JSON-RPC / raw (the out-of-process baseline)",
+            m.ratio("socket JSON-RPC", "raw"),
+            absolute=f"socket JSON-RPC {fmt_stats(m['socket JSON-RPC'])}",
+        ),
+    ]
+    if "isolated" in m.stats:
+        iso_vs_raw = m.ratio("isolated", "raw")
+        socket_vs_iso = m.ratio("socket JSON-RPC", "isolated")
+        result.checks += [
+            Check.ratio(
+                "1f",
+                "isolated / raw",
+                iso_vs_raw,
+                target="<= 20x",
+                met=iso_vs_raw.value <= 20,
+                absolute=f"isolated {fmt_stats(m['isolated'])}",
+            ),
+            Check.ratio(
+                "1g",
+                "socket JSON-RPC / isolated (isolated faster than socket)",
+                socket_vs_iso,
+                target="> 1x",
+                met=socket_vs_iso.value > 1.0,
+            ),
+        ]
+    else:
+        result.checks += [
+            Check.pending("1f", "isolated / raw", "<= 20x", why_not),
+            Check.pending(
+                "1g", "socket JSON-RPC / isolated (isolated faster than socket)", "> 1x", why_not
+            ),
+        ]
+
+    rows = [
+        [
+            name,
+            fmt_stats(stats),
+            f"{m.ratio(name, 'raw').text()}",
+            f"{stats.spread_pct():.0f}%",
+            str(m.iterations[name]),
+        ]
+        for name, stats in m.stats.items()
+    ]
+    result.details += [
+        f"Request: {size} bytes of JSON, method `echo` of bench_plugin.c (answers "
+        '`{"ok":true,"result":<request>}`, one malloc + memcpy). Per-call time, median '
+        "[q1-q3] over the rounds; ratio to raw with the q1-q3 of the per-round ratios.",
+        "",
+        *table(["candidate", "per call", "/ raw", "IQR / median", "calls per round"], rows),
+        "",
+        *breakdown,
+    ]
+    return result

@@ -1,0 +1,131 @@
+"""Figure 3: throughput of a CPU-bound plugin method with 2 threads against 1.
+
+bench_plugin.c's `spin` burns `us` microseconds of CPU in C. If the host holds the GIL
+during the call, two threads take turns and the throughput stays at 1x; if it releases
+it, two threads on two cores get close to 2x. The same n calls are made by 1 thread, or
+split across 2 threads (wall time from a common start to the last finish).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from bench.baselines.raw import RawPlugin
+from bench.figures.common import Check, Context, FigureResult, loaded_host, table
+from bench.harness import Candidate, Ratio, Stats, compare, fmt_stats
+
+TITLE = "Threads: ~50 us CPU-bound method, 2 threads vs 1 (GIL released?)"
+
+PID = "bench"
+SPIN_US = 50
+TARGET = 1.7
+
+
+def _threaded(make_call: Callable[[], Callable[[], Any]], threads: int) -> Candidate:
+    """run(n): n calls split across `threads` threads; answers the wall time."""
+
+    def run(n: int) -> int:
+        shares = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+        barrier = threading.Barrier(threads + 1)
+        done: list[int] = []
+
+        def work(count: int) -> None:
+            call = make_call()
+            barrier.wait()
+            for _ in range(count):
+                call()
+            done.append(time.perf_counter_ns())
+
+        workers = [threading.Thread(target=work, args=(s,)) for s in shares]
+        for w in workers:
+            w.start()
+        barrier.wait()
+        start = time.perf_counter_ns()
+        for w in workers:
+            w.join()
+        return max(done) - start
+
+    return run
+
+
+def _per_round(one: Stats, two: Stats) -> Stats:
+    return Stats(tuple(a / b for a, b in zip(one.samples, two.samples, strict=True)))
+
+
+def run(ctx: Context) -> FigureResult:
+    result = FigureResult(3, TITLE)
+    request = {"us": SPIN_US}
+    with ExitStack() as stack:
+        host = stack.enter_context(loaded_host(ctx, "fig3-host", {PID: ctx.bench_plugin()}))
+        raw = RawPlugin(ctx.private_copy("fig3-raw"))
+        stack.callback(raw.close)
+
+        def host_call() -> Callable[[], Any]:
+            return lambda: host.call(PID, "spin", request)
+
+        def raw_call() -> Callable[[], Any]:
+            buffer = raw.new_buffer()  # one response struct per thread
+            return lambda: raw.call(b"spin", request, buffer)
+
+        candidates = {
+            "host.call, 1 thread": _threaded(host_call, 1),
+            "host.call, 2 threads": _threaded(host_call, 2),
+            "raw, 1 thread": _threaded(raw_call, 1),
+            "raw, 2 threads": _threaded(raw_call, 2),
+        }
+        m = compare(candidates, ctx.settings)
+
+    # Throughput ratio = time per call with 1 thread / time per call with 2.
+    speedup = m.ratio("host.call, 1 thread", "host.call, 2 threads")
+    ceiling = m.ratio("raw, 1 thread", "raw, 2 threads")
+    cores = os.cpu_count() or 1
+    host_check = Check.ratio(
+        "3a",
+        "host.call throughput, 2 threads / 1 thread",
+        speedup,
+        target=f">= {TARGET}x",
+        met=speedup.value >= TARGET,
+        absolute=(
+            f"per call: 1 thread {fmt_stats(m['host.call, 1 thread'])}; "
+            f"2 threads {fmt_stats(m['host.call, 2 threads'])}"
+        ),
+    )
+    if not host_check.met and ceiling.value < TARGET:
+        host_check.inconclusive = True
+        host_check.absolute += (
+            f"; inconclusive: raw itself reached only {ceiling.value:.2f}x (another process "
+            "was using the second core)"
+        )
+    # How much of the machine's ceiling the host reaches, round by round: holds still
+    # when other processes take a core now and then.
+    host_speedups = _per_round(m["host.call, 1 thread"], m["host.call, 2 threads"])
+    raw_speedups = _per_round(m["raw, 1 thread"], m["raw, 2 threads"])
+    result.checks += [
+        host_check,
+        Check.ratio(
+            "3b",
+            "raw throughput, 2 threads / 1 thread (the machine's ceiling, informational)",
+            ceiling,
+        ),
+        Check.ratio(
+            "3c",
+            "host speedup / raw speedup, per round (1.0: the host scales like bare cffi)",
+            Ratio.of(host_speedups, raw_speedups),
+        ),
+    ]
+    rows = [
+        [name, fmt_stats(stats), f"{1e9 / stats.median:,.0f}/s", str(m.iterations[name])]
+        for name, stats in m.stats.items()
+    ]
+    result.details += [
+        f'`spin` {{"us": {SPIN_US}}} burns {SPIN_US} us of CPU in C. {cores} CPU core(s). '
+        "Wall time per call (n calls per round, split across the threads).",
+        "",
+        *table(["candidate", "wall time per call", "throughput", "calls per round"], rows),
+    ]
+    return result
