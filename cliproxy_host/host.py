@@ -45,7 +45,7 @@ from .envelope import (
 )
 from .guard import GuardedBackend, GuardLimits
 from .isolated import IsolatedPlugin, IsolationLimits
-from .native import NativePlugin
+from .native import NativePlugin, built_with_go
 from .registry import (
     NativeHandler,
     Record,
@@ -104,6 +104,8 @@ class _Slot:
     stamp: tuple[int, int, int]
     # How the backend was built (isolation and limits); a change needs a new backend.
     spec: _Spec
+    # An in-process library with a Go runtime in it: Go allows one per process.
+    go_runtime: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,7 +288,19 @@ class PluginHost:
             replaced = self._load_all(to_load)
             for pid, slot in replaced:
                 self._retire(pid, slot)
+            self._warn_go_runtimes()
         self._notify()
+
+    def _warn_go_runtimes(self) -> None:
+        with self._state:
+            go = sorted(pid for pid, slot in self._slots.items() if slot.go_runtime)
+        if len(go) > 1:
+            log.warning(
+                "plugins %s are built with Go and run in this process; Go supports one Go "
+                "runtime per process, so they may crash the host: set isolation: process "
+                "for all but one of them",
+                ", ".join(go),
+            )
 
     def unload(self, plugin_id: str) -> bool:
         """Stop routing to a plugin and shut it down; answers whether it was loaded.
@@ -427,7 +441,8 @@ class PluginHost:
         except BaseException:
             self._close_backend(plugin_id, backend)
             raise
-        return _Slot(pfile, backend, registration, config_yaml, stamp, spec)
+        go_runtime = not spec.isolated and built_with_go(pfile.path)
+        return _Slot(pfile, backend, registration, config_yaml, stamp, spec, go_runtime)
 
     def _reconfigure(self, plugin_id: str, slot: _Slot) -> None:
         config_yaml = self._config.config_yaml(plugin_id)

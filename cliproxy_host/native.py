@@ -34,6 +34,23 @@ _DLOPEN_FLAGS: Final = 0 if sys.platform == "win32" else os.RTLD_NOW | os.RTLD_L
 _RUNNING: Final = Health()
 
 
+# Every Go binary, c-shared libraries included, carries its build info behind this marker.
+_GO_BUILDINFO_MAGIC: Final = b"\xff Go buildinf:"
+
+
+def built_with_go(path: Path) -> bool:
+    """Whether the library embeds a Go runtime (Go's -buildmode=c-shared).
+
+    Go supports one Go runtime per process (golang/go#18976, #65050): a second Go-built
+    plugin belongs in a worker process.
+    """
+    try:
+        with path.open("rb") as fh:
+            return _GO_BUILDINFO_MAGIC in fh.read()
+    except OSError:
+        return False
+
+
 class _HostContext:
     """What a host_ctx pointer stands for: the plugin that calls and where its calls go."""
 

@@ -350,3 +350,44 @@ def test_a_failing_first_handler_raises_its_error(
 def test_requests_may_be_bytes_or_objects(two_plugins: PluginHost) -> None:
     assert two_plugins.call("tp-a", "echo", b'{"k": 1}') == {"k": 1}
     assert two_plugins.call("tp-a", "echo", {"k": 1}) == orjson.loads(b'{"k": 1}')
+
+
+def test_two_go_built_plugins_in_process_are_warned_about(
+    compile_plugin: CompilePlugin,
+    host_factory: HostFactory,
+    hosts: list[PluginHost],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    host_factory.add("go-a", compile_plugin(TP_GO_MARKER=True, TP_NAME="a"))
+    host_factory.add("go-b", compile_plugin(TP_GO_MARKER=True, TP_NAME="b"))
+    host_factory.add("c-only", compile_plugin(TP_NAME="c"))
+    start(
+        host_factory,
+        hosts,
+        configs={
+            "go-a": {"enabled": True},
+            "go-b": {"enabled": True},
+            "c-only": {"enabled": True},
+        },
+    )
+    warnings = [r.getMessage() for r in caplog.records if "built with Go" in r.getMessage()]
+    assert warnings
+    assert "go-a, go-b are built with Go" in warnings[0]
+    assert "c-only" not in warnings[0]
+
+
+def test_one_go_plugin_in_process_and_one_isolated_is_fine(
+    compile_plugin: CompilePlugin,
+    host_factory: HostFactory,
+    hosts: list[PluginHost],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    host_factory.add("go-a", compile_plugin(TP_GO_MARKER=True, TP_NAME="a"))
+    host_factory.add("go-b", compile_plugin(TP_GO_MARKER=True, TP_NAME="b"))
+    host = start(
+        host_factory,
+        hosts,
+        configs={"go-a": {"enabled": True}, "go-b": {"enabled": True, "isolation": "process"}},
+    )
+    assert host.call("go-b", "executor.identifier", {}) == {"identifier": "b"}
+    assert not [r for r in caplog.records if "built with Go" in r.getMessage()]

@@ -22,6 +22,8 @@
  *                           {"ok":true,"result":<file contents verbatim>};
  *                           management.handle answers 200 with X-Plugin: <TP_NAME>
  *   TP_NAME="x"             the name used in answers (default "testplugin")
+ *   TP_GO_MARKER            embed the marker Go's build info starts with, so the host
+ *                           takes the library for a Go-built one
  *
  * Methods: see tp_call at the bottom. The misbehaving ones (segfault, abort,
  * exit, hang, alloc, threads_calling_host) exist for the isolated-mode tests:
@@ -70,6 +72,10 @@ static atomic_ullong g_register_calls, g_reconfigure_calls, g_usage_calls;
 /* The last config_yaml (still base64), replaced by register/reconfigure. */
 static pthread_mutex_t g_config_lock = PTHREAD_MUTEX_INITIALIZER;
 static char* g_config_b64;
+
+#ifdef TP_GO_MARKER
+__attribute__((used)) static const char tp_go_buildinfo[] = "\xff Go buildinf:";
+#endif
 
 /* ---- lifecycle marker ------------------------------------------------ */
 
