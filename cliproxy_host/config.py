@@ -592,6 +592,11 @@ class ConfigStore:
 
         return self._change(edit)
 
+    def protect_secret_now(self) -> HostConfig:
+        """Store a plaintext `remote-management.secret-key` protected (hashed) right away,
+        as the Go host does at start-up; writes nothing when there is nothing to protect."""
+        return self._change(lambda document: None)
+
     def reload(self) -> HostConfig:
         """Read the file again after a hand edit. If it is now invalid or gone, raise
         ConfigError and keep the current config."""

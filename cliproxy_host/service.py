@@ -54,6 +54,7 @@ class HostService:
     ) -> None:
         self.config_path = config_path
         self.store = ConfigStore(config_path, protect_secret=protect_secret)
+        self._protects_secret = protect_secret is not None
         self.host = host_factory(self.store.config)
         self._watch = watch
         self._watcher: Watcher | None = None
@@ -65,7 +66,12 @@ class HostService:
         return self.store.config
 
     def start(self) -> None:
-        """Start loading plugins in the background and watching for changes; returns at once."""
+        """Start loading plugins in the background and watching for changes; returns at once.
+
+        A plaintext management key in the file is replaced by its hash first.
+        """
+        if self._protects_secret:
+            self.store.protect_secret_now()
         self._loader = threading.Thread(target=self._initial_load, name="plugin-load", daemon=True)
         self._loader.start()
         if self._watch:

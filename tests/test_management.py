@@ -451,3 +451,19 @@ def test_no_key_appears_in_logs(server: RunningServer, caplog: pytest.LogCapture
     assert "guess-1234" not in text
     assert "test-management-key" not in text
     assert os.environ.get("CLIPROXY_MANAGEMENT_KEY") is None
+
+
+def test_a_plaintext_key_in_the_file_is_stored_hashed_at_start(
+    host_factory: HostFactory,
+) -> None:
+    host_factory.config_path.write_text(
+        "# keep me\nremote-management:\n  secret-key: plain-secret-123  # the key\n"
+        "plugins:\n  enabled: true\n"
+    )
+    with run_server(host_factory.config_path) as running:
+        running.service.wait_ready(30)
+        text = host_factory.config_path.read_text()
+    assert "plain-secret-123" not in text
+    assert "secret-key: $2" in text
+    assert "# keep me" in text
+    assert "# the key" in text
