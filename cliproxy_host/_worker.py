@@ -13,10 +13,12 @@ import itertools
 import logging
 import os
 import resource
+import select
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, NoReturn
@@ -37,10 +39,10 @@ from .isolated import (
     Channel,
     Kind,
     Latch,
-    Pool,
     ProtocolError,
     pack_call,
     pack_error,
+    spin_until_readable,
     unpack_call,
 )
 from .native import NativePlugin
@@ -48,6 +50,9 @@ from .native import NativePlugin
 log = logging.getLogger("cliproxy_host.worker")
 
 PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
+_LINE_BUFFER: Final = 64 * 1024
+# How long a line the worker has no thread for waits for its call, to answer it BUSY.
+_REFUSE_WAIT_S: Final = 5.0
 
 
 class _HostWait:
@@ -59,24 +64,44 @@ class _HostWait:
 
 
 class _Server:
-    """Serves one plugin over the socket: calls on pool threads, pings on the reader."""
+    """Serves one plugin: calls on the host's call lines, a thread each; the rest on the reader.
 
-    def __init__(self, sock: socket.socket, plugin_id: str, path: Path, max_response: int) -> None:
+    The control socket carries the handshake, pings, shutdown and the plugin's host
+    calls; its reader never runs plugin code, so a long call never delays a ping. Each
+    call line (a socket the host passes over `lines_sock`) carries one call at a time and
+    is served by a thread of its own, which runs the call as soon as it reads it.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        lines_sock: socket.socket,
+        *,
+        plugin_id: str,
+        path: Path,
+        max_response: int,
+        spin_us: int,
+    ) -> None:
         self.channel = Channel(sock)
+        self.spin_s = spin_us / 1e6
+        self.lines_sock = lines_sock
         self.plugin_id = plugin_id
         self.path = path
         self.max_response = max_response
         self.plugin: NativePlugin | None = None
-        self.calls = Pool("cliproxy-worker-call")
         self._host_waits: dict[int, _HostWait] = {}
         self._host_lock = threading.Lock()
         self._host_ids = itertools.count(1)
+        self._line_serial = itertools.count(1)
         self._pin: ctypes.CDLL | None = None
 
     def serve(self) -> NoReturn:
         # The plugin loads on another thread because its init may call the host, and the
         # answers to those calls arrive through the loop below.
         threading.Thread(target=self._load, name="cliproxy-worker-load", daemon=True).start()
+        threading.Thread(
+            target=self._accept_lines, name="cliproxy-worker-lines", daemon=True
+        ).start()
         try:
             while (frame := self.channel.recv()) is not None:
                 self._dispatch(*frame)
@@ -90,18 +115,6 @@ class _Server:
     def _dispatch(self, kind: Kind, request_id: int, payload: bytes) -> None:
         if kind is Kind.PING:
             self._send(Kind.PONG, request_id)
-        elif kind is Kind.CALL:
-            method, request = unpack_call(payload)
-            try:
-                self.calls.submit(lambda: self._call(request_id, method, request))
-            except RuntimeError as exc:  # no thread to be had, e.g. under memory_limit_mb
-                busy = PluginError(
-                    BUSY,
-                    f"the worker cannot start a thread for {method} ({exc}); retry later, or "
-                    "raise the plugin's memory_limit_mb",
-                    retryable=True,
-                )
-                self._send(Kind.ERROR, request_id, pack_error(busy))
         elif kind is Kind.HOST_RESULT:
             with self._host_lock:
                 wait = self._host_waits.pop(request_id, None)
@@ -115,6 +128,76 @@ class _Server:
             ).start()
         else:
             raise ProtocolError(f"unexpected {kind.name} frame from the host")
+
+    def _accept_lines(self) -> None:
+        """Serve each call line the host passes, on a new thread; return at EOF."""
+        while True:
+            try:
+                # CLOEXEC: nothing the plugin spawns may hold a line open.
+                _, fds, _, _ = socket.recv_fds(self.lines_sock, 1, 1, socket.MSG_CMSG_CLOEXEC)
+            except OSError as exc:
+                log.error("worker for plugin %s: cannot take call lines: %s", self.plugin_id, exc)
+                return
+            if not fds:  # dropped by the kernel: out of file descriptors
+                log.error(
+                    "worker for plugin %s: a call line was lost (out of file descriptors?); "
+                    "its call times out",
+                    self.plugin_id,
+                )
+                continue
+            line = Channel(socket.socket(fileno=fds[0]), buffering=_LINE_BUFFER)
+            try:
+                threading.Thread(
+                    target=self._serve_line,
+                    args=(line,),
+                    name=f"cliproxy-worker-line-{next(self._line_serial)}",
+                    daemon=True,
+                ).start()
+            except RuntimeError as exc:  # no thread to be had, e.g. under memory_limit_mb
+                self._refuse_line(line, exc)
+
+    def _serve_line(self, line: Channel) -> None:
+        poller = select.poll()
+        poller.register(line.sock, select.POLLIN)
+        spin = self.spin_s
+        # Poll for the next call only while calls come within the spin time of the last
+        # answer: an idle line sleeps.
+        quick = False
+        answered = float("-inf")
+        try:
+            while True:
+                if quick:
+                    spin_until_readable(poller, spin)
+                frame = line.recv()
+                if frame is None:
+                    break
+                kind, request_id, payload = frame
+                if kind is not Kind.CALL:
+                    raise ProtocolError(f"unexpected {kind.name} frame on a call line")
+                method, request = unpack_call(payload)
+                quick = time.perf_counter() - answered <= spin
+                self._call(line, request_id, method, request)
+                answered = time.perf_counter()
+        except (OSError, ProtocolError) as exc:
+            log.error("worker for plugin %s: a call line broke: %s", self.plugin_id, exc)
+            _exit(1)  # the host must not wait for an answer that cannot come
+        line.close()  # closed by the host: idle for too long
+
+    def _refuse_line(self, line: Channel, exc: RuntimeError) -> None:
+        """Answer the line's first call BUSY, then close it (the host closes its end too)."""
+        with contextlib.suppress(OSError, ProtocolError):
+            line.sock.settimeout(_REFUSE_WAIT_S)
+            frame = line.recv()
+            if frame is not None:
+                method, _ = unpack_call(frame[2])
+                busy = PluginError(
+                    BUSY,
+                    f"the worker cannot start a thread for {method} ({exc}); retry later, or "
+                    "raise the plugin's memory_limit_mb",
+                    retryable=True,
+                )
+                line.send(Kind.ERROR, frame[1], pack_error(busy))
+        line.close()
 
     def _load(self) -> None:
         try:
@@ -142,7 +225,7 @@ class _Server:
         self.plugin = plugin
         self._send(Kind.READY, HANDSHAKE_ID, orjson.dumps({"pid": os.getpid()}))
 
-    def _call(self, request_id: int, method: str, request: bytes) -> None:
+    def _call(self, line: Channel, request_id: int, method: str, request: bytes) -> None:
         plugin = self.plugin
         try:
             if plugin is None:
@@ -156,12 +239,12 @@ class _Server:
                     f"({self.max_response}); answer less, or raise the plugin's limit",
                 )
         except PluginError as exc:
-            self._send(Kind.ERROR, request_id, pack_error(exc))
+            line.send(Kind.ERROR, request_id, pack_error(exc))
         except Exception as exc:  # e.g. MemoryError under memory_limit_mb
             err = PluginError(CALL_FAILED, f"the worker could not run {method}: {exc!r}")
-            self._send(Kind.ERROR, request_id, pack_error(err))
+            line.send(Kind.ERROR, request_id, pack_error(err))
         else:
-            self._send(Kind.RESULT, request_id, data)
+            line.send(Kind.RESULT, request_id, data)
 
     def _forward(self, plugin_id: str, method: str, request: bytes) -> bytes:
         """The plugin's host->call, from any of its threads: ask the host and wait."""
@@ -227,10 +310,12 @@ def apply_limits(memory_limit_mb: int | None, cpu_limit_s: int | None) -> None:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cliproxy_host._worker")
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--lines-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--plugin-id", required=True)
     parser.add_argument("--path", type=Path, required=True)
     parser.add_argument("--max-response-bytes", type=int, required=True)
+    parser.add_argument("--spin-us", type=int, default=0)
     parser.add_argument("--memory-limit-mb", type=int)
     parser.add_argument("--cpu-limit-s", type=int)
     return parser.parse_args(argv)
@@ -241,11 +326,20 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     die_with_parent(args.parent_pid)
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
     sock = socket.socket(fileno=args.fd)
+    lines_sock = socket.socket(fileno=args.lines_fd)
     # Not inherited by anything the plugin spawns: a grandchild holding the socket open
     # would hide this worker's death (EOF) from the host.
     os.set_inheritable(sock.fileno(), False)
+    os.set_inheritable(lines_sock.fileno(), False)
     apply_limits(args.memory_limit_mb, args.cpu_limit_s)
-    _Server(sock, args.plugin_id, args.path, args.max_response_bytes).serve()
+    _Server(
+        sock,
+        lines_sock,
+        plugin_id=args.plugin_id,
+        path=args.path,
+        max_response=args.max_response_bytes,
+        spin_us=args.spin_us,
+    ).serve()
 
 
 if __name__ == "__main__":

@@ -204,6 +204,9 @@ class PluginsSection(_Section):
     fuse_window_seconds: float = Field(default=60.0, gt=0)
     breaker_failures: PositiveStrictInt = 5  # consecutive failures that open the circuit
     breaker_cooldown_seconds: float = Field(default=10.0, gt=0)
+    # An isolated call polls for its answer this long before it sleeps (and the worker
+    # for the next call): a wake-up costs more than a small call. 0 turns it off.
+    spin_us: StrictInt = Field(default=50, ge=0, le=100_000)
     configs: dict[PluginId, PluginConfig] = Field(default_factory=dict)
 
     @field_validator("configs", mode="before")

@@ -139,6 +139,7 @@ class _Spec:
                 max_response_bytes=max_response,
                 fuse_crashes=defaults.fuse_crashes,
                 fuse_window_s=defaults.fuse_window_seconds,
+                spin_us=defaults.spin_us,
             )
             timeout_ms = None  # the worker enforces it, and can kill what overruns
         else:

@@ -1,16 +1,25 @@
 """A plugin in a worker process: NativePlugin's interface, with crashes, hangs and limits contained.
 
-The worker (`_worker.py`) loads the library with NativePlugin and serves it over a
-socketpair. This side multiplexes calls from any number of threads, answers the plugin's
-host callbacks, pings the worker, and restarts it when it dies, hangs or stops answering,
-until too many failures fuse the plugin.
+The worker (`_worker.py`) loads the library with NativePlugin and serves it. This side
+runs calls from any number of threads, answers the plugin's host callbacks, pings the
+worker, and restarts it when it dies, hangs or stops answering, until too many failures
+fuse the plugin.
 
-Frames, both directions: a 13-byte header (payload length: u32, kind: u8, request id:
-u64, big-endian) and the payload. CALL and HOST_CALL payloads are a u16 method length,
-the UTF-8 method and the request envelope bytes as they are; RESULT and HOST_RESULT
-payloads are response envelope bytes as they are; ERROR payloads are a small JSON object
-describing a PluginError. Host and worker each number their own requests (CALL, PING and
-SHUTDOWN from the host, HOST_CALL from the worker), so both directions are multiplexed.
+Sockets: a **control socket** (a socketpair) carries the handshake, pings, shutdown and
+the plugin's host calls, multiplexed, with a reader thread on each side. **Call lines**
+carry the calls: a line is a socketpair of its own, created on demand, whose worker end
+is passed over a third socket (SCM_RIGHTS); it carries one call at a time. A caller
+checks out an idle line, sends its CALL and reads the answer itself, and the worker runs
+each line's calls on that line's thread, so no thread hands a call or an answer to
+another. Both ends poll briefly before sleeping (spin_us). Lines idle for line_idle_s
+are closed, and their worker threads end.
+
+Frames: a 13-byte header (payload length: u32, kind: u8, request id: u64, big-endian)
+and the payload. CALL and HOST_CALL payloads are a u16 method length, the UTF-8 method
+and the request envelope bytes as they are; RESULT and HOST_RESULT payloads are response
+envelope bytes as they are; ERROR payloads are a small JSON object describing a
+PluginError. Host and worker each number their own requests (CALL, PING and SHUTDOWN
+from the host, HOST_CALL from the worker).
 
 Decisions worth knowing:
 - Every way a worker goes (crash, call timeout, missed ping, broken frame) counts toward
@@ -23,16 +32,20 @@ Decisions worth knowing:
   changed, operator re-enabled it).
 - Frames from the worker (responses and the plugin's host-call requests alike) are capped
   at max_response_bytes plus a little: a larger length means a broken worker.
+- A call's timeout is kept by the kernel (SO_RCVTIMEO/SO_SNDTIMEO on its line): a sleeping
+  caller costs no timer thread and no poll() per call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import io
 import itertools
 import logging
 import os
 import queue
+import select
 import signal
 import socket
 import struct
@@ -44,13 +57,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, cast
 
 import orjson
 
 from . import envelope
 from .abi import Health, HostHandler, Method, State
 from .envelope import (
+    BUSY,
     CRASHED,
     HOST_CALL_FAILED,
     LOAD_FAILED,
@@ -94,6 +108,11 @@ class IsolationLimits:
     ping_interval_s: float = 5.0
     ping_timeout_s: float = 2.0
     start_timeout_s: float = 10.0  # worker start + dlopen + init
+    # A call polls for its answer this long before it sleeps (spin_until_readable), and
+    # the worker polls as long for the next call; 0 turns it off. Methods whose calls
+    # outlast it are not polled for.
+    spin_us: int = 50
+    line_idle_s: float = 30.0  # call lines unused this long are closed (one stays open)
 
     def __post_init__(self) -> None:
         positive = {
@@ -106,10 +125,13 @@ class IsolationLimits:
             "ping_interval_s": self.ping_interval_s,
             "ping_timeout_s": self.ping_timeout_s,
             "start_timeout_s": self.start_timeout_s,
+            "line_idle_s": self.line_idle_s,
         }
         for name, value in positive.items():
             if value is not None and value <= 0:
                 raise ValueError(f"IsolationLimits.{name} must be positive, got {value}")
+        if self.spin_us < 0:
+            raise ValueError(f"IsolationLimits.spin_us must not be negative, got {self.spin_us}")
         if self.backoff_initial_s < 0 or self.backoff_max_s < 0:
             raise ValueError("IsolationLimits backoff times must not be negative")
 
@@ -122,14 +144,16 @@ _METHOD_LEN: Final = struct.Struct(">H")
 # they are, so a large payload is never copied just to prepend a header.
 _JOIN_LIMIT: Final = 64 * 1024
 _READ_BUFFER: Final = 256 * 1024
+_LINE_BUFFER: Final = 64 * 1024
+_TIMEVAL: Final = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO and SO_SNDTIMEO
 HANDSHAKE_ID: Final = 0  # READY or the load ERROR answer this id
 
 
 class Kind(enum.IntEnum):
     READY = 1  # worker -> host: the plugin is loaded; payload {"pid": N}
-    CALL = 2  # host -> worker: call a plugin method
-    RESULT = 3  # worker -> host: the plugin's response envelope
-    ERROR = 4  # worker -> host: the call (or the load, id 0) raised a PluginError
+    CALL = 2  # host -> worker, on a call line: call a plugin method
+    RESULT = 3  # worker -> host, on the call's line: the plugin's response envelope
+    ERROR = 4  # worker -> host: the call (on its line) or the load (id 0) raised a PluginError
     HOST_CALL = 5  # worker -> host: the plugin called host->call
     HOST_RESULT = 6  # host -> worker: the host's answer envelope
     PING = 7  # host -> worker: answered on the worker's reader thread, never queued
@@ -148,9 +172,19 @@ class FrameTooLarge(ProtocolError):
         self.limit = limit
 
 
-def pack_call(method: str, request: bytes) -> tuple[bytes, bytes, bytes]:
-    name = method.encode("utf-8")
-    return _METHOD_LEN.pack(len(name)), name, request
+_METHOD_HEADS: dict[str, bytes] = {}
+_METHOD_HEADS_MAX: Final = 256  # plugins have a handful of methods; callers may invent more
+
+
+def pack_call(method: str, request: bytes) -> tuple[bytes, bytes]:
+    """The parts of a CALL or HOST_CALL payload: the method's length and name, the request."""
+    head = _METHOD_HEADS.get(method)
+    if head is None:
+        name = method.encode("utf-8")
+        head = _METHOD_LEN.pack(len(name)) + name
+        if len(_METHOD_HEADS) < _METHOD_HEADS_MAX:
+            _METHOD_HEADS[method] = head
+    return head, request
 
 
 def unpack_call(payload: bytes) -> tuple[str, bytes]:
@@ -199,46 +233,58 @@ def unpack_error(payload: bytes, *, plugin_id: str, method: str | None) -> Plugi
         raise ProtocolError(f"unreadable error frame: {exc}") from None
 
 
+def send_frame(sock: socket.socket, kind: Kind, request_id: int, parts: tuple[bytes, ...]) -> None:
+    """Write one frame; OSError when the peer is gone. Callers keep frames from interleaving."""
+    size = sum(map(len, parts))
+    header = HEADER.pack(size, kind, request_id)
+    if size <= _JOIN_LIMIT:
+        sock.sendall(b"".join((header, *parts)))
+    else:
+        sock.sendall(header)
+        for part in parts:
+            sock.sendall(part)
+
+
+def read_frame(file: io.BufferedReader, max_frame: int | None) -> tuple[Kind, int, bytes] | None:
+    """The next frame from a buffered reader, or None at EOF (a frame cut short counts too)."""
+    header = file.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    size, kind, request_id = HEADER.unpack(header)
+    # Checked before reading: a broken peer must not make us allocate its length.
+    if max_frame is not None and size > max_frame:
+        raise FrameTooLarge(size, max_frame)
+    payload = file.read(size) if size else b""
+    if len(payload) < size:
+        return None
+    try:
+        return Kind(kind), request_id, payload
+    except ValueError:
+        raise ProtocolError(f"unknown frame kind {kind}") from None
+
+
 class Channel:
-    """One end of the socket: a locked writer (frames never interleave) and a reader.
+    """One end of the control socket: a locked writer (frames never interleave) and a reader.
 
     recv() belongs to a single reader thread; send() may be called from any thread.
     """
 
-    def __init__(self, sock: socket.socket, max_frame: int | None = None) -> None:
+    def __init__(
+        self, sock: socket.socket, max_frame: int | None = None, buffering: int = _READ_BUFFER
+    ) -> None:
         self.sock = sock
         self._max_frame = max_frame
-        self._file = sock.makefile("rb", buffering=_READ_BUFFER)
+        self._file = cast(io.BufferedReader, sock.makefile("rb", buffering=buffering))
         self._write_lock = threading.Lock()
 
     def send(self, kind: Kind, request_id: int, *parts: bytes) -> None:
         """Send one frame; OSError when the peer is gone."""
-        size = sum(len(p) for p in parts)
-        header = HEADER.pack(size, kind, request_id)
         with self._write_lock:
-            if size <= _JOIN_LIMIT:
-                self.sock.sendall(b"".join((header, *parts)))
-            else:
-                self.sock.sendall(header)
-                for part in parts:
-                    self.sock.sendall(part)
+            send_frame(self.sock, kind, request_id, parts)
 
     def recv(self) -> tuple[Kind, int, bytes] | None:
         """The next frame, or None at EOF (a frame cut short counts as EOF)."""
-        header = self._file.read(HEADER.size)
-        if len(header) < HEADER.size:
-            return None
-        size, kind, request_id = HEADER.unpack(header)
-        # Checked before reading: a broken peer must not make us allocate its length.
-        if self._max_frame is not None and size > self._max_frame:
-            raise FrameTooLarge(size, self._max_frame)
-        payload = self._file.read(size) if size else b""
-        if len(payload) < size:
-            return None
-        try:
-            return Kind(kind), request_id, payload
-        except ValueError:
-            raise ProtocolError(f"unknown frame kind {kind}") from None
+        return read_frame(self._file, self._max_frame)
 
     def close(self) -> None:
         # Under the write lock: a sender between reading the fd number and its syscall
@@ -365,6 +411,110 @@ class _Pending:
         self.event.set()
 
 
+def spin_until_readable(poller: select.poll, seconds: float) -> bool:
+    """Poll without sleeping for up to `seconds`: whether the socket became readable.
+
+    A thread that sleeps in recv() must be woken by the sender, and a cross-CPU wake-up
+    costs more than a small call itself (more still in a virtual machine). An answer
+    expected within microseconds is cheaper to watch for.
+    """
+    end = time.perf_counter() + seconds
+    poll = poller.poll
+    while not poll(0):
+        if time.perf_counter() >= end:
+            return False
+    return True
+
+
+def set_socket_timeouts(sock: socket.socket, seconds: float | None) -> None:
+    """Kernel-side send and receive timeouts (0: none) on a blocking socket.
+
+    Unlike socket.settimeout(), they cost no poll() before every send and recv.
+    """
+    whole = 0.0 if seconds is None else max(seconds, 1e-6)
+    value = _TIMEVAL.pack(int(whole), int(whole % 1 * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+class CallLine:
+    """A call line: a socket pair of its own to the worker, carrying one call at a time.
+
+    Checked out by one caller, who sends the CALL and reads the answer on its own thread:
+    no reader thread hands the answer over, so a call costs at most the two wake-ups of
+    a socket round trip, and none when the answer comes within the spin time.
+    The worker serves each line on a thread of its own.
+    """
+
+    __slots__ = ("_adjusted", "_file", "_max_frame", "_poller", "_timeout", "idle_since", "sock")
+
+    def __init__(self, sock: socket.socket, max_frame: int, timeout: float | None) -> None:
+        self.sock = sock
+        self._max_frame = max_frame
+        self._file = cast(io.BufferedReader, sock.makefile("rb", buffering=_LINE_BUFFER))
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
+        self._timeout = timeout
+        self._adjusted = False
+        self.idle_since = 0.0
+        set_socket_timeouts(sock, timeout)
+
+    def send(self, request_id: int, method: str, request: bytes, remaining: float | None) -> None:
+        """Send a CALL; TimeoutError if the worker takes none of it for `remaining` seconds.
+
+        After any exception, here or in recv(), the line is in an unknown state: close it.
+        """
+        standard = self._timeout
+        if remaining is not None and standard is not None and remaining < standard - 0.01:
+            # The caller waited for a worker first: this call gets only what is left.
+            set_socket_timeouts(self.sock, remaining)
+            self._adjusted = True
+        elif self._adjusted:
+            set_socket_timeouts(self.sock, standard)
+            self._adjusted = False
+        try:
+            send_frame(self.sock, Kind.CALL, request_id, pack_call(method, request))
+        except BlockingIOError:  # SO_SNDTIMEO ran out
+            raise TimeoutError from None
+
+    def recv(self, spin_s: float) -> tuple[Kind, int, bytes] | None:
+        """The answer frame; None at EOF; TimeoutError when nothing came in time.
+
+        Polls for up to spin_s first (see spin_until_readable), then sleeps in recv().
+        """
+        if spin_s:
+            spin_until_readable(self._poller, spin_s)
+        file = self._file
+        header = file.read(HEADER.size)  # None: SO_RCVTIMEO ran out with nothing read
+        if header is None or len(header) < HEADER.size:
+            self._check_short(header)
+            return None
+        size, kind, request_id = HEADER.unpack(header)
+        if size > self._max_frame:
+            raise FrameTooLarge(size, self._max_frame)
+        payload = file.read(size) if size else b""
+        if payload is None or len(payload) < size:
+            self._check_short(payload)
+            return None
+        try:
+            return Kind(kind), request_id, payload
+        except ValueError:
+            raise ProtocolError(f"unknown frame kind {kind}") from None
+
+    def _check_short(self, got: bytes | None) -> None:
+        """A read came back short: fine at EOF, TimeoutError if the worker went quiet."""
+        try:
+            if self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                return
+        except BlockingIOError:
+            raise TimeoutError from None
+        raise ProtocolError(f"a frame cut short after {len(got or b'')} bytes")
+
+    def close(self) -> None:
+        self._file.close()
+        self.sock.close()
+
+
 class _WorkerGone(Exception):
     """The request never reached the worker (it was already gone): safe to send again."""
 
@@ -381,19 +531,24 @@ class _Worker:
         self.ready = False  # the plugin is loaded (READY received)
         self.stopping = False  # the host asked it to exit: its death is expected
         self.kill_reason: str | None = None
+        self.max_frame = owner._limits.max_response_bytes + _FRAME_SLACK
+        self.line_timeout = owner._limits.timeout_s
+        self.idle_lines: list[CallLine] = []  # a stack: the line used last is used next
 
         parent_sock, child_sock = socket.socketpair()
+        # New call lines reach the worker through this one, as file descriptors.
+        lines_sock, lines_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         read_fd, write_fd = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                owner._worker_command(child_sock.fileno()),
+                owner._worker_command(child_sock.fileno(), lines_child.fileno()),
                 # /dev/null rather than closed: a free fd 0 would be taken by the plugin's
                 # next open() and mistaken for stdin.
                 stdin=subprocess.DEVNULL,
                 # stdout too: a plugin's printf belongs in the host's log, not its stdout.
                 stdout=write_fd,
                 stderr=write_fd,
-                pass_fds=(child_sock.fileno(),),
+                pass_fds=(child_sock.fileno(), lines_child.fileno()),
                 # Out of the host's process group: a Ctrl-C at the terminal is the host's
                 # to handle; the worker goes when the host does (PR_SET_PDEATHSIG, EOF).
                 start_new_session=True,
@@ -401,13 +556,16 @@ class _Worker:
             )
         except BaseException:
             parent_sock.close()
+            lines_sock.close()
             os.close(read_fd)
             raise
         finally:
             child_sock.close()
+            lines_child.close()
             os.close(write_fd)
         self.pid = self.proc.pid
-        self.channel = Channel(parent_sock, owner._limits.max_response_bytes + _FRAME_SLACK)
+        self.channel = Channel(parent_sock, self.max_frame)
+        self.lines_sock = lines_sock
         self.reader = threading.Thread(
             target=owner._read_worker,
             args=(self,),
@@ -436,6 +594,54 @@ class _Worker:
             request_id = next(self.ids)
             self.pending[request_id] = pending
         return request_id, pending
+
+    def checkout(self) -> CallLine | None:
+        """A call line for one call: an idle one, or a new one; None when the worker is gone."""
+        with self.lock:
+            if self.dead:
+                return None
+            if self.idle_lines:
+                return self.idle_lines.pop()
+        ours, theirs = socket.socketpair()
+        try:
+            with theirs:
+                socket.send_fds(self.lines_sock, [b"L"], [theirs.fileno()])
+        except OSError:
+            ours.close()
+            return None
+        try:
+            return CallLine(ours, self.max_frame, self.line_timeout)
+        except OSError:
+            ours.close()
+            raise
+
+    def checkin(self, line: CallLine) -> None:
+        """A line whose call was answered in full, ready for the next call."""
+        line.idle_since = time.monotonic()
+        with self.lock:
+            if not self.dead:
+                self.idle_lines.append(line)
+                return
+        line.close()
+
+    def trim_lines(self, idle_s: float) -> None:
+        """Close lines nobody used for idle_s (their worker threads exit); keep the last one."""
+        cutoff = time.monotonic() - idle_s
+        with self.lock:
+            # Oldest first: lines are checked in on top of the stack.
+            stale = 0
+            while stale < len(self.idle_lines) - 1 and self.idle_lines[stale].idle_since < cutoff:
+                stale += 1
+            closing, self.idle_lines[:stale] = self.idle_lines[:stale], []
+        for line in closing:
+            line.close()
+
+    def close_lines(self) -> None:
+        with self.lock:
+            closing, self.idle_lines = self.idle_lines, []
+        for line in closing:
+            line.close()
+        self.lines_sock.close()
 
     @property
     def usable(self) -> bool:
@@ -506,6 +712,8 @@ class IsolatedPlugin:
         self.plugin_id = plugin_id
         self.path = path
         self._limits = limits or IsolationLimits()
+        self._spin_s = self._limits.spin_us / 1e6
+        self._fast: dict[str, bool] = {}  # methods whose last call outlasted the spin: False
         self._ids = itertools.count(HANDSHAKE_ID + 1)
         self._handler = handler
         self._cond = threading.Condition()
@@ -600,31 +808,107 @@ class IsolatedPlugin:
         if registered is None:
             raise _WorkerGone
         request_id, pending = registered
+        line = worker.checkout()
+        if line is None:
+            worker.take(request_id)
+            raise _WorkerGone
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        spin = self._spin_s if self._fast.get(method, True) else 0.0
+        started = time.perf_counter()
         try:
-            worker.channel.send(Kind.CALL, request_id, *pack_call(method, request))
+            line.send(request_id, method, request, timeout)
+        except TimeoutError:
+            line.close()
+            return self._timed_out(worker, request_id, pending, method)
         except OSError:
-            # The send failed, so the worker never read the whole frame and never ran the
-            # call: it may go to the next worker. The reader is handling this one's death.
+            # The worker is gone and never read the whole frame, so it never ran the
+            # call: it may go to the next worker. Its reader is handling the death.
+            line.close()
             worker.take(request_id)
             raise _WorkerGone from None
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not pending.event.wait(timeout) and worker.take(request_id) is not None:
-            # A native call cannot be interrupted; killing its process is the only way.
-            waited = self._limits.timeout_s
+        # The request stays registered while it runs: if the worker dies, its reader fails
+        # it with the reason, whichever thread notices first.
+        try:
+            frame = line.recv(spin)
+        except TimeoutError:
+            line.close()
+            return self._timed_out(worker, request_id, pending, method)
+        except FrameTooLarge as exc:
+            line.close()
             self._replace(
-                worker, f"{method} did not answer within {waited:g} s, so the worker was killed"
+                worker,
+                f"the worker sent {exc}, which max_response_bytes "
+                f"({self._limits.max_response_bytes}) does not allow; it was killed",
+            )
+            return self._lost(worker, pending, method)
+        except ProtocolError as exc:
+            line.close()
+            self._replace(worker, f"the worker broke the frame protocol ({exc}); it was killed")
+            return self._lost(worker, pending, method)
+        except OSError:  # ECONNRESET and the like: the worker died mid-write
+            frame = None
+        if frame is None:
+            line.close()
+            return self._lost(worker, pending, method)
+        kind, answered, payload = frame
+        worker.take(request_id)  # answered: even a worker dying right now cannot fail it
+        if self._spin_s:
+            # Spin for the next call of this method only if this one was answered within
+            # the spin time: a slow method is slept on, not burnt CPU on.
+            fast = time.perf_counter() - started <= self._spin_s
+            if self._fast.get(method, True) is not fast and len(self._fast) < _METHOD_HEADS_MAX:
+                self._fast[method] = fast
+        if answered != request_id or kind not in (Kind.RESULT, Kind.ERROR):
+            line.close()
+            self._replace(
+                worker, f"the worker answered call {request_id} with {kind.name} {answered}"
             )
             raise PluginError(
-                TIMEOUT,
-                f"plugin {self.plugin_id} did not answer {method} within {waited:g} s; its "
-                "worker was killed and is being restarted",
+                CRASHED,
+                f"plugin {self.plugin_id} lost its worker in {method}: it broke the frame protocol",
                 plugin_id=self.plugin_id,
                 method=method,
             )
-        pending.event.wait()  # set by now, or about to be: answered as it timed out
+        if kind is Kind.RESULT:
+            worker.checkin(line)
+            return payload
+        error = unpack_error(payload, plugin_id=self.plugin_id, method=method)
+        if error.code == BUSY:
+            line.close()  # the worker had no thread for this line and closed its end
+        else:
+            worker.checkin(line)
+        raise error
+
+    def _timed_out(self, worker: _Worker, request_id: int, pending: _Pending, method: str) -> bytes:
+        if worker.take(request_id) is None:
+            return self._lost(worker, pending, method)  # it died as the time ran out
+        # A native call cannot be interrupted; killing its process is the only way.
+        waited = self._limits.timeout_s
+        self._replace(
+            worker, f"{method} did not answer within {waited:g} s, so the worker was killed"
+        )
+        raise PluginError(
+            TIMEOUT,
+            f"plugin {self.plugin_id} did not answer {method} within {waited:g} s; its "
+            "worker was killed and is being restarted",
+            plugin_id=self.plugin_id,
+            method=method,
+        )
+
+    def _lost(self, worker: _Worker, pending: _Pending, method: str) -> bytes:
+        """The line broke: the worker is dying, and its reader fails the call with why."""
+        if not pending.event.wait(_REAP_GRACE * 2 + 1.0):
+            # Still alive with a line closed under a call: broken, so it goes.
+            worker.kill(f"the worker closed the line of a call to {method}; it was killed")
+            pending.event.wait()
         if pending.error is not None:
             raise pending.error
-        return pending.data
+        raise PluginError(  # pragma: no cover - calls are only ever failed on the socket
+            CRASHED,
+            f"plugin {self.plugin_id} lost its worker in {method}",
+            plugin_id=self.plugin_id,
+            method=method,
+        )
 
     def _replace(self, worker: _Worker, reason: str) -> None:
         """Kill a running worker that failed; it shows as restarting from this moment on."""
@@ -670,7 +954,7 @@ class IsolatedPlugin:
         self._on_death(worker)
 
     def _dispatch(self, worker: _Worker, kind: Kind, request_id: int, payload: bytes) -> None:
-        if kind in (Kind.RESULT, Kind.PONG, Kind.READY):
+        if kind in (Kind.PONG, Kind.READY):
             pending = worker.take(request_id)
             if pending is not None:
                 if kind is Kind.READY:
@@ -719,6 +1003,7 @@ class IsolatedPlugin:
             worker.kill("the worker closed its socket but kept running; it was killed")
             returncode = worker.proc.wait()
         worker.channel.close()
+        worker.close_lines()
         how, signame = _describe_exit(returncode)
         reason = worker.kill_reason
         for item in pending:
@@ -930,6 +1215,7 @@ class IsolatedPlugin:
             worker = self._worker
             if self._state is not State.RUNNING or worker is None:
                 return
+        worker.trim_lines(self._limits.line_idle_s)
         registered = worker.register(_PING)
         if registered is None:
             return
@@ -1007,7 +1293,7 @@ class IsolatedPlugin:
 
     # -- the worker's command line --------------------------------------------------------
 
-    def _worker_command(self, fd: int) -> list[str]:
+    def _worker_command(self, fd: int, lines_fd: int) -> list[str]:
         limits = self._limits
         command = [
             sys.executable,
@@ -1015,6 +1301,8 @@ class IsolatedPlugin:
             "cliproxy_host._worker",
             "--fd",
             str(fd),
+            "--lines-fd",
+            str(lines_fd),
             "--parent-pid",
             str(os.getpid()),
             "--plugin-id",
@@ -1023,6 +1311,8 @@ class IsolatedPlugin:
             str(self.path),
             "--max-response-bytes",
             str(limits.max_response_bytes),
+            "--spin-us",
+            str(limits.spin_us),
         ]
         if limits.memory_limit_mb is not None:
             command += ["--memory-limit-mb", str(limits.memory_limit_mb)]

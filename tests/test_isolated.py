@@ -22,7 +22,14 @@ import pytest
 
 from cliproxy_host import envelope as env
 from cliproxy_host.abi import Health, State
-from cliproxy_host.isolated import Channel, FrameTooLarge, IsolatedPlugin, IsolationLimits, Kind
+from cliproxy_host.isolated import (
+    CallLine,
+    Channel,
+    FrameTooLarge,
+    IsolatedPlugin,
+    IsolationLimits,
+    Kind,
+)
 from cliproxy_host.native import NativePlugin
 
 from .conftest import REPO, CompilePlugin
@@ -438,6 +445,107 @@ def test_calls_from_many_threads_run_at_the_same_time(testplugin: Path, load: Lo
         t.join()
     assert answers == [{"slept_ms": 400}] * 8
     assert time.monotonic() - started < 1.6  # 3.2 s one after another
+
+
+def worker_threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_each_concurrent_call_gets_a_line_and_idle_lines_are_closed(
+    testplugin: Path, load: Load
+) -> None:
+    plugin = load(testplugin, ping_interval_s=0.1, line_idle_s=0.3)
+    pid = worker_pid(plugin)
+    fds = len(os.listdir("/proc/self/fd"))
+    threads_before = worker_threads(pid)
+    answers: list[Any] = []
+    callers = [
+        threading.Thread(target=lambda: answers.append(result(plugin, "sleep", {"ms": 500})))
+        for _ in range(6)
+    ]
+    for t in callers:
+        t.start()
+    # five more lines than the one in use before, each served by a worker thread
+    assert wait_until(lambda: worker_threads(pid) >= threads_before + 5)
+    for t in callers:
+        t.join()
+    assert answers == [{"slept_ms": 500}] * 6
+    assert len(os.listdir("/proc/self/fd")) >= fds + 5
+    # unused for line_idle_s: closed on both sides, but for the last one
+    assert wait_until(lambda: worker_threads(pid) == threads_before)
+    assert wait_until(lambda: len(os.listdir("/proc/self/fd")) == fds)
+    assert result(plugin, "echo", {"still": "served"}) == {"still": "served"}
+    assert worker_pid(plugin) == pid
+
+
+def test_a_method_slower_than_the_spin_time_is_slept_on(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin, spin_us=100_000)
+
+    def cpu_seconds(ms: int) -> float:
+        started = time.thread_time()
+        assert result(plugin, "sleep", {"ms": ms}) == {"slept_ms": ms}
+        return time.thread_time() - started
+
+    # the first call polls for the whole spin time, and learns the method is slow
+    assert cpu_seconds(300) > 0.02
+    # then calls of it sleep until the answer comes
+    assert cpu_seconds(300) < 0.02
+    # a method that answers within the spin time is still polled for: no CPU check here,
+    # only that the answer is the same
+    assert result(plugin, "echo", {"x": 1}) == {"x": 1}
+
+
+def test_waiting_for_a_restart_counts_against_the_call_timeout(
+    testplugin: Path, load: Load
+) -> None:
+    plugin = load(testplugin, timeout_s=2.0, backoff_initial_s=0.6)
+    with pytest.raises(env.PluginError, match="SIGSEGV"):
+        plugin.call("segfault", b"{}")
+    started = time.monotonic()
+    with pytest.raises(env.PluginError) as info:
+        # 1.8 s would fit in a fresh 2 s, but not in what is left after the restart
+        plugin.call("sleep", b'{"ms": 1800}')
+    assert info.value.code == env.TIMEOUT
+    assert 1.8 < time.monotonic() - started < 3.0
+
+
+def test_a_call_line_times_out_and_tells_eof_from_silence() -> None:
+    def line_pair(timeout: float) -> tuple[socket.socket, CallLine]:
+        ours, theirs = socket.socketpair()
+        return theirs, CallLine(ours, max_frame=1024, timeout=timeout)
+
+    # silence: TimeoutError after the timeout, not a hang
+    peer, line = line_pair(0.2)
+    with peer:
+        line.send(1, "echo", b"{}", 0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            line.recv(0.0)
+        assert 0.15 < time.monotonic() - started < 2
+        line.close()
+    # half a frame, then silence: still a timeout
+    peer, line = line_pair(0.2)
+    with peer:
+        peer.sendall(b"\x00\x00\x00\x10\x03")
+        with pytest.raises(TimeoutError):
+            line.recv(0.0)
+        line.close()
+    # half a frame, then EOF: the worker is gone
+    peer, line = line_pair(5.0)
+    peer.sendall(b"\x00\x00\x00\x10\x03")
+    peer.close()
+    assert line.recv(0.0) is None
+    line.close()
+    # a whole frame, polled for and read
+    peer, line = line_pair(5.0)
+    with peer:
+        Channel(peer).send(Kind.RESULT, 9, b'{"ok":true}')
+        assert line.recv(0.01) == (Kind.RESULT, 9, b'{"ok":true}')
+        # and a length over the limit is refused before it is read
+        Channel(peer).send(Kind.RESULT, 10, b"x" * 1025)
+        with pytest.raises(FrameTooLarge):
+            line.recv(0.0)
+        line.close()
 
 
 # -- crashes -----------------------------------------------------------------------------
