@@ -83,9 +83,14 @@ class HostDir:
         self.configs[plugin_id] = {"enabled": True, **config}
         return dest
 
-    def write_config(self, extra: Mapping[str, Any] | None = None) -> Path:
+    def write_config(
+        self,
+        extra: Mapping[str, Any] | None = None,
+        plugins_settings: Mapping[str, Any] | None = None,
+    ) -> Path:
+        plugins = {"enabled": True, "dir": "plugins", **(plugins_settings or {})}
         doc: dict[str, Any] = {
-            "plugins": {"enabled": True, "dir": "plugins", "configs": self.configs},
+            "plugins": {**plugins, "configs": self.configs},
             **(extra or {}),
         }
         # round-trip through JSON: plain dicts and lists only, as a person would write

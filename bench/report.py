@@ -190,7 +190,7 @@ def comparison_section(
     for fig in before:
         for check in fig.checks:
             other = after_checks.get(check.key)
-            if other is None or not check.available:
+            if other is None:
                 continue
             rows.append(
                 [

@@ -41,7 +41,8 @@ def _build_ffi() -> tuple[cffi.FFI, Any]:
     ffi = cffi.FFI()
     ffi.cdef(cdef_source(header_path().read_text(encoding="utf-8")))
     # Host callback responses are allocated with the C runtime's malloc (ABI.md section 1).
-    ffi.cdef("void* malloc(size_t size); void free(void* ptr);")
+    # strndup (POSIX): malloc and copy in one C call, for answers without NUL bytes.
+    ffi.cdef("void* malloc(size_t size); void free(void* ptr); void* strndup(const char*, size_t);")
     if sys.platform == "win32":
         libc = ffi.dlopen("ucrtbase.dll")
     else:

@@ -272,6 +272,36 @@ def test_exception_in_a_host_callback_becomes_an_error_envelope(
     assert "callback exploded" in info.value.message
 
 
+def test_a_host_answer_is_handed_over_byte_for_byte(
+    testplugin: Path, load: Callable[..., NativePlugin]
+) -> None:
+    # NUL bytes included: the copy for the plugin must not stop at the first one
+    answers = [b'{"ok":true,"result":{}}\x00after the NUL', b'{"ok":true,"result":{"a":1}}']
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        return answers[0]
+
+    plugin = load(testplugin, handler)
+    for answer in answers[:]:
+        answers[0] = answer
+        request = orjson.dumps({"method": "host.any", "request": {}})
+        assert plugin.call("host", request) == answer
+
+
+def test_a_handler_answering_no_bytes_makes_the_host_call_return_one(
+    testplugin: Path, load: Callable[..., NativePlugin], caplog: pytest.LogCaptureFixture
+) -> None:
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        return "not bytes"  # type: ignore[return-value]
+
+    plugin = load(testplugin, handler)
+    with pytest.raises(env.PluginError) as info:
+        result(plugin, "host", {"method": "host.any", "request": {}})
+    assert (info.value.code, info.value.message) == ("host_rc", "host call returned 1")
+    assert "host callback host.any answered no bytes" in caplog.text
+    assert result(plugin, "stats", {})["bad_frees"] == 0
+
+
 def test_malformed_host_calls_return_one(
     testplugin: Path, load: Callable[..., NativePlugin]
 ) -> None:

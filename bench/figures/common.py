@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +56,6 @@ class Check:
     met: bool | None = None  # None: informational, or not measured
     absolute: str = ""
     value: float | None = None
-    available: bool = True
     # The baseline itself could not reach the target on this machine at this time (e.g.
     # another process held a core): the measurement cannot tell either way.
     inconclusive: bool = False
@@ -74,14 +73,8 @@ class Check:
     ) -> Check:
         return cls(key, label, ratio.full_text(), target, met, absolute, ratio.value)
 
-    @classmethod
-    def pending(cls, key: str, label: str, target: str, reason: str) -> Check:
-        return cls(key, label, "not yet available", target, None, reason, None, False)
-
     @property
     def verdict(self) -> str:
-        if not self.available:
-            return "not yet available"
         if self.measured == "error":
             return "ERROR"
         if self.inconclusive:
@@ -114,16 +107,21 @@ class Figure:
 
 @contextmanager
 def loaded_host(
-    ctx: Context, name: str, plugins: dict[str, Path], **plugin_config: Any
+    ctx: Context,
+    name: str,
+    plugins: dict[str, Path],
+    plugins_settings: Mapping[str, Any] | None = None,
+    **plugin_config: Any,
 ) -> Iterator[PluginHost]:
     """A PluginHost loaded from a real YAML config in a temp dir, closed afterwards.
 
-    `plugin_config` goes into every plugin's entry under plugins.configs.
+    `plugin_config` goes into every plugin's entry under plugins.configs, and
+    `plugins_settings` (host defaults such as spin-us) into the plugins section.
     """
     hd = ctx.host_dir(name)
     for pid, lib in plugins.items():
         hd.add(pid, lib, **plugin_config)
-    hd.write_config()
+    hd.write_config(plugins_settings=plugins_settings)
     host = PluginHost.from_config(hd.config_path)
     try:
         for info in host.plugins():

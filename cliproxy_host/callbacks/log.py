@@ -49,8 +49,10 @@ def plugin_logger(plugin_id: str) -> logging.Logger:
 def host_log(plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
     """Answer host.log: log the line with the plugin ID and fields attached; result `{}`."""
     name = request["level"] if "level" in request else ci_get(request, "level")
-    level = _LEVELS.get(name.lower(), logging.DEBUG) if isinstance(name, str) else logging.DEBUG
-    logger = plugin_logger(plugin_id)
+    level = _LEVELS.get(name) if isinstance(name, str) else logging.DEBUG
+    if level is None:  # not spelled in lower case, or unknown
+        level = _LEVELS.get(name.lower(), logging.DEBUG)
+    logger = _loggers.get(plugin_id) or plugin_logger(plugin_id)
     # Rendering is skipped for disabled levels: plugins may log a lot at trace/debug.
     if logger.isEnabledFor(level):
         message = ci_get(request, "message")
