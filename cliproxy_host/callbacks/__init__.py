@@ -44,7 +44,7 @@ class HostCallbacks:
                 body = orjson.loads(request)
             except orjson.JSONDecodeError as exc:
                 raise _invalid(f"{method}: the request is not JSON ({exc})") from None
-            if not isinstance(body, dict):
+            if type(body) is not dict:
                 raise _invalid(f"{method}: the request must be a JSON object")
             return ok(callback(plugin_id, body))
         except PluginError as exc:
