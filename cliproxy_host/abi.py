@@ -41,6 +41,10 @@ def _build_ffi() -> tuple[cffi.FFI, Any]:
     ffi = cffi.FFI()
     ffi.cdef(cdef_source(header_path().read_text(encoding="utf-8")))
     # Host callback responses are allocated with the C runtime's malloc (ABI.md section 1).
+    # cliproxy_buffer as the host reads a plugin's response: the same layout, with the
+    # pointer typed char* so that ffi.unpack copies the bytes (half the cost of
+    # ffi.buffer()[:]). NativePlugin casts the plugin's call() to take it.
+    ffi.cdef("typedef struct { char* ptr; size_t len; } cliproxy_bytes_out;")
     # strndup (POSIX): malloc and copy in one C call, for answers without NUL bytes.
     ffi.cdef("void* malloc(size_t size); void free(void* ptr); void* strndup(const char*, size_t);")
     if sys.platform == "win32":

@@ -94,6 +94,9 @@ class GuardedBackend:
         self._pool = _DaemonPool(f"call-{backend.plugin_id}") if limits.timeout_s else None
         self._lock = threading.Lock()
         self._failures = 0
+        # Whether failures are counted: the caller must then report how the answer
+        # decoded. A plain attribute, read on every call.
+        self.failing = False
         self._opened_at: float | None = None
         self._probing = False
         self._stuck = 0  # timed-out in-process calls still running in the plugin
@@ -212,6 +215,7 @@ class GuardedBackend:
         """Count a failure that points at the plugin (the host reports invalid envelopes)."""
         with self._lock:
             self._failures += 1
+            self.failing = True
             self._last_error = reason
             if self._failures >= self._limits.breaker_failures:
                 if self._opened_at is None:
@@ -223,17 +227,13 @@ class GuardedBackend:
                     )
                 self._opened_at = time.monotonic()
 
-    @property
-    def failing(self) -> bool:
-        """Whether failures are counted: the caller must then report how the answer decoded."""
-        return self._failures > 0
-
     def note_success(self) -> None:
         """The caller decoded a good envelope: reset the count, close an open circuit."""
         with self._lock:
             if self._opened_at is not None:
                 log.info("plugin %s: circuit closed, the probe call succeeded", self.plugin_id)
             self._failures = 0
+            self.failing = False
             self._opened_at = None
 
     def health(self) -> Health:

@@ -77,7 +77,8 @@ _string = ffi.string
 _unpack = ffi.unpack
 # Method names plugins call the host with, decoded once.
 _method_names: dict[bytes, str] = {}
-_BUFFER_PTR: Final = ffi.typeof("cliproxy_buffer*")
+_BUFFER_PTR: Final = ffi.typeof("cliproxy_bytes_out*")
+_PLUGIN_CALL: Final = ffi.typeof("int(*)(const char*, const uint8_t*, size_t, cliproxy_bytes_out*)")
 # Response structs reused per thread: a stack, because a plugin may call the host, which
 # may call a plugin again on the same thread while the outer struct is still in use.
 _spare = threading.local()
@@ -240,7 +241,7 @@ class NativePlugin:
                 "set every function of cliproxy_plugin_api except shutdown",
                 code=INIT_FAILED,
             )
-        self._call = self._api.call
+        self._call = ffi.cast(_PLUGIN_CALL, self._api.call)
         self._free = self._api.free_buffer
 
     def _load_error(self, message: str, code: str = LOAD_FAILED) -> PluginLoadError:
@@ -322,7 +323,7 @@ class NativePlugin:
             data = b""
         else:
             try:
-                data = ffi.buffer(ptr, length)[:]
+                data = _unpack(ptr, length)  # a char*: bytes, NULs and all
             finally:
                 self._free(ptr, length)
         if rc != 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -172,20 +172,19 @@ def dispatch_order(natives: Sequence[NativeHandler], records: Iterable[Record]) 
 class Snapshot:
     """An immutable view of the registered plugins; swapped whole, never mutated."""
 
-    __slots__ = ("_by_id", "_by_method", "records")
+    __slots__ = ("_by_id", "_by_method", "get", "records")
 
     def __init__(self, records: Iterable[Record] = ()) -> None:
         every = tuple(records)
         self.records: tuple[Record, ...] = tuple(dispatch_order((), every))
         self._by_id = {r.plugin_id: r for r in every}
+        # The record of a plugin ID, or None: the dict's own get, on every host.call.
+        self.get: Callable[[str], Record | None] = self._by_id.get
         by_method: dict[str, list[Record]] = {}
         for record in self.records:
             for method in record.registration.methods:
                 by_method.setdefault(method, []).append(record)
         self._by_method = {m: tuple(rs) for m, rs in by_method.items()}
-
-    def get(self, plugin_id: str) -> Record | None:
-        return self._by_id.get(plugin_id)
 
     def providers(self, method: str) -> tuple[Record, ...]:
         """Enabled plugins whose capabilities bring `method`, in dispatch order."""
