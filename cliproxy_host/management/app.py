@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -56,9 +57,14 @@ def create_app(service: HostService, auth: Auth) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
+        # What start-up built (FastAPI's routes and schemas, the loaded plugins) lives as
+        # long as the server: out of the collector's sight, a full collection no longer
+        # walks it, which took tens of milliseconds out of a request now and then.
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await run_in_threadpool(service.stop)
 
     app = FastAPI(
@@ -180,15 +186,22 @@ def create_app(service: HostService, auth: Auth) -> FastAPI:
         summary="List plugins",
         responses=_errors(401, 403, 429, 500),
     )
-    def list_plugins() -> PluginList:
+    async def list_plugins() -> Response:
         """Every discovered, configured or registered plugin, sorted by ID."""
+        # On the event loop, not the thread pool: it takes only short locks (the host's
+        # state, each plugin's health), and a hand-off to a pool thread then contending
+        # for the GIL cost more than the listing itself.
         cfg = service.config
         infos = sorted(host.plugins(), key=lambda i: i.id)
-        return PluginList(
+        listing = PluginList(
             plugins_enabled=cfg.plugins.enabled,
             plugins_dir=str(cfg.plugins_dir()),
             plugins=[entry(i) for i in infos],
         )
+        # Serialised here: the model was validated as it was built, and FastAPI would
+        # validate it again against response_model (about half the cost of the request
+        # with 50 plugins). response_model still documents it.
+        return Response(listing.model_dump_json(), media_type="application/json")
 
     @app.delete(
         f"{PLUGINS}/{{plugin_id}}",
