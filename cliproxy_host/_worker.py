@@ -51,6 +51,9 @@ log = logging.getLogger("cliproxy_host.worker")
 
 PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
 _LINE_BUFFER: Final = 64 * 1024
+# Call lines arrive close-on-exec (atomically where the flag exists, Linux): nothing the
+# plugin spawns may hold one open.
+_CMSG_CLOEXEC: Final[int] = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 # How long a line the worker has no thread for waits for its call, to answer it BUSY.
 _REFUSE_WAIT_S: Final = 5.0
 
@@ -133,8 +136,7 @@ class _Server:
         """Serve each call line the host passes, on a new thread; return at EOF."""
         while True:
             try:
-                # CLOEXEC: nothing the plugin spawns may hold a line open.
-                _, fds, _, _ = socket.recv_fds(self.lines_sock, 1, 1, socket.MSG_CMSG_CLOEXEC)
+                _, fds, _, _ = socket.recv_fds(self.lines_sock, 1, 1, _CMSG_CLOEXEC)
             except OSError as exc:
                 log.error("worker for plugin %s: cannot take call lines: %s", self.plugin_id, exc)
                 return
@@ -145,6 +147,8 @@ class _Server:
                     self.plugin_id,
                 )
                 continue
+            if not _CMSG_CLOEXEC:
+                os.set_inheritable(fds[0], False)
             line = Channel(socket.socket(fileno=fds[0]), buffering=_LINE_BUFFER)
             try:
                 threading.Thread(
