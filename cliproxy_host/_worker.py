@@ -96,6 +96,7 @@ class _Server:
         self._host_lock = threading.Lock()
         self._host_ids = itertools.count(1)
         self._line_serial = itertools.count(1)
+        self._local = threading.local()
         self._pin: ctypes.CDLL | None = None
 
     def serve(self) -> NoReturn:
@@ -163,6 +164,9 @@ class _Server:
     def _serve_line(self, line: Channel) -> None:
         poller = select.poll()
         poller.register(line.sock, select.POLLIN)
+        # This thread runs only this line's calls: the plugin's host calls from it travel
+        # on the line as well (see _forward).
+        self._local.line = (line, poller)
         spin = self.spin_s
         # Poll for the next call only while calls come within the spin time of the last
         # answer: an idle line sleeps.
@@ -253,6 +257,10 @@ class _Server:
     def _forward(self, plugin_id: str, method: str, request: bytes) -> bytes:
         """The plugin's host->call, from any of its threads: ask the host and wait."""
         request_id = next(self._host_ids)
+        on_line: tuple[Channel, select.poll] | None = getattr(self._local, "line", None)
+        if on_line is not None:
+            line, poller = on_line
+            return self._forward_on_line(line, poller, request_id, method, request)
         wait = _HostWait()
         with self._host_lock:
             self._host_waits[request_id] = wait
@@ -265,6 +273,31 @@ class _Server:
         # No timeout: the host answers every host call, or dies and the worker with it.
         wait.event.wait()
         return wait.answer
+
+    def _forward_on_line(
+        self, line: Channel, poller: select.poll, request_id: int, method: str, request: bytes
+    ) -> bytes:
+        """A host call from a thread running a call: on that call's line, whose host end
+        is the caller waiting for the answer; it answers, then goes on waiting."""
+        try:
+            line.send(Kind.HOST_CALL, request_id, *pack_call(method, request))
+            if self.spin_s:
+                spin_until_readable(poller, self.spin_s)
+            frame = line.recv()
+        except (OSError, ProtocolError) as exc:
+            log.error("worker for plugin %s: a call line broke: %s", self.plugin_id, exc)
+            _exit(1)
+        if frame is None or frame[0] is not Kind.HOST_RESULT or frame[1] != request_id:
+            # The host gave up on the call (it closes a line only then), or broke the
+            # protocol: either way nobody waits for this call's answer any more.
+            log.error(
+                "worker for plugin %s: no answer to %s on its call line (%s)",
+                self.plugin_id,
+                method,
+                "closed" if frame is None else f"{frame[0].name} {frame[1]}",
+            )
+            _exit(1)
+        return frame[2]
 
     def _send(self, kind: Kind, request_id: int, *parts: bytes) -> None:
         # OSError: the host is gone; the reader sees EOF and the worker exits.

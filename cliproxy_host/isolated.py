@@ -477,8 +477,24 @@ class CallLine:
         except BlockingIOError:  # SO_SNDTIMEO ran out
             raise TimeoutError from None
 
+    def answer(self, request_id: int, answer: bytes, remaining: float | None) -> None:
+        """Answer a HOST_CALL the worker sent on this line while running its call.
+
+        The time the host took to answer counts against the call's timeout: what is
+        left of it bounds the rest of the call.
+        """
+        if remaining is not None:
+            if remaining <= 0:
+                raise TimeoutError
+            set_socket_timeouts(self.sock, remaining)
+            self._adjusted = True
+        try:
+            send_frame(self.sock, Kind.HOST_RESULT, request_id, (answer,))
+        except BlockingIOError:  # SO_SNDTIMEO ran out
+            raise TimeoutError from None
+
     def recv(self, spin_s: float) -> tuple[Kind, int, bytes] | None:
-        """The answer frame; None at EOF; TimeoutError when nothing came in time.
+        """The next frame; None at EOF; TimeoutError when nothing came in time.
 
         Polls for up to spin_s first (see spin_until_readable), then sleeps in recv().
         """
@@ -829,7 +845,13 @@ class IsolatedPlugin:
         # The request stays registered while it runs: if the worker dies, its reader fails
         # it with the reason, whichever thread notices first.
         try:
-            frame = line.recv(spin)
+            # The plugin's host calls from the thread running this call come on this line
+            # too, and are answered here, on the caller's thread: no hand-off either way.
+            while (frame := line.recv(spin)) is not None and frame[0] is Kind.HOST_CALL:
+                host_method, host_request = unpack_call(frame[2])
+                answer = self._host_answer(host_method, host_request)
+                left = None if deadline is None else deadline - time.monotonic()
+                line.answer(frame[1], answer, left)
         except TimeoutError:
             line.close()
             return self._timed_out(worker, request_id, pending, method)
@@ -981,16 +1003,19 @@ class IsolatedPlugin:
             raise ProtocolError(f"unexpected {kind.name} frame from the worker")
 
     def _answer_host(self, worker: _Worker, request_id: int, method: str, request: bytes) -> None:
-        # The same answers NativePlugin's trampoline gives, so a plugin cannot tell.
-        try:
-            answer = self._handler(self.plugin_id, method, request)
-        except PluginError as exc:
-            answer = exc.to_envelope()
-        except Exception as exc:
-            log.exception("plugin %s: host callback %s failed", self.plugin_id, method)
-            answer = envelope.error(HOST_CALL_FAILED, f"host callback {method} failed: {exc}")
+        answer = self._host_answer(method, request)
         with contextlib.suppress(OSError):  # the worker is gone; its reader handles that
             worker.channel.send(Kind.HOST_RESULT, request_id, answer)
+
+    def _host_answer(self, method: str, request: bytes) -> bytes:
+        # The same answers NativePlugin's trampoline gives, so a plugin cannot tell.
+        try:
+            return self._handler(self.plugin_id, method, request)
+        except PluginError as exc:
+            return exc.to_envelope()
+        except Exception as exc:
+            log.exception("plugin %s: host callback %s failed", self.plugin_id, method)
+            return envelope.error(HOST_CALL_FAILED, f"host callback {method} failed: {exc}")
 
     def _on_death(self, worker: _Worker) -> None:
         with worker.lock:

@@ -358,14 +358,33 @@ def test_plugin_calls_the_host_from_its_call_and_from_its_own_thread(
     testplugin: Path, load: Load, via: str
 ) -> None:
     seen: list[tuple[str, str, bytes]] = []
+    threads: list[threading.Thread] = []
 
     def handler(plugin_id: str, method: str, request: bytes) -> bytes:
         seen.append((plugin_id, method, request))
+        threads.append(threading.current_thread())
         return env.ok({"pong": True})
 
     plugin = load(testplugin, handler, plugin_id="caller")
     assert result(plugin, via, {"method": "host.ping", "request": {"x": [1, 2]}}) == {"pong": True}
     assert [(p, m, orjson.loads(r)) for p, m, r in seen] == [("caller", "host.ping", {"x": [1, 2]})]
+    # From the thread running the call, the host call comes back on the call's own line
+    # and is answered by the calling thread; from a thread of the plugin's, it takes the
+    # control socket and a thread of the host's.
+    assert (threads[0] is threading.current_thread()) is (via == "host")
+
+
+def test_a_slow_host_answer_counts_against_the_call_timeout(testplugin: Path, load: Load) -> None:
+    def slow(plugin_id: str, method: str, request: bytes) -> bytes:
+        time.sleep(1.2)
+        return env.ok({})
+
+    plugin = load(testplugin, slow, timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(env.PluginError) as info:
+        plugin.call("host", b'{"method": "host.slow", "request": {}}')
+    assert info.value.code == env.TIMEOUT
+    assert time.monotonic() - started < 3
 
 
 def test_host_callbacks_may_reenter_the_plugin_several_levels_deep(
