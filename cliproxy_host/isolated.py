@@ -852,6 +852,9 @@ class IsolatedPlugin:
                 answer = self._host_answer(host_method, host_request)
                 left = None if deadline is None else deadline - time.monotonic()
                 line.answer(frame[1], answer, left)
+                # The plugin goes on at once with what it was answered: its next frame
+                # (another host call, or the result) is worth polling for.
+                spin = self._spin_s
         except TimeoutError:
             line.close()
             return self._timed_out(worker, request_id, pending, method)

@@ -8,6 +8,8 @@ sees it, with nothing of the outer call in it.
   host  the plugin loaded by PluginHost: the real host callback (HostCallbacks, host.log)
   raw   the plugin loaded by baselines/raw.py: a bare cffi callback that answers a
         constant envelope (malloc + memcpy), freed by a bare cffi free callback
+  isolated  the same plugin with isolation: process (informational): the host.log
+        travels from the worker to the host and back
 
 host.log is called at level debug with the plugin loggers set to INFO: the line is
 dropped after the level check, so logging I/O does not dominate.
@@ -46,12 +48,18 @@ def run(ctx: Context) -> FigureResult:
     with ExitStack() as stack:
         stack.enter_context(quiet_plugin_logs())
         host = stack.enter_context(loaded_host(ctx, "fig2-host", {PID: ctx.bench_plugin()}))
+        isolated = stack.enter_context(
+            loaded_host(ctx, "fig2-isolated", {PID: ctx.bench_plugin()}, isolation="process")
+        )
         raw = RawPlugin(ctx.private_copy("fig2-raw"))
         stack.callback(raw.close)
         buffer = raw.new_buffer()
 
         def host_cb(n: int) -> int:
             return _checked(host.call(PID, "log", {"n": n}), n)
+
+        def isolated_cb(n: int) -> int:
+            return _checked(isolated.call(PID, "log", {"n": n}), n)
 
         def raw_cb(n: int) -> int:
             return _checked(raw.call(b"log", {"n": n}, buffer), n)
@@ -74,6 +82,7 @@ def run(ctx: Context) -> FigureResult:
             "raw callback": raw_cb,
             "host.call(log n=1)": host_outer,
             "raw call(log n=1)": raw_outer,
+            "isolated callback": isolated_cb,
         }
         m = compare(candidates, ctx.settings)
 
@@ -94,6 +103,12 @@ def run(ctx: Context) -> FigureResult:
             "outer call with one host.log inside: host.call / raw (informational)",
             m.ratio("host.call(log n=1)", "raw call(log n=1)"),
             absolute=f"host.call {fmt_stats(m['host.call(log n=1)'])}",
+        ),
+        Check.ratio(
+            "2c",
+            "host.log from an isolated plugin's call / in-process (informational)",
+            m.ratio("isolated callback", "host callback"),
+            absolute=f"isolated {fmt_stats(m['isolated callback'])}",
         ),
     ]
     rows = [
