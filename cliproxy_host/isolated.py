@@ -394,13 +394,14 @@ class Latch:
 class _Pending:
     """One request waiting for its answer frame; resolved or failed by whoever took it."""
 
-    __slots__ = ("data", "error", "event", "method")
+    __slots__ = ("data", "error", "event", "line", "method")
 
     def __init__(self, method: str | None) -> None:
         self.method = method  # None for the handshake
         self.event = Latch()
         self.data = b""
         self.error: PluginError | None = None
+        self.line: CallLine | None = None  # the line a call waits on
 
     def resolve(self, data: bytes) -> None:
         self.data = data
@@ -594,12 +595,28 @@ class _Worker:
             name=f"cliproxy-isolated-{owner.plugin_id}-{self.pid}-stderr",
             daemon=True,
         )
+        self.exit_watch = threading.Thread(
+            target=self._watch_exit,
+            name=f"cliproxy-isolated-{owner.plugin_id}-{self.pid}-exit",
+            daemon=True,
+        )
         self.output.start()
         self.reader.start()
+        self.exit_watch.start()
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
-        return (self.reader, self.output)
+        return (self.reader, self.output, self.exit_watch)
+
+    def _watch_exit(self) -> None:
+        """Make the worker's exit an EOF for its reader, whoever else holds the socket.
+
+        A process the plugin forked (without exec) keeps the worker's end of every socket
+        open after the worker dies, and the reader would wait for its EOF forever.
+        """
+        self.proc.wait()
+        with contextlib.suppress(OSError):  # closed already: the reader saw the EOF
+            self.channel.sock.shutdown(socket.SHUT_RDWR)
 
     def register(self, method: str) -> tuple[int, _Pending] | None:
         """A request ID and its pending answer, or None when the worker is gone."""
@@ -828,14 +845,14 @@ class IsolatedPlugin:
         if line is None:
             worker.take(request_id)
             raise _WorkerGone
+        pending.line = line
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         spin = self._spin_s if self._fast.get(method, True) else 0.0
         started = time.perf_counter()
         try:
             line.send(request_id, method, request, timeout)
         except TimeoutError:
-            line.close()
-            return self._timed_out(worker, request_id, pending, method)
+            return self._timed_out(worker, request_id, pending, method, line)
         except OSError:
             # The worker is gone and never read the whole frame, so it never ran the
             # call: it may go to the next worker. Its reader is handling the death.
@@ -856,19 +873,20 @@ class IsolatedPlugin:
                 # (another host call, or the result) is worth polling for.
                 spin = self._spin_s
         except TimeoutError:
-            line.close()
-            return self._timed_out(worker, request_id, pending, method)
+            return self._timed_out(worker, request_id, pending, method, line)
+        # The worker is replaced before the line is closed: a worker whose line closes
+        # under a call exits, and would otherwise die for a reason that is not the one.
         except FrameTooLarge as exc:
-            line.close()
             self._replace(
                 worker,
                 f"the worker sent {exc}, which max_response_bytes "
                 f"({self._limits.max_response_bytes}) does not allow; it was killed",
             )
+            line.close()
             return self._lost(worker, pending, method)
         except ProtocolError as exc:
-            line.close()
             self._replace(worker, f"the worker broke the frame protocol ({exc}); it was killed")
+            line.close()
             return self._lost(worker, pending, method)
         except OSError:  # ECONNRESET and the like: the worker died mid-write
             frame = None
@@ -884,10 +902,10 @@ class IsolatedPlugin:
             if self._fast.get(method, True) is not fast and len(self._fast) < _METHOD_HEADS_MAX:
                 self._fast[method] = fast
         if answered != request_id or kind not in (Kind.RESULT, Kind.ERROR):
-            line.close()
             self._replace(
                 worker, f"the worker answered call {request_id} with {kind.name} {answered}"
             )
+            line.close()
             raise PluginError(
                 CRASHED,
                 f"plugin {self.plugin_id} lost its worker in {method}: it broke the frame protocol",
@@ -904,14 +922,20 @@ class IsolatedPlugin:
             worker.checkin(line)
         raise error
 
-    def _timed_out(self, worker: _Worker, request_id: int, pending: _Pending, method: str) -> bytes:
+    def _timed_out(
+        self, worker: _Worker, request_id: int, pending: _Pending, method: str, line: CallLine
+    ) -> bytes:
+        # Taken and replaced before the line is closed: a worker whose line closes under
+        # a call exits by itself, and its death would be taken for a crash.
         if worker.take(request_id) is None:
+            line.close()
             return self._lost(worker, pending, method)  # it died as the time ran out
         # A native call cannot be interrupted; killing its process is the only way.
         waited = self._limits.timeout_s
         self._replace(
             worker, f"{method} did not answer within {waited:g} s, so the worker was killed"
         )
+        line.close()
         raise PluginError(
             TIMEOUT,
             f"plugin {self.plugin_id} did not answer {method} within {waited:g} s; its "
@@ -1032,6 +1056,10 @@ class IsolatedPlugin:
             returncode = worker.proc.wait()
         worker.channel.close()
         worker.close_lines()
+        for item in pending:
+            if item.line is not None:  # its caller waits on the line: EOF wakes it
+                with contextlib.suppress(OSError):
+                    item.line.sock.shutdown(socket.SHUT_RDWR)
         how, signame = _describe_exit(returncode)
         reason = worker.kill_reason
         for item in pending:

@@ -26,7 +26,8 @@
  *                           takes the library for a Go-built one
  *
  * Methods: see tp_call at the bottom. The misbehaving ones (segfault, abort,
- * exit, hang, alloc, threads_calling_host) exist for the isolated-mode tests:
+ * exit, hang, alloc, threads_calling_host, fork_then_segfault) exist for the
+ * isolated-mode tests:
  * loaded in-process they take the test run down with them.
  *
  * Every response lives in a tracked allocation (see "Tracked responses") so the
@@ -626,6 +627,17 @@ static TP_MAYBE_UNUSED int tp_call(const char* method, const uint8_t* request,
     } else if (IS("segfault")) {
         tp_segfault();
         cpx_error(&out, "plugin_error", "segfault: still alive after writing through NULL");
+    } else if (IS("fork_then_segfault")) {
+        /* A child that keeps every descriptor of its parent open (fork, no exec), so
+         * the parent's sockets stay open after it dies: its death must be seen anyway. */
+        pid_t child = fork();
+        if (child == 0) {
+            struct timespec ts = {4, 0};
+            nanosleep(&ts, NULL);
+            _exit(0);
+        }
+        tp_segfault();
+        cpx_error(&out, "plugin_error", "fork_then_segfault: still alive");
     } else if (IS("abort")) {
         abort();
     } else if (IS("exit")) {
