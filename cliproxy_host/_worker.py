@@ -1,7 +1,8 @@
-"""The isolated-mode worker process: one plugin loaded with NativePlugin, served over a socket.
+"""The isolated-mode worker process: one plugin loaded with NativePlugin, served over sockets.
 
-Started by isolated.py as `python -m cliproxy_host._worker --fd N ...`; the frame protocol
-is defined there. Nothing else imports this module, so that `-m` runs it exactly once.
+Started by isolated.py as `python -m cliproxy_host._worker --fd N ...`; the sockets and
+frames are those of `_wire.py`. Nothing else imports this module, so that `-m` runs it
+exactly once.
 """
 
 from __future__ import annotations
@@ -25,17 +26,9 @@ from typing import Final, NoReturn
 
 import orjson
 
-from .envelope import (
-    BUSY,
-    CALL_FAILED,
-    LOAD_FAILED,
-    RESPONSE_TOO_LARGE,
-    PluginError,
-    PluginLoadError,
-    PluginResponseError,
-)
-from .isolated import (
+from ._wire import (
     HANDSHAKE_ID,
+    LINE_BUFFER,
     Channel,
     Kind,
     Latch,
@@ -45,12 +38,20 @@ from .isolated import (
     spin_until_readable,
     unpack_call,
 )
+from .envelope import (
+    BUSY,
+    CALL_FAILED,
+    LOAD_FAILED,
+    RESPONSE_TOO_LARGE,
+    PluginError,
+    PluginLoadError,
+    PluginResponseError,
+)
 from .native import NativePlugin
 
 log = logging.getLogger("cliproxy_host.worker")
 
 PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
-_LINE_BUFFER: Final = 64 * 1024
 # Call lines arrive close-on-exec (atomically where the flag exists, Linux): nothing the
 # plugin spawns may hold one open.
 _CMSG_CLOEXEC: Final[int] = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
@@ -150,7 +151,7 @@ class _Server:
                 continue
             if not _CMSG_CLOEXEC:
                 os.set_inheritable(fds[0], False)
-            line = Channel(socket.socket(fileno=fds[0]), buffering=_LINE_BUFFER)
+            line = Channel(socket.socket(fileno=fds[0]), buffering=LINE_BUFFER)
             try:
                 threading.Thread(
                     target=self._serve_line,

@@ -22,15 +22,9 @@ import orjson
 import pytest
 
 from cliproxy_host import envelope as env
+from cliproxy_host._wire import CallLine, Channel, FrameTooLarge, Kind
 from cliproxy_host.abi import Health, State
-from cliproxy_host.isolated import (
-    CallLine,
-    Channel,
-    FrameTooLarge,
-    IsolatedPlugin,
-    IsolationLimits,
-    Kind,
-)
+from cliproxy_host.isolated import IsolatedPlugin, IsolationLimits
 from cliproxy_host.native import NativePlugin
 
 from .conftest import REPO, CompilePlugin
