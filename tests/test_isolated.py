@@ -66,6 +66,26 @@ def worker_pid(plugin: IsolatedPlugin) -> int:
     return pid
 
 
+class Sleepers:
+    """Threads that each call the plugin's `sleep` once, started at once."""
+
+    def __init__(self, plugin: IsolatedPlugin, count: int, ms: int) -> None:
+        self.answers: list[Any] = []
+        self.threads = [
+            threading.Thread(
+                target=lambda: self.answers.append(result(plugin, "sleep", {"ms": ms}))
+            )
+            for _ in range(count)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def join(self) -> list[Any]:
+        for t in self.threads:
+            t.join()
+        return self.answers
+
+
 def config_request(yaml: str) -> dict[str, Any]:
     return {"config_yaml": base64.b64encode(yaml.encode()).decode(), "schema_version": 3}
 
@@ -447,17 +467,8 @@ def test_eight_threads_call_while_the_plugin_calls_back(testplugin: Path, load: 
 
 def test_calls_from_many_threads_run_at_the_same_time(testplugin: Path, load: Load) -> None:
     plugin = load(testplugin)
-    answers: list[Any] = []
-    threads = [
-        threading.Thread(target=lambda: answers.append(result(plugin, "sleep", {"ms": 400})))
-        for _ in range(8)
-    ]
     started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert answers == [{"slept_ms": 400}] * 8
+    assert Sleepers(plugin, 8, 400).join() == [{"slept_ms": 400}] * 8
     assert time.monotonic() - started < 1.6  # 3.2 s one after another
 
 
@@ -482,19 +493,11 @@ def test_each_concurrent_call_gets_a_line_and_idle_lines_are_closed(
     assert worker_sockets(pid) == 3  # control, lines, and the line that asked for the pid
     fds = len(os.listdir("/proc/self/fd"))
     threads_before = worker_threads(pid)
-    answers: list[Any] = []
-    callers = [
-        threading.Thread(target=lambda: answers.append(result(plugin, "sleep", {"ms": 500})))
-        for _ in range(6)
-    ]
-    for t in callers:
-        t.start()
+    sleepers = Sleepers(plugin, 6, 500)
     # five more lines than the one in use before, each with a thread in the worker
     assert wait_until(lambda: worker_sockets(pid) == 3 + 5)
     assert worker_threads(pid) >= threads_before + 4  # (its loading thread may have ended)
-    for t in callers:
-        t.join()
-    assert answers == [{"slept_ms": 500}] * 6
+    assert sleepers.join() == [{"slept_ms": 500}] * 6
     assert len(os.listdir("/proc/self/fd")) >= fds + 5
     # unused for line_idle_s: closed on both sides, but for the last one
     assert wait_until(lambda: worker_sockets(pid) == 3)
@@ -858,16 +861,7 @@ def test_a_worker_that_stops_answering_pings_is_replaced(testplugin: Path, load:
 
 def test_long_calls_do_not_delay_pings(testplugin: Path, load: Load) -> None:
     plugin = load(testplugin, ping_interval_s=0.1, ping_timeout_s=0.3)
-    answers: list[Any] = []
-    threads = [
-        threading.Thread(target=lambda: answers.append(result(plugin, "sleep", {"ms": 1200})))
-        for _ in range(4)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert answers == [{"slept_ms": 1200}] * 4
+    assert Sleepers(plugin, 4, 1200).join() == [{"slept_ms": 1200}] * 4
     assert plugin.health() == Health()
 
 
