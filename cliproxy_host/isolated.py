@@ -299,11 +299,19 @@ class _Worker:
         return (self.reader, self.output, self.exit_watch)
 
     def _watch_exit(self) -> None:
-        """Make the worker's exit an EOF for its reader, whoever else holds the socket.
+        """When the worker exits: end what it left running, and make it an EOF for its reader.
 
-        A process the plugin forked (without exec) keeps the worker's end of every socket
-        open after the worker dies, and the reader would wait for its EOF forever.
+        A process the plugin started stays in the worker's process group (the worker
+        leads a session of its own), and goes with it. One forked without exec also
+        keeps the worker's end of every socket open, and the reader would wait for an
+        EOF forever.
         """
+        if hasattr(os, "waitid"):
+            # Exited but not reaped yet: its pid, the group's ID, cannot be reused.
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
         self.proc.wait()
         with contextlib.suppress(OSError):  # closed already: the reader saw the EOF
             self.channel.sock.shutdown(socket.SHUT_RDWR)

@@ -628,6 +628,20 @@ def test_a_death_is_seen_while_a_child_of_the_worker_holds_its_sockets(
     assert (info.value.code, info.value.method) == (env.CRASHED, "fork_then_segfault")
     assert "SIGSEGV" in info.value.message
     assert worker_pid(plugin) != before
+    # and what the worker left running went with it
+    assert wait_until(lambda: not in_process_group(before), timeout=2)
+
+
+def in_process_group(pgid: int) -> list[int]:
+    """The PIDs of the live processes in a process group."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    found.append(int(entry.name))
+    return found
 
 
 def test_calls_in_flight_on_other_threads_fail_when_the_worker_dies(
