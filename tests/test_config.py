@@ -393,6 +393,10 @@ def test_large_and_negative_priorities_are_integers(tmp_path: Path) -> None:
             "config.yaml:3: plugins.configs.p: expected a mapping, got a list",
         ),
         (
+            "plugins:\n  spin-us: -5\n",
+            "config.yaml:2: plugins.spin-us: input should be greater than or equal to 0, got -5",
+        ),
+        (
             "plugins:\n  configs:\n    p: 'on'\n",
             "config.yaml:3: plugins.configs.p: expected a mapping, got 'on'",
         ),
