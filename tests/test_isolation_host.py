@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,21 @@ def test_a_hung_call_times_out_and_the_worker_comes_back(host: PluginHost) -> No
         host.call("tp", "hang", {})
     assert info.value.code == env.TIMEOUT
     assert host.call("tp", "echo", {"back": True}) == {"back": True}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_spin_us_from_the_config_reaches_the_worker(
+    testplugin: Path, host_factory: HostFactory
+) -> None:
+    host_factory.add("tp", testplugin)
+    host_factory.write_config(configs={"tp": ISOLATED})
+    text = host_factory.config_path.read_text()
+    host_factory.config_path.write_text(text.replace("plugins:\n", "plugins:\n  spin-us: 0\n", 1))
+    with PluginHost.from_config(host_factory.config_path) as host:
+        pid = host.call("tp", "pid", {})["pid"]
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--spin-us") + 1] == b"0"
+        assert host.call("tp", "echo", {"a": 1}) == {"a": 1}
 
 
 @pytest.fixture
