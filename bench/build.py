@@ -18,7 +18,7 @@ from cliproxy_host.discovery import platform_tag
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO / "build" / "bench"
-INCLUDES = (REPO / "include", REPO / "cliproxy_host" / "templates" / "c" / "include")
+INCLUDES = (REPO / "include", REPO / "cliproxy_host" / "scaffold" / "templates" / "c" / "include")
 
 BENCH_PLUGIN_SRC = REPO / "bench" / "plugins" / "bench_plugin.c"
 SIMPLE_C_SRC = REPO / "examples" / "c" / "simple_c.c"

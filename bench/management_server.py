@@ -19,9 +19,9 @@ from pathlib import Path
 
 import uvicorn
 
+from cliproxy_host.host.service import HostService
 from cliproxy_host.management.app import create_app
 from cliproxy_host.management.auth import KeyChecker, ManagementAuth, protect_secret
-from cliproxy_host.service import HostService
 
 PING_PATH = "/bench/ping"
 

@@ -6,10 +6,39 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from .errors import (
+    AbiVersionMismatch,
+    HostCallFailed,
+    HostNotAllowed,
+    InvalidConfig,
+    InvalidPluginId,
+    InvalidRegistration,
+    InvalidRequest,
+    NativeHandlerFailed,
+    NoHandler,
+    PluginBusy,
+    PluginCallFailed,
+    PluginCrashed,
+    PluginError,
+    PluginInitFailed,
+    PluginLoadError,
+    PluginNotAllowed,
+    PluginNotFound,
+    PluginNotLoaded,
+    PluginResponseError,
+    PluginTimeout,
+    PluginUnavailable,
+    PluginUnloading,
+    RegistrationTimeout,
+    ResponseTooLarge,
+    UnknownStream,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
 if TYPE_CHECKING:
     from .abi import ABI_VERSION, SCHEMA_VERSION
     from .config import ConfigError, HostConfig
-    from .envelope import PluginError, PluginLoadError, PluginResponseError
     from .host import NOT_HANDLED, BroadcastResult, PluginHost, PluginInfo
 
 try:
@@ -17,17 +46,14 @@ try:
 except PackageNotFoundError:  # running from a checkout that was never installed
     __version__ = "0.0.0"
 
-# The public names, imported on first use: an isolated worker process imports only the
-# loader, and must not pay for the host, its HTTP client and the config parser on every
-# (re)start.
+# The rest of the public names, imported on first use: an isolated worker process imports
+# only the loader, and must not pay for the host, its HTTP client and the config parser on
+# every (re)start. The error tree is small and imported at once.
 _EXPORTS = {
     "ABI_VERSION": ".abi",
     "SCHEMA_VERSION": ".abi",
     "ConfigError": ".config",
     "HostConfig": ".config",
-    "PluginError": ".envelope",
-    "PluginLoadError": ".envelope",
-    "PluginResponseError": ".envelope",
     "NOT_HANDLED": ".host",
     "BroadcastResult": ".host",
     "PluginHost": ".host",
@@ -48,13 +74,37 @@ __all__ = [
     "ABI_VERSION",
     "NOT_HANDLED",
     "SCHEMA_VERSION",
+    "AbiVersionMismatch",
     "BroadcastResult",
     "ConfigError",
+    "HostCallFailed",
     "HostConfig",
+    "HostNotAllowed",
+    "InvalidConfig",
+    "InvalidPluginId",
+    "InvalidRegistration",
+    "InvalidRequest",
+    "NativeHandlerFailed",
+    "NoHandler",
+    "PluginBusy",
+    "PluginCallFailed",
+    "PluginCrashed",
     "PluginError",
     "PluginHost",
     "PluginInfo",
+    "PluginInitFailed",
     "PluginLoadError",
+    "PluginNotAllowed",
+    "PluginNotFound",
+    "PluginNotLoaded",
     "PluginResponseError",
+    "PluginTimeout",
+    "PluginUnavailable",
+    "PluginUnloading",
+    "RegistrationTimeout",
+    "ResponseTooLarge",
+    "UnknownStream",
+    "UpstreamError",
+    "UpstreamTimeout",
     "__version__",
 ]

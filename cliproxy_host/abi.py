@@ -6,10 +6,9 @@ import enum
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import cffi
 
@@ -60,44 +59,6 @@ LIBRARY_SUFFIX: Final = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, 
 
 # A host callback: (plugin ID, method, request envelope bytes) -> response envelope bytes.
 HostHandler = Callable[[str, str, bytes], bytes]
-
-
-class State(enum.StrEnum):
-    """How a loaded plugin is doing, as listings show it."""
-
-    RUNNING = "running"
-    RESTARTING = "restarting"  # its worker died or was killed; a new one is starting
-    UNHEALTHY = "unhealthy"  # a call is stuck in it (in-process) or it misses pings
-    FUSED = "fused"  # crashed too often: off until its config or file changes
-
-
-@dataclass(frozen=True)
-class Health:
-    """A backend's health report; `PluginBackend.health()` answers one."""
-
-    state: State = State.RUNNING
-    restarts: int = 0
-    last_error: str | None = None
-    last_signal: str | None = None  # e.g. "SIGSEGV", for a worker that died of a signal
-
-
-class PluginBackend(Protocol):
-    """A loaded plugin wherever it lives (in this process or a worker): what the host needs."""
-
-    plugin_id: str
-    path: Path
-
-    def call(self, method: str, request: bytes) -> bytes:
-        """Send one request envelope; answer the response envelope bytes or raise PluginError."""
-        ...
-
-    def close(self) -> None:
-        """Stop routing calls, wait for those in flight, shut the plugin down and unload it."""
-        ...
-
-    def health(self) -> Health:
-        """The backend's current state, restarts and last failure."""
-        ...
 
 
 class Method(enum.StrEnum):

@@ -13,9 +13,11 @@ import orjson
 import uvicorn
 
 from . import __version__
-from .config import ConfigError
-from .envelope import NOT_FOUND, NOT_LOADED, PluginError, ok
-from .host import PluginHost, PluginInfo
+from .config.schema import ConfigError
+from .envelope import ok
+from .errors import PluginError, PluginNotFound, PluginNotLoaded
+from .host.facade import PluginHost, PluginInfo
+from .host.service import HostService
 from .management.app import create_app
 from .management.auth import (
     KeyChecker,
@@ -24,7 +26,6 @@ from .management.auth import (
     key_from_env,
     protect_secret,
 )
-from .service import HostService
 
 EXIT_OK: Final = 0
 EXIT_ERROR_ENVELOPE: Final = 1
@@ -155,7 +156,7 @@ def _cmd_call(host: PluginHost, plugin_id: str, method: str, request: Any) -> in
     try:
         result = host.call(plugin_id, method, request)
     except PluginError as exc:
-        if exc.code in (NOT_FOUND, NOT_LOADED):
+        if isinstance(exc, PluginNotFound | PluginNotLoaded):
             print(f"cliproxy-host: {exc}", file=sys.stderr)
             return EXIT_USAGE
         sys.stdout.write(exc.to_envelope().decode() + "\n")
@@ -198,7 +199,7 @@ def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:
 
 def _cmd_check(path: Path, as_json: bool, isolated: bool) -> int:
     # Imported on use, like .scaffold below: the other commands never need them.
-    from .check import run_checks  # noqa: PLC0415
+    from .check.suite import run_checks  # noqa: PLC0415
 
     report = run_checks(path, isolated=isolated)
     if as_json:
@@ -210,7 +211,7 @@ def _cmd_check(path: Path, as_json: bool, isolated: bool) -> int:
 
 def _cmd_new(name: str, lang: str, capabilities: Sequence[str], parent: Path) -> int:
     from .abi import LIBRARY_SUFFIX  # noqa: PLC0415
-    from .scaffold import ScaffoldError, create_project  # noqa: PLC0415
+    from .scaffold.project import ScaffoldError, create_project  # noqa: PLC0415
 
     try:
         project = create_project(name, lang, capabilities, parent)

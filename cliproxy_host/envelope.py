@@ -1,4 +1,4 @@
-"""JSON envelopes, the PluginError hierarchy, base64 byte fields and case-insensitive reads."""
+"""JSON envelopes: encode, decode into a result or a PluginError, base64 fields, folded keys."""
 
 from __future__ import annotations
 
@@ -9,81 +9,7 @@ from typing import Any, Final
 
 import orjson
 
-# Error codes the host itself produces. Plugins may use any code of their own.
-HOST_CALL_FAILED: Final = "host_call_failed"
-INVALID_REQUEST: Final = "invalid_request"
-INVALID_RESPONSE: Final = "invalid_response"
-LOAD_FAILED: Final = "plugin_load_failed"
-INIT_FAILED: Final = "plugin_init_failed"
-ABI_MISMATCH: Final = "abi_version_mismatch"
-INVALID_REGISTRATION: Final = "invalid_registration"
-REGISTRATION_TIMEOUT: Final = "registration_timeout"
-CALL_FAILED: Final = "plugin_call_failed"
-NOT_FOUND: Final = "plugin_not_found"
-NOT_LOADED: Final = "plugin_not_loaded"
-UNLOADING: Final = "plugin_unloading"
-NO_HANDLER: Final = "no_handler"
-# Fault tolerance (isolated workers, timeouts, limits, the circuit breaker).
-CRASHED: Final = "plugin_crashed"
-TIMEOUT: Final = "plugin_timeout"
-BUSY: Final = "plugin_busy"
-UNAVAILABLE: Final = "plugin_unavailable"
-RESPONSE_TOO_LARGE: Final = "response_too_large"
-NATIVE_FAILED: Final = "native_handler_failed"
-# A plugin answering one of these did not handle the request: dispatch moves on.
-DECLINE_CODES: Final = frozenset(
-    {"not_handled", "unsupported", "unknown_method", "not_implemented", "method_not_found"}
-)
-
-
-class PluginError(Exception):
-    """An error from or about a plugin: what failed, where, and what to do about it."""
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        plugin_id: str | None = None,
-        method: str | None = None,
-        retryable: bool | None = None,
-        http_status: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.plugin_id = plugin_id
-        self.method = method
-        self.retryable = retryable
-        self.http_status = http_status
-
-    def __str__(self) -> str:
-        where = f"plugin {self.plugin_id}" if self.plugin_id else "plugin host"
-        if self.method:
-            where += f", {self.method}"
-        return f"{where}: {self.code}: {self.message}"
-
-    def to_envelope(self) -> bytes:
-        return error(
-            self.code, self.message, retryable=self.retryable, http_status=self.http_status
-        )
-
-    def error_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.retryable is not None:
-            body["retryable"] = self.retryable
-        if self.http_status is not None:
-            body["http_status"] = self.http_status
-        return body
-
-
-class PluginLoadError(PluginError):
-    """A plugin file could not be loaded, initialised or registered."""
-
-
-class PluginResponseError(PluginError):
-    """A plugin answered bytes that break the envelope contract."""
-
+from .errors import PluginCallFailed, PluginError, PluginResponseError
 
 _OK_EMPTY: Final = b'{"ok":true,"result":{}}'
 
@@ -145,13 +71,11 @@ def _loads(data: bytes, plugin_id: str | None, method: str | None) -> Any:
             except UnicodeDecodeError as uexc:
                 reason = f"response is not valid UTF-8 ({uexc.reason} at byte {uexc.start})"
                 raise PluginResponseError(
-                    INVALID_RESPONSE,
                     f"{reason}; envelopes must be UTF-8 JSON",
                     plugin_id=plugin_id,
                     method=method,
                 ) from None
         raise PluginResponseError(
-            INVALID_RESPONSE,
             f"response is not JSON ({exc}); answer an envelope such as "
             '{"ok": true, "result": {...}}',
             plugin_id=plugin_id,
@@ -168,7 +92,7 @@ def _error_from_body(body: Any, plugin_id: str | None, method: str | None) -> Pl
         return None
     retryable = ci_get(body, "retryable")
     http_status = ci_get(body, "http_status")
-    return PluginError(
+    return PluginError.from_code(
         code,
         message if isinstance(message, str) else "",
         plugin_id=plugin_id,
@@ -198,7 +122,6 @@ def decode(data: bytes, *, plugin_id: str | None = None, method: str | None = No
 def _decode_slow(data: bytes, plugin_id: str | None, method: str | None) -> Any:
     if not data:
         raise PluginResponseError(
-            INVALID_RESPONSE,
             "empty response; a call must answer an envelope",
             plugin_id=plugin_id,
             method=method,
@@ -213,7 +136,6 @@ def _decode_slow(data: bytes, plugin_id: str | None, method: str | None) -> Any:
             if err is not None:
                 raise err
     raise PluginResponseError(
-        INVALID_RESPONSE,
         'response is not an envelope: expected {"ok": true, "result": ...} or '
         '{"ok": false, "error": {"code": ..., "message": ...}}',
         plugin_id=plugin_id,
@@ -233,8 +155,7 @@ def failed_call_error(rc: int, data: bytes, *, plugin_id: str | None, method: st
             if err is not None:
                 return err
     text = bytes(data).decode("utf-8", "replace") if data else "(no response)"
-    return PluginError(
-        CALL_FAILED,
+    return PluginCallFailed(
         f"plugin call {method} returned {rc}: {text}",
         plugin_id=plugin_id,
         method=method,

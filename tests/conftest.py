@@ -24,7 +24,7 @@ import build as example_build  # noqa: E402
 
 TESTPLUGIN_SRC = REPO / "tests" / "plugins" / "testplugin.c"
 # cliproxy_example.h: the C helpers shared by the examples, test plugins and scaffolds.
-C_HELPERS = REPO / "cliproxy_host" / "templates" / "c" / "include"
+C_HELPERS = REPO / "cliproxy_host" / "scaffold" / "templates" / "c" / "include"
 # Reused between runs so a second `make test` only rebuilds what changed.
 BUILD_CACHE = REPO / "build" / "test"
 

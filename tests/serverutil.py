@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from cliproxy_host.host.service import HostService
 from cliproxy_host.management.app import create_app
 from cliproxy_host.management.auth import KeyChecker, ManagementAuth, protect_secret
-from cliproxy_host.service import HostService
 
 KEY = "test-management-key"
 

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from cliproxy_host import envelope as env
+from cliproxy_host import errors
 
 
 def test_ok_and_error_encode_the_abi_shapes() -> None:
@@ -32,7 +33,7 @@ def test_decode_answers_the_result() -> None:
 
 def test_decode_reads_keys_case_insensitively() -> None:
     assert env.decode(b'{"OK":true,"Result":{"x":1}}') == {"x": 1}
-    with pytest.raises(env.PluginError) as info:
+    with pytest.raises(errors.PluginError) as info:
         env.decode(
             b'{"Ok":false,"Error":{"Code":"c","Message":"m","Retryable":true,"HTTP_Status":503}}'
         )
@@ -45,7 +46,7 @@ def test_decode_reads_keys_case_insensitively() -> None:
 
 
 def test_error_envelope_becomes_plugin_error_naming_plugin_and_method() -> None:
-    with pytest.raises(env.PluginError) as info:
+    with pytest.raises(errors.PluginError) as info:
         env.decode(
             b'{"ok":false,"error":{"code":"quota","message":"later"}}',
             plugin_id="p1",
@@ -66,9 +67,9 @@ def test_error_envelope_becomes_plugin_error_naming_plugin_and_method() -> None:
     ],
 )
 def test_malformed_responses_are_response_errors(data: bytes, fragment: str) -> None:
-    with pytest.raises(env.PluginResponseError, match=fragment) as info:
+    with pytest.raises(errors.PluginResponseError, match=fragment) as info:
         env.decode(data, plugin_id="p", method="m")
-    assert info.value.code == env.INVALID_RESPONSE
+    assert info.value.code == "invalid_response"
     assert info.value.plugin_id == "p"
 
 
@@ -108,12 +109,12 @@ def test_failed_call_uses_an_error_envelope_when_there_is_one() -> None:
 )
 def test_failed_call_without_error_envelope_reports_rc_and_text(data: bytes, text: str) -> None:
     err = env.failed_call_error(4, data, plugin_id="p", method="m")
-    assert err.code == env.CALL_FAILED
+    assert err.code == "plugin_call_failed"
     assert err.message == text
 
 
 def test_plugin_error_round_trips_through_an_envelope() -> None:
-    err = env.PluginError("c", "m", retryable=False, http_status=418)
-    with pytest.raises(env.PluginError) as info:
+    err = errors.PluginError("m", code="c", retryable=False, http_status=418)
+    with pytest.raises(errors.PluginError) as info:
         env.decode(err.to_envelope())
     assert info.value.error_dict() == err.error_dict()

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from cliproxy_host import envelope as env
-from cliproxy_host.host import PluginHost
+from cliproxy_host import errors
+from cliproxy_host.host.facade import PluginHost
 
 from .conftest import HostFactory
 from .httpserver import LocalServer, serve
@@ -65,7 +65,7 @@ def test_the_host_policy_refuses_a_host_the_operator_did_not_allow(
     policy = {"allowed-hosts": ["api.example.com"]}
     with (
         start_host(host_factory, examples, configs, policy) as host,
-        pytest.raises(env.PluginError) as info,
+        pytest.raises(errors.PluginError) as info,
     ):
         host.call("http-c", "executor.execute", {"Model": "m", "Payload": ""})
     assert info.value.code == "host_not_allowed"
@@ -89,7 +89,7 @@ def test_an_oversized_upstream_answer_is_an_error_not_a_crash(
     configs = {"simple-rust": {"enabled": True, "upstream_url": server.url("/big?size=5000")}}
     with (
         start_host(host_factory, examples, configs, {"max-response-bytes": 1000}) as host,
-        pytest.raises(env.PluginError) as info,
+        pytest.raises(errors.PluginError) as info,
     ):
         host.call("simple-rust", "executor.execute", {"Model": "m", "Payload": ""})
     assert info.value.code == "response_too_large"

@@ -24,8 +24,9 @@ from typing import IO, Any
 
 import orjson
 
-from cliproxy_host.envelope import PluginError, decode
-from cliproxy_host.native import NativePlugin
+from cliproxy_host.backends.native import NativePlugin
+from cliproxy_host.envelope import decode
+from cliproxy_host.errors import PluginError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -24,9 +24,9 @@ from bench.baselines.raw import RawPlugin
 from bench.figures.common import Check, Context, FigureResult, table
 from bench.harness import Ratio, Stats, fmt_ns, fmt_stats, gc_paused
 from cliproxy_host import PluginHost
-from cliproxy_host.config import HostConfig
+from cliproxy_host.config.schema import HostConfig
 from cliproxy_host.discovery import discover
-from cliproxy_host.host import lifecycle_request
+from cliproxy_host.host.facade import lifecycle_request
 
 TITLE = "Start-up: plugin files discovered, loaded and registered"
 

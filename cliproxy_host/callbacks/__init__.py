@@ -8,8 +8,9 @@ from typing import Any
 
 import orjson
 
-from ..config import HttpPolicy
-from ..envelope import HOST_CALL_FAILED, INVALID_REQUEST, PluginError, error, ok
+from ..config.schema import HttpPolicy
+from ..envelope import ok
+from ..errors import HostCallFailed, InvalidRequest, PluginError
 from .http import HttpBridge
 from .log import host_log
 
@@ -39,7 +40,7 @@ class HostCallbacks:
             # _dispatch, inlined: this runs for every host callback.
             callback = self._callbacks.get(method)
             if callback is None:
-                return error(HOST_CALL_FAILED, f"unsupported host callback {method}")
+                return HostCallFailed(f"unsupported host callback {method}").to_envelope()
             try:
                 body = orjson.loads(request)
             except orjson.JSONDecodeError as exc:
@@ -51,7 +52,7 @@ class HostCallbacks:
             return exc.to_envelope()
         except Exception as exc:
             log.exception("plugin %s: host callback %s failed", plugin_id, method)
-            return error(HOST_CALL_FAILED, f"host callback {method} failed: {exc}")
+            return HostCallFailed(f"host callback {method} failed: {exc}").to_envelope()
 
     def plugin_unloaded(self, plugin_id: str) -> None:
         """Release what the plugin still holds: its open HTTP streams."""
@@ -63,4 +64,4 @@ class HostCallbacks:
 
 
 def _invalid(message: str) -> PluginError:
-    return PluginError(INVALID_REQUEST, message, retryable=False, http_status=400)
+    return InvalidRequest(message, retryable=False, http_status=400)

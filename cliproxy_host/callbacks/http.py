@@ -16,8 +16,18 @@ from typing import Any, Final
 
 import httpx
 
-from ..config import HttpPolicy
-from ..envelope import HOST_CALL_FAILED, INVALID_REQUEST, PluginError, b64decode, b64encode, ci_get
+from ..config.schema import HttpPolicy
+from ..envelope import b64decode, b64encode, ci_get
+from ..errors import (
+    HostCallFailed,
+    HostNotAllowed,
+    InvalidRequest,
+    PluginError,
+    ResponseTooLarge,
+    UnknownStream,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 HOST_NOT_ALLOWED: Final = "host_not_allowed"
 HOST_TIMEOUT: Final = "host_timeout"
@@ -252,8 +262,7 @@ class HttpBridge:
                 plugin_id,
                 host,
             )
-            raise PluginError(
-                HOST_NOT_ALLOWED,
+            raise HostNotAllowed(
                 f"host {host} is not allowed; the host operator must add it to "
                 "http.allowed-hosts for plugins to reach it",
                 retryable=False,
@@ -275,21 +284,17 @@ class HttpBridge:
         if isinstance(exc, httpx.LocalProtocolError):
             return _invalid(f"the request to {host} cannot be sent: {exc}")
         reason = str(exc) or type(exc).__name__
-        return PluginError(
-            UPSTREAM_ERROR, f"request to {host} failed: {reason}", retryable=True, http_status=502
-        )
+        return UpstreamError(f"request to {host} failed: {reason}", retryable=True, http_status=502)
 
     def _timed_out(self, host: str) -> PluginError:
-        return PluginError(
-            HOST_TIMEOUT,
+        return UpstreamTimeout(
             f"request to {host} timed out after {self._timeout:g}s (http.timeout-seconds)",
             retryable=True,
             http_status=504,
         )
 
     def _too_large(self, host: str) -> PluginError:
-        return PluginError(
-            RESPONSE_TOO_LARGE,
+        return ResponseTooLarge(
             f"response from {host} exceeds {self._max_bytes} bytes (http.max-response-bytes)",
             retryable=False,
             http_status=502,
@@ -352,12 +357,11 @@ def _shut(stream: _Stream) -> None:
 
 
 def _invalid(message: str) -> PluginError:
-    return PluginError(INVALID_REQUEST, message, retryable=False, http_status=400)
+    return InvalidRequest(message, retryable=False, http_status=400)
 
 
 def _unknown_stream(stream_id: str) -> PluginError:
-    return PluginError(
-        UNKNOWN_STREAM,
+    return UnknownStream(
         f"no open stream {stream_id!r}: it was closed, finished, or never opened by this plugin",
         retryable=False,
         http_status=404,
@@ -365,4 +369,4 @@ def _unknown_stream(stream_id: str) -> PluginError:
 
 
 def _shutting_down() -> PluginError:
-    return PluginError(HOST_CALL_FAILED, "the host is shutting down its HTTP client")
+    return HostCallFailed("the host is shutting down its HTTP client")

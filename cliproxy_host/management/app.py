@@ -15,12 +15,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..config import ConfigError
+from ..config.schema import ConfigError
 from ..discovery import is_valid_id
-from ..envelope import PluginError
-from ..host import PluginInfo
-from ..registry import ConfigField, check_settings
-from ..service import HostService, InvalidPluginId, PluginBusy, PluginNotFound
+from ..errors import InvalidPluginId, PluginBusy, PluginError, PluginNotFound
+from ..host.facade import PluginInfo
+from ..host.registry import ConfigField, check_settings
+from ..host.service import HostService
 from .errors import ApiError, ErrorBody, api_error_handler
 from .models import (
     ConfigFieldOut,
@@ -150,12 +150,8 @@ def create_app(service: HostService, auth: Auth) -> FastAPI:
     def guarded(action: Callable[[], Any]) -> Any:
         try:
             return action()
-        except InvalidPluginId as exc:
-            raise ApiError(400, "invalid_plugin_id", str(exc)) from None
-        except PluginBusy as exc:
-            raise ApiError(409, "plugin_busy", str(exc)) from None
-        except PluginNotFound as exc:
-            raise ApiError(404, "plugin_not_found", str(exc)) from None
+        except (InvalidPluginId, PluginBusy, PluginNotFound) as exc:
+            raise ApiError(exc.http_status, exc.code, exc.message) from None
         except ConfigError as exc:
             raise ApiError(400, "invalid_config", str(exc)) from None
         except OSError as exc:

@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..envelope import PluginError, b64decode, b64encode, ci_get
-from ..host import PluginHost, PluginInfo
+from ..envelope import b64decode, b64encode, ci_get
+from ..errors import PluginError, PluginResponseError
+from ..host.facade import PluginHost, PluginInfo
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,8 @@ class PluginRoutes:
         try:
             data = b64decode(ci_get(answer, "Body"), "Body")
         except ValueError as exc:
-            raise PluginError(
-                "invalid_response", str(exc), plugin_id=plugin_id, method="management.handle"
+            raise PluginResponseError(
+                str(exc), plugin_id=plugin_id, method="management.handle"
             ) from None
         return status, out_headers, data
 

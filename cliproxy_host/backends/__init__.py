@@ -1,0 +1,1 @@
+"""Where a plugin lives: in this process (native) or in a worker process (isolated)."""

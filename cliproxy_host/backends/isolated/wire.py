@@ -1,0 +1,328 @@
+"""The isolated-mode wire: frames, the control channel, call lines, and what both ends share.
+
+Sockets: a **control socket** (a socketpair) carries the handshake, pings, shutdown and
+the plugin's host calls from threads it started, multiplexed, with a reader thread on
+each side. **Call lines** carry the calls: a line is a socketpair of its own, created on
+demand, whose worker end is passed over a third socket (SCM_RIGHTS); it carries one call
+at a time, and the plugin's host calls made while running it. A caller checks out an
+idle line, sends its CALL and reads the answer itself, and the worker runs each line's
+calls on that line's thread, so no thread hands a call or an answer to another. Both
+ends poll briefly before sleeping (spin_until_readable).
+
+Frames: a 13-byte header (payload length: u32, kind: u8, request id: u64, big-endian)
+and the payload. CALL and HOST_CALL payloads are a u16 method length, the UTF-8 method
+and the request envelope bytes as they are; RESULT and HOST_RESULT payloads are response
+envelope bytes as they are; ERROR payloads are a small JSON object describing a
+PluginError. Host and worker each number their own requests (CALL, PING and SHUTDOWN
+from the host, HOST_CALL from the worker).
+
+A call's timeout is kept by the kernel (SO_RCVTIMEO/SO_SNDTIMEO on its line): a sleeping
+caller costs no timer thread and no poll() per call.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import select
+import socket
+import struct
+import threading
+import time
+from typing import Final, cast
+
+import orjson
+
+from ...errors import PluginError
+
+HEADER: Final = struct.Struct(">IBQ")
+_METHOD_LEN: Final = struct.Struct(">H")
+# Below this a frame is joined and sent with one syscall; above it the parts are sent as
+# they are, so a large payload is never copied just to prepend a header.
+_JOIN_LIMIT: Final = 64 * 1024
+_READ_BUFFER: Final = 256 * 1024
+LINE_BUFFER: Final = 64 * 1024
+_TIMEVAL: Final = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO and SO_SNDTIMEO
+HANDSHAKE_ID: Final = 0  # READY or the load ERROR answer this id
+
+
+class Kind(enum.IntEnum):
+    READY = 1  # worker -> host: the plugin is loaded; payload {"pid": N}
+    CALL = 2  # host -> worker, on a call line: call a plugin method
+    RESULT = 3  # worker -> host, on the call's line: the plugin's response envelope
+    ERROR = 4  # worker -> host: the call (on its line) or the load (id 0) raised a PluginError
+    HOST_CALL = 5  # worker -> host: the plugin called host->call
+    HOST_RESULT = 6  # host -> worker: the host's answer envelope
+    PING = 7  # host -> worker: answered on the worker's reader thread, never queued
+    PONG = 8  # worker -> host
+    SHUTDOWN = 9  # host -> worker: close the plugin and exit; payload: drain seconds
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a frame of this protocol."""
+
+
+class FrameTooLarge(ProtocolError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a frame of {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+_METHOD_HEADS: dict[str, bytes] = {}
+METHOD_CACHE_MAX: Final = 256  # plugins have a handful of methods; callers may invent more
+
+
+def pack_call(method: str, request: bytes) -> tuple[bytes, bytes]:
+    """The parts of a CALL or HOST_CALL payload: the method's length and name, the request."""
+    head = _METHOD_HEADS.get(method)
+    if head is None:
+        name = method.encode("utf-8")
+        head = _METHOD_LEN.pack(len(name)) + name
+        if len(_METHOD_HEADS) < METHOD_CACHE_MAX:
+            _METHOD_HEADS[method] = head
+    return head, request
+
+
+def unpack_call(payload: bytes) -> tuple[str, bytes]:
+    if len(payload) < _METHOD_LEN.size:
+        raise ProtocolError("call frame without a method")
+    (size,) = _METHOD_LEN.unpack_from(payload)
+    end = _METHOD_LEN.size + size
+    if len(payload) < end:
+        raise ProtocolError("call frame shorter than its method name")
+    return payload[_METHOD_LEN.size : end].decode("utf-8", "replace"), payload[end:]
+
+
+def pack_error(exc: PluginError) -> bytes:
+    return orjson.dumps(
+        {
+            "type": type(exc).__name__,
+            "code": exc.code,
+            "message": exc.message,
+            "retryable": exc.explicit_retryable,
+            "http_status": exc.explicit_http_status,
+        }
+    )
+
+
+def unpack_error(payload: bytes, *, plugin_id: str, method: str | None) -> PluginError:
+    """The PluginError the worker raised, rebuilt with the same class and fields."""
+    try:
+        body = orjson.loads(payload)
+        cls = PluginError.class_named(str(body.get("type"))) or PluginError
+        retryable = body.get("retryable")
+        http_status = body.get("http_status")
+        return cls(
+            str(body["message"]),
+            code=str(body["code"]),
+            plugin_id=plugin_id,
+            method=method,
+            retryable=retryable if isinstance(retryable, bool) else None,
+            http_status=http_status if isinstance(http_status, int) else None,
+        )
+    except (orjson.JSONDecodeError, AttributeError, KeyError) as exc:
+        raise ProtocolError(f"unreadable error frame: {exc}") from None
+
+
+def send_frame(sock: socket.socket, kind: Kind, request_id: int, parts: tuple[bytes, ...]) -> None:
+    """Write one frame; OSError when the peer is gone. Callers keep frames from interleaving."""
+    size = sum(map(len, parts))
+    header = HEADER.pack(size, kind, request_id)
+    if size <= _JOIN_LIMIT:
+        sock.sendall(b"".join((header, *parts)))
+    else:
+        sock.sendall(header)
+        for part in parts:
+            sock.sendall(part)
+
+
+def read_frame(file: io.BufferedReader, max_frame: int | None) -> tuple[Kind, int, bytes] | None:
+    """The next frame from a buffered reader, or None at EOF (a frame cut short counts too)."""
+    header = file.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    size, kind, request_id = HEADER.unpack(header)
+    # Checked before reading: a broken peer must not make us allocate its length.
+    if max_frame is not None and size > max_frame:
+        raise FrameTooLarge(size, max_frame)
+    payload = file.read(size) if size else b""
+    if len(payload) < size:
+        return None
+    try:
+        return Kind(kind), request_id, payload
+    except ValueError:
+        raise ProtocolError(f"unknown frame kind {kind}") from None
+
+
+class Channel:
+    """One end of the control socket: a locked writer (frames never interleave) and a reader.
+
+    recv() belongs to a single reader thread; send() may be called from any thread.
+    """
+
+    def __init__(
+        self, sock: socket.socket, max_frame: int | None = None, buffering: int = _READ_BUFFER
+    ) -> None:
+        self.sock = sock
+        self._max_frame = max_frame
+        self._file = cast(io.BufferedReader, sock.makefile("rb", buffering=buffering))
+        self._write_lock = threading.Lock()
+
+    def send(self, kind: Kind, request_id: int, *parts: bytes) -> None:
+        """Send one frame; OSError when the peer is gone."""
+        with self._write_lock:
+            send_frame(self.sock, kind, request_id, parts)
+
+    def recv(self) -> tuple[Kind, int, bytes] | None:
+        """The next frame, or None at EOF (a frame cut short counts as EOF)."""
+        return read_frame(self._file, self._max_frame)
+
+    def close(self) -> None:
+        # Under the write lock: a sender between reading the fd number and its syscall
+        # could otherwise write into whatever socket reuses the number next.
+        with self._write_lock:
+            self._file.close()
+            self.sock.close()
+
+
+class Latch:
+    """A one-shot event, set exactly once, waited for by one thread.
+
+    A bare lock: on the path of every call it costs a fraction of a threading.Event.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._lock.release()  # stays set for any later wait
+            return True
+        return False
+
+
+def spin_until_readable(poller: select.poll, seconds: float) -> bool:
+    """Poll without sleeping for up to `seconds`: whether the socket became readable.
+
+    A thread that sleeps in recv() must be woken by the sender, and a cross-CPU wake-up
+    costs more than a small call itself (more still in a virtual machine). An answer
+    expected within microseconds is cheaper to watch for.
+    """
+    end = time.perf_counter() + seconds
+    poll = poller.poll
+    while not poll(0):
+        if time.perf_counter() >= end:
+            return False
+    return True
+
+
+def set_socket_timeouts(sock: socket.socket, seconds: float | None) -> None:
+    """Kernel-side send and receive timeouts (0: none) on a blocking socket.
+
+    Unlike socket.settimeout(), they cost no poll() before every send and recv.
+    """
+    whole = 0.0 if seconds is None else max(seconds, 1e-6)
+    value = _TIMEVAL.pack(int(whole), int(whole % 1 * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
+class CallLine:
+    """A call line: a socket pair of its own to the worker, carrying one call at a time.
+
+    Checked out by one caller, who sends the CALL and reads the answer on its own thread:
+    no reader thread hands the answer over, so a call costs at most the two wake-ups of
+    a socket round trip, and none when the answer comes within the spin time.
+    The worker serves each line on a thread of its own.
+    """
+
+    __slots__ = ("_adjusted", "_file", "_max_frame", "_poller", "_timeout", "idle_since", "sock")
+
+    def __init__(self, sock: socket.socket, max_frame: int, timeout: float | None) -> None:
+        self.sock = sock
+        self._max_frame = max_frame
+        self._file = cast(io.BufferedReader, sock.makefile("rb", buffering=LINE_BUFFER))
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
+        self._timeout = timeout
+        self._adjusted = False
+        self.idle_since = 0.0
+        set_socket_timeouts(sock, timeout)
+
+    def send(self, request_id: int, method: str, request: bytes, remaining: float | None) -> None:
+        """Send a CALL; TimeoutError if the worker takes none of it for `remaining` seconds.
+
+        After any exception, here or in recv(), the line is in an unknown state: close it.
+        """
+        standard = self._timeout
+        if remaining is not None and standard is not None and remaining < standard - 0.01:
+            # The caller waited for a worker first: this call gets only what is left.
+            set_socket_timeouts(self.sock, remaining)
+            self._adjusted = True
+        elif self._adjusted:
+            set_socket_timeouts(self.sock, standard)
+            self._adjusted = False
+        try:
+            send_frame(self.sock, Kind.CALL, request_id, pack_call(method, request))
+        except BlockingIOError:  # SO_SNDTIMEO ran out
+            raise TimeoutError from None
+
+    def answer(self, request_id: int, answer: bytes, remaining: float | None) -> None:
+        """Answer a HOST_CALL the worker sent on this line while running its call.
+
+        The time the host took to answer counts against the call's timeout: what is
+        left of it bounds the rest of the call.
+        """
+        if remaining is not None:
+            if remaining <= 0:
+                raise TimeoutError
+            set_socket_timeouts(self.sock, remaining)
+            self._adjusted = True
+        try:
+            send_frame(self.sock, Kind.HOST_RESULT, request_id, (answer,))
+        except BlockingIOError:  # SO_SNDTIMEO ran out
+            raise TimeoutError from None
+
+    def recv(self, spin_s: float) -> tuple[Kind, int, bytes] | None:
+        """The next frame; None at EOF; TimeoutError when nothing came in time.
+
+        Polls for up to spin_s first (see spin_until_readable), then sleeps in recv().
+        """
+        if spin_s:
+            spin_until_readable(self._poller, spin_s)
+        file = self._file
+        header = file.read(HEADER.size)  # None: SO_RCVTIMEO ran out with nothing read
+        if header is None or len(header) < HEADER.size:
+            self._check_short(header)
+            return None
+        size, kind, request_id = HEADER.unpack(header)
+        if size > self._max_frame:
+            raise FrameTooLarge(size, self._max_frame)
+        payload = file.read(size) if size else b""
+        if payload is None or len(payload) < size:
+            self._check_short(payload)
+            return None
+        try:
+            return Kind(kind), request_id, payload
+        except ValueError:
+            raise ProtocolError(f"unknown frame kind {kind}") from None
+
+    def _check_short(self, got: bytes | None) -> None:
+        """A read came back short: fine at EOF, TimeoutError if the worker went quiet."""
+        try:
+            if self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                return
+        except BlockingIOError:
+            raise TimeoutError from None
+        raise ProtocolError(f"a frame cut short after {len(got or b'')} bytes")
+
+    def close(self) -> None:
+        self._file.close()
+        self.sock.close()

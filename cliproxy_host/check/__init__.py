@@ -1,0 +1,1 @@
+"""cliproxy-host check: a conformance suite for plugin authors."""

@@ -1,0 +1,5 @@
+"""The host: plugins brought in line with the config, and work dispatched to them."""
+
+from .facade import NOT_HANDLED, BroadcastResult, PluginHost, PluginInfo
+
+__all__ = ["NOT_HANDLED", "BroadcastResult", "PluginHost", "PluginInfo"]

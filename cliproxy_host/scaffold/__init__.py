@@ -1,0 +1,1 @@
+"""cliproxy-host new: plugin project scaffolds in C and Rust."""

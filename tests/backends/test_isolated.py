@@ -1,0 +1,903 @@
+"""Isolated mode: the same plugins in a worker process, and plugins built to misbehave there."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from cliproxy_host import envelope as env
+from cliproxy_host import errors
+from cliproxy_host.backends.isolated.client import IsolatedPlugin, IsolationLimits
+from cliproxy_host.backends.isolated.wire import CallLine, Channel, FrameTooLarge, Kind
+from cliproxy_host.backends.native import NativePlugin
+from cliproxy_host.backends.protocol import Health, State
+
+from ..conftest import REPO, CompilePlugin
+
+Handler = Callable[[str, str, bytes], bytes]
+Load = Callable[..., IsolatedPlugin]
+
+
+def answer_ok(plugin_id: str, method: str, request: bytes) -> bytes:
+    return env.ok(
+        {"plugin": plugin_id, "method": method, "request": orjson.loads(request or b"{}")}
+    )
+
+
+@pytest.fixture
+def load() -> Iterator[Load]:
+    loaded: list[IsolatedPlugin] = []
+
+    def load_(
+        path: Path, handler: Handler = answer_ok, plugin_id: str = "tp", **limits: Any
+    ) -> IsolatedPlugin:
+        plugin = IsolatedPlugin(plugin_id, path, handler, IsolationLimits(**limits))
+        loaded.append(plugin)
+        return plugin
+
+    yield load_
+    for plugin in loaded:
+        plugin.close()
+
+
+def result(plugin: IsolatedPlugin | NativePlugin, method: str, request: Any = None) -> Any:
+    data = b"" if request is None else orjson.dumps(request)
+    return env.decode(plugin.call(method, data), plugin_id=plugin.plugin_id, method=method)
+
+
+def worker_pid(plugin: IsolatedPlugin) -> int:
+    pid = result(plugin, "pid")["pid"]
+    assert isinstance(pid, int)
+    return pid
+
+
+class Sleepers:
+    """Threads that each call the plugin's `sleep` once, started at once."""
+
+    def __init__(self, plugin: IsolatedPlugin, count: int, ms: int) -> None:
+        self.answers: list[Any] = []
+        self.threads = [
+            threading.Thread(
+                target=lambda: self.answers.append(result(plugin, "sleep", {"ms": ms}))
+            )
+            for _ in range(count)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def join(self) -> list[Any]:
+        for t in self.threads:
+            t.join()
+        return self.answers
+
+
+def config_request(yaml: str) -> dict[str, Any]:
+    return {"config_yaml": base64.b64encode(yaml.encode()).decode(), "schema_version": 3}
+
+
+def alive(pid: int) -> bool:
+    """Whether pid runs (a zombie has exited: only its parent's wait() is missing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def children() -> list[int]:
+    """PIDs whose parent is this process, zombies included."""
+    mine = str(os.getpid())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == mine:
+                found.append(int(entry.name))
+    return found
+
+
+def error_fields(exc: errors.PluginError) -> tuple[Any, ...]:
+    return (
+        type(exc),
+        exc.code,
+        exc.message,
+        exc.retryable,
+        exc.http_status,
+        exc.plugin_id,
+        exc.method,
+    )
+
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and signals")
+
+
+# -- loading, calling, closing -----------------------------------------------------------
+
+
+def test_plugin_runs_in_a_worker_and_close_shuts_it_down_in_order(
+    compile_plugin: CompilePlugin, marker: Path, load: Load
+) -> None:
+    plugin = load(compile_plugin(TP_WITH_SHUTDOWN=True, TP_MARKER=marker))
+    assert result(plugin, "echo", {"a": [1, 2]}) == {"a": [1, 2]}
+    pid = worker_pid(plugin)
+    assert pid != os.getpid()
+    assert plugin.health() == Health()  # running, nothing happened
+    plugin.close()
+    assert wait_until(lambda: not alive(pid))
+    assert marker.read_text().split() == ["init", "plugin.shutdown", "shutdown"]
+    with pytest.raises(errors.PluginError) as info:
+        plugin.call("echo", b"{}")
+    assert info.value.code == "plugin_unloading"
+    plugin.close()  # twice is fine
+
+
+def test_close_waits_for_calls_in_flight(
+    compile_plugin: CompilePlugin, marker: Path, load: Load
+) -> None:
+    plugin = load(compile_plugin(TP_WITH_SHUTDOWN=True, TP_MARKER=marker))
+    answers: list[Any] = []
+    caller = threading.Thread(target=lambda: answers.append(result(plugin, "sleep", {"ms": 300})))
+    caller.start()
+    time.sleep(0.1)
+    plugin.close()
+    caller.join()
+    assert answers == [{"slept_ms": 300}]
+    assert marker.read_text().split() == ["init", "plugin.shutdown", "shutdown"]
+
+
+def test_nothing_leaks_across_crashes_and_close(testplugin: Path) -> None:
+    fds = len(os.listdir("/proc/self/fd"))
+    plugin = IsolatedPlugin("tp", testplugin, answer_ok)
+    with pytest.raises(errors.PluginError):
+        plugin.call("segfault", b"{}")
+    assert result(plugin, "echo", {}) == {}
+    plugin.close()
+    assert children() == []
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert not [t for t in threading.enumerate() if t.name.startswith("cliproxy-isolated-tp")]
+
+
+# A plugin whose init misbehaves, for what testplugin's knobs do not cover.
+_INIT_PLUGIN = r"""
+#define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "cliproxy_plugin.h"
+
+static int call(const char* method, const uint8_t* request, size_t len, cliproxy_buffer* out) {
+    static const char ok[] = "{\"ok\":true,\"result\":{}}";
+    (void)method;
+    (void)request;
+    (void)len;
+    char* p = malloc(sizeof ok - 1);
+    if (!p) return 1;
+    memcpy(p, ok, sizeof ok - 1);
+    out->ptr = p;
+    out->len = sizeof ok - 1;
+    return 0;
+}
+
+static void free_buffer(void* ptr, size_t len) {
+    (void)len;
+    free(ptr);
+}
+
+CLIPROXY_EXPORT int cliproxy_plugin_init(const cliproxy_host_api* host,
+                                         cliproxy_plugin_api* plugin) {
+#if defined(SLOW_INIT)
+    struct timespec ts = {30, 0};
+    nanosleep(&ts, NULL);
+#elif defined(CRASH_INIT)
+    abort();
+#elif defined(LOG_INIT)
+    static const char msg[] = "{\"level\":\"info\",\"message\":\"init\"}";
+    cliproxy_buffer answer = {0};
+    if (host->call(host->host_ctx, "host.log", (const uint8_t*)msg, sizeof msg - 1, &answer))
+        return 9;
+    host->free_buffer(answer.ptr, answer.len);
+#endif
+    (void)host;
+    plugin->abi_version = 1;
+    plugin->call = call;
+    plugin->free_buffer = free_buffer;
+    return 0;
+}
+"""
+
+
+@pytest.fixture
+def init_plugin(compile_plugin: CompilePlugin, tmp_path: Path) -> Callable[..., Path]:
+    source = tmp_path / "initplugin.c"
+    source.write_text(_INIT_PLUGIN)
+    return lambda **knobs: compile_plugin(source, **knobs)
+
+
+def test_a_plugin_may_call_the_host_from_its_init(init_plugin: Callable[..., Path]) -> None:
+    seen: list[str] = []
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        seen.append(method)
+        return env.ok({})
+
+    plugin = IsolatedPlugin("tp", init_plugin(LOG_INIT=True), handler)
+    try:
+        assert seen == ["host.log"]
+        assert result(plugin, "anything", {}) == {}
+    finally:
+        plugin.close()
+
+
+def test_a_crash_in_init_is_a_load_error(init_plugin: Callable[..., Path]) -> None:
+    path = init_plugin(CRASH_INIT=True)
+    with pytest.raises(errors.PluginLoadError) as info:
+        IsolatedPlugin("tp", path, answer_ok)
+    assert info.value.code == "plugin_load_failed"
+    assert str(path) in info.value.message
+    assert "killed by SIGABRT" in info.value.message
+    assert children() == []
+
+
+def test_a_hang_in_init_is_a_load_error_after_start_timeout(
+    init_plugin: Callable[..., Path],
+) -> None:
+    path = init_plugin(SLOW_INIT=True)
+    started = time.monotonic()
+    with pytest.raises(errors.PluginLoadError) as info:
+        IsolatedPlugin("tp", path, answer_ok, IsolationLimits(start_timeout_s=0.8))
+    assert time.monotonic() - started < 5
+    assert info.value.code == "plugin_load_failed"
+    assert "start_timeout_s" in info.value.message
+    assert children() == []
+
+
+# -- the same behaviour as in-process ----------------------------------------------------
+
+
+def _load_error(factory: Callable[[], object]) -> errors.PluginError:
+    with pytest.raises(errors.PluginLoadError) as info:
+        factory()
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"TP_NO_INIT": True},
+        {"TP_INIT_RC": 7, "TP_WITH_SHUTDOWN": True},
+        {"TP_ABI_VERSION": 2, "TP_WITH_SHUTDOWN": True},
+        {"TP_NULL_CALL": True},
+        {"TP_NULL_FREE": True},
+    ],
+    ids=["no-init", "init-rc", "abi-2", "null-call", "null-free"],
+)
+def test_load_failures_are_the_in_process_ones(
+    compile_plugin: CompilePlugin, marker: Path, knobs: dict[str, Any]
+) -> None:
+    path = compile_plugin(**knobs, TP_MARKER=marker)
+    native = _load_error(lambda: NativePlugin("bad", path, answer_ok))
+    native_events = marker.read_text() if marker.exists() else None
+    marker.unlink(missing_ok=True)
+    isolated = _load_error(lambda: IsolatedPlugin("bad", path, answer_ok))
+    assert error_fields(isolated) == error_fields(native)
+    # the worker went through the same init and shutdown steps
+    assert (marker.read_text() if marker.exists() else None) == native_events
+    assert children() == []
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-a-library"])
+def test_unloadable_files_are_refused_as_in_process(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "bad.so"
+    if kind == "not-a-library":
+        path.write_text("#!/bin/sh\necho not a library\n")
+    native = _load_error(lambda: NativePlugin("bad", path, answer_ok))
+    isolated = _load_error(lambda: IsolatedPlugin("bad", path, answer_ok))
+    assert error_fields(isolated) == error_fields(native)
+    assert str(path) in isolated.message
+
+
+_CALLS = [
+    ("echo", b'{"x":1}'),
+    ("echo", b""),
+    ("rc_with_envelope", b"{}"),
+    ("rc_without_envelope", b"{}"),
+    ("rc_no_response", b"{}"),
+    ("null_with_len", b"{}"),
+    ("not_json", b"{}"),
+    ("not_utf8", b"{}"),
+    ("empty", b"{}"),
+    ("no.such.method", b"{}"),
+    ("decline", b"{}"),
+    ("fail", b"{}"),
+    ("big", b'{"bytes":100000}'),
+    ("host_bad_ctx", b"{}"),
+]
+
+
+def _outcome(plugin: IsolatedPlugin | NativePlugin, method: str, request: bytes) -> Any:
+    try:
+        data = plugin.call(method, request)
+    except errors.PluginError as exc:
+        return ("raised", *error_fields(exc))
+    try:
+        return ("answered", data, env.decode(data, plugin_id="tp", method=method))
+    except errors.PluginError as exc:
+        return ("answered", data, *error_fields(exc))
+
+
+def test_every_call_outcome_is_the_in_process_one(testplugin: Path, load: Load) -> None:
+    native = NativePlugin("tp", testplugin, answer_ok)
+    try:
+        expected = [_outcome(native, m, r) for m, r in _CALLS]
+    finally:
+        native.close()
+    isolated = load(testplugin)
+    assert [_outcome(isolated, m, r) for m, r in _CALLS] == expected
+    stats = result(isolated, "stats")
+    assert stats["allocs"] == stats["frees"] == len(_CALLS) - 3  # three answer nothing
+    assert stats["bad_frees"] == 0
+
+
+# -- host callbacks ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("via", ["host", "host_thread"])
+def test_plugin_calls_the_host_from_its_call_and_from_its_own_thread(
+    testplugin: Path, load: Load, via: str
+) -> None:
+    seen: list[tuple[str, str, bytes]] = []
+    threads: list[threading.Thread] = []
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        seen.append((plugin_id, method, request))
+        threads.append(threading.current_thread())
+        return env.ok({"pong": True})
+
+    plugin = load(testplugin, handler, plugin_id="caller")
+    assert result(plugin, via, {"method": "host.ping", "request": {"x": [1, 2]}}) == {"pong": True}
+    assert [(p, m, orjson.loads(r)) for p, m, r in seen] == [("caller", "host.ping", {"x": [1, 2]})]
+    # From the thread running the call, the host call comes back on the call's own line
+    # and is answered by the calling thread; from a thread of the plugin's, it takes the
+    # control socket and a thread of the host's.
+    assert (threads[0] is threading.current_thread()) is (via == "host")
+
+
+def test_a_slow_host_answer_counts_against_the_call_timeout(testplugin: Path, load: Load) -> None:
+    def slow(plugin_id: str, method: str, request: bytes) -> bytes:
+        time.sleep(1.2)
+        return env.ok({})
+
+    plugin = load(testplugin, slow, timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(errors.PluginError) as info:
+        plugin.call("host", b'{"method": "host.slow", "request": {}}')
+    assert info.value.code == "plugin_timeout"
+    assert time.monotonic() - started < 3
+
+
+def test_host_callbacks_may_reenter_the_plugin_several_levels_deep(
+    testplugin: Path, load: Load
+) -> None:
+    box: dict[str, IsolatedPlugin] = {}
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        # plugin -> host -> plugin -> host ... while every outer call is still running
+        depth = orjson.loads(request)["depth"]
+        if depth == 0:
+            return box["p"].call("echo", b'{"bottom": true}')
+        inner = {"method": "host.deeper", "request": {"depth": depth - 1}}
+        return box["p"].call("host_thread" if depth % 2 else "host", orjson.dumps(inner))
+
+    box["p"] = load(testplugin, handler)
+    request = {"method": "host.deeper", "request": {"depth": 3}}
+    assert result(box["p"], "host", request) == {"bottom": True}
+
+
+def test_exception_in_a_host_callback_becomes_an_error_envelope(
+    testplugin: Path, load: Load
+) -> None:
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        raise RuntimeError("callback exploded")
+
+    plugin = load(testplugin, handler)
+    with pytest.raises(errors.PluginError) as info:
+        result(plugin, "host_thread", {"method": "host.log", "request": {}})
+    assert info.value.code == "host_call_failed"
+    assert "callback exploded" in info.value.message
+
+
+def test_eight_threads_call_while_the_plugin_calls_back(testplugin: Path, load: Load) -> None:
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        with lock:
+            counts[method] = counts.get(method, 0) + 1
+        return env.ok(orjson.loads(request))
+
+    plugin = load(testplugin, handler)
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(50):
+                via = "host_thread" if i % 2 else "host"
+                got = result(plugin, via, {"method": "host.echo", "request": {"n": n, "i": i}})
+                assert got == {"n": n, "i": i}
+                assert result(plugin, "echo", {"n": n}) == {"n": n}
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert counts == {"host.echo": 400}
+    assert result(plugin, "stats")["bad_frees"] == 0
+
+
+def test_calls_from_many_threads_run_at_the_same_time(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin)
+    started = time.monotonic()
+    assert Sleepers(plugin, 8, 400).join() == [{"slept_ms": 400}] * 8
+    assert time.monotonic() - started < 1.6  # 3.2 s one after another
+
+
+def worker_threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def worker_sockets(pid: int) -> int:
+    """The sockets a worker holds: control, the one new lines come over, and its lines."""
+    found = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            found += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return found
+
+
+def test_each_concurrent_call_gets_a_line_and_idle_lines_are_closed(
+    testplugin: Path, load: Load
+) -> None:
+    plugin = load(testplugin, ping_interval_s=0.1, line_idle_s=0.3)
+    pid = worker_pid(plugin)
+    assert worker_sockets(pid) == 3  # control, lines, and the line that asked for the pid
+    fds = len(os.listdir("/proc/self/fd"))
+    threads_before = worker_threads(pid)
+    sleepers = Sleepers(plugin, 6, 500)
+    # five more lines than the one in use before, each with a thread in the worker
+    assert wait_until(lambda: worker_sockets(pid) == 3 + 5)
+    assert worker_threads(pid) >= threads_before + 4  # (its loading thread may have ended)
+    assert sleepers.join() == [{"slept_ms": 500}] * 6
+    assert len(os.listdir("/proc/self/fd")) >= fds + 5
+    # unused for line_idle_s: closed on both sides, but for the last one
+    assert wait_until(lambda: worker_sockets(pid) == 3)
+    assert wait_until(lambda: worker_threads(pid) <= threads_before)
+    assert wait_until(lambda: len(os.listdir("/proc/self/fd")) == fds)
+    assert result(plugin, "echo", {"still": "served"}) == {"still": "served"}
+    assert worker_pid(plugin) == pid
+
+
+def test_a_method_slower_than_the_spin_time_is_slept_on(testplugin: Path, load: Load) -> None:
+    # A long spin time, so that even a thread starved by a busy machine shows it.
+    plugin = load(testplugin, spin_us=500_000)
+
+    def cpu_seconds(ms: int) -> float:
+        started = time.thread_time()
+        assert result(plugin, "sleep", {"ms": ms}) == {"slept_ms": ms}
+        return time.thread_time() - started
+
+    # the first call polls for the whole spin time, and learns the method is slow
+    assert cpu_seconds(700) > 0.05
+    # then calls of it sleep until the answer comes
+    assert cpu_seconds(700) < 0.03
+    # a method that answers within the spin time is still polled for: no CPU check here,
+    # only that the answer is the same
+    assert result(plugin, "echo", {"x": 1}) == {"x": 1}
+
+
+def test_waiting_for_a_restart_counts_against_the_call_timeout(
+    testplugin: Path, load: Load
+) -> None:
+    plugin = load(testplugin, timeout_s=2.0, backoff_initial_s=0.6)
+    with pytest.raises(errors.PluginError, match="SIGSEGV"):
+        plugin.call("segfault", b"{}")
+    started = time.monotonic()
+    with pytest.raises(errors.PluginError) as info:
+        # 1.8 s would fit in a fresh 2 s, but not in what is left after the restart
+        plugin.call("sleep", b'{"ms": 1800}')
+    assert info.value.code == "plugin_timeout"
+    assert 1.8 < time.monotonic() - started < 3.0
+
+
+def test_a_call_line_times_out_and_tells_eof_from_silence() -> None:
+    def line_pair(timeout: float) -> tuple[socket.socket, CallLine]:
+        ours, theirs = socket.socketpair()
+        return theirs, CallLine(ours, max_frame=1024, timeout=timeout)
+
+    # silence: TimeoutError after the timeout, not a hang
+    peer, line = line_pair(0.2)
+    with peer:
+        line.send(1, "echo", b"{}", 0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            line.recv(0.0)
+        assert 0.15 < time.monotonic() - started < 2
+        line.close()
+    # half a frame, then silence: still a timeout
+    peer, line = line_pair(0.2)
+    with peer:
+        peer.sendall(b"\x00\x00\x00\x10\x03")
+        with pytest.raises(TimeoutError):
+            line.recv(0.0)
+        line.close()
+    # half a frame, then EOF: the worker is gone
+    peer, line = line_pair(5.0)
+    peer.sendall(b"\x00\x00\x00\x10\x03")
+    peer.close()
+    assert line.recv(0.0) is None
+    line.close()
+    # a whole frame, polled for and read
+    peer, line = line_pair(5.0)
+    with peer:
+        Channel(peer).send(Kind.RESULT, 9, b'{"ok":true}')
+        assert line.recv(0.01) == (Kind.RESULT, 9, b'{"ok":true}')
+        # and a length over the limit is refused before it is read
+        Channel(peer).send(Kind.RESULT, 10, b"x" * 1025)
+        with pytest.raises(FrameTooLarge):
+            line.recv(0.0)
+        line.close()
+
+
+# -- crashes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "how", "signame"),
+    [
+        ("segfault", "killed by SIGSEGV", "SIGSEGV"),
+        ("abort", "killed by SIGABRT", "SIGABRT"),
+        ("exit", "exited with status 3", None),
+    ],
+)
+def test_a_crash_fails_the_call_and_a_configured_worker_takes_over(
+    testplugin: Path, load: Load, method: str, how: str, signame: str | None
+) -> None:
+    plugin = load(testplugin)
+    result(plugin, "plugin.register", config_request("mode: safe\n"))
+    result(plugin, "plugin.reconfigure", config_request("mode: fast\n"))
+    before = worker_pid(plugin)
+    with pytest.raises(errors.PluginError) as info:
+        plugin.call(method, b"{}")
+    err = info.value
+    assert (err.code, err.plugin_id, err.method) == ("plugin_crashed", "tp", method)
+    assert err.message == f"plugin tp crashed in {method} (worker {how})"
+    # the next call waits for the new worker instead of failing
+    assert worker_pid(plugin) != before
+    config = result(plugin, "last_config")
+    assert base64.b64decode(config["config_yaml"]) == b"mode: fast\n"
+    # a fresh process is registered (with the latest config), not reconfigured
+    assert (config["register_calls"], config["reconfigure_calls"]) == (1, 0)
+    health = plugin.health()
+    assert (health.state, health.restarts, health.last_signal) == (State.RUNNING, 1, signame)
+    assert health.last_error is not None
+    assert method in health.last_error
+    assert how in health.last_error
+    assert not alive(before)
+
+
+def test_a_death_is_seen_while_a_child_of_the_worker_holds_its_sockets(
+    testplugin: Path, load: Load
+) -> None:
+    plugin = load(testplugin, timeout_s=20.0)
+    before = worker_pid(plugin)
+    started = time.monotonic()
+    with pytest.raises(errors.PluginError) as info:
+        # the forked child keeps the worker's ends of every socket open for 4 s
+        plugin.call("fork_then_segfault", b"{}")
+    assert time.monotonic() - started < 3
+    assert (info.value.code, info.value.method) == ("plugin_crashed", "fork_then_segfault")
+    assert "SIGSEGV" in info.value.message
+    assert worker_pid(plugin) != before
+    # and what the worker left running went with it
+    assert wait_until(lambda: not in_process_group(before), timeout=2)
+
+
+def in_process_group(pgid: int) -> list[int]:
+    """The PIDs of the live processes in a process group."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    found.append(int(entry.name))
+    return found
+
+
+def test_calls_in_flight_on_other_threads_fail_when_the_worker_dies(
+    testplugin: Path, load: Load
+) -> None:
+    plugin = load(testplugin)
+    failures: list[errors.PluginError] = []
+
+    def sleeper() -> None:
+        with pytest.raises(errors.PluginError) as info:
+            plugin.call("sleep", b'{"ms": 20000}')
+        failures.append(info.value)
+
+    threads = [threading.Thread(target=sleeper) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    with pytest.raises(errors.PluginError, match="SIGSEGV"):
+        plugin.call("segfault", b"{}")
+    for t in threads:
+        t.join()
+    assert time.monotonic() - started < 5
+    assert [(e.code, e.method, e.message) for e in failures] == [
+        ("plugin_crashed", "sleep", "plugin tp crashed in sleep (worker killed by SIGSEGV)")
+    ] * 3
+    assert result(plugin, "echo", {"after": 1}) == {"after": 1}
+
+
+def test_a_hung_call_times_out_and_the_worker_is_replaced(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin, timeout_s=0.5)
+    before = worker_pid(plugin)
+    started = time.monotonic()
+    with pytest.raises(errors.PluginError) as info:
+        plugin.call("hang", b"{}")
+    assert 0.4 < time.monotonic() - started < 2
+    err = info.value
+    assert (err.code, err.plugin_id, err.method) == ("plugin_timeout", "tp", "hang")
+    assert "0.5 s" in err.message
+    # waiting for the restart counts against a call's timeout, so wait here instead
+    assert wait_until(lambda: plugin.health().state is State.RUNNING)
+    assert worker_pid(plugin) != before
+    health = plugin.health()
+    assert (health.state, health.restarts, health.last_signal) == (State.RUNNING, 1, "SIGKILL")
+    assert health.last_error is not None
+    assert "hang" in health.last_error
+
+
+def test_too_many_crashes_fuse_the_plugin_until_its_config_changes(
+    testplugin: Path, load: Load
+) -> None:
+    plugin = load(testplugin, fuse_crashes=3, fuse_window_s=30.0)
+    safe = config_request("mode: safe\n")
+    result(plugin, "plugin.register", safe)
+    for _ in range(3):
+        with pytest.raises(errors.PluginError) as info:
+            plugin.call("abort", b"{}")
+        assert info.value.code == "plugin_crashed"
+    health = plugin.health()
+    assert (health.state, health.restarts, health.last_signal) == (State.FUSED, 2, "SIGABRT")
+    assert health.last_error is not None
+    assert "fused after 3 crashes in 30 s" in health.last_error
+    assert "abort" in health.last_error  # the reason is kept
+    started = time.monotonic()
+    with pytest.raises(errors.PluginError) as info:
+        plugin.call("echo", b"{}")
+    assert time.monotonic() - started < 0.5  # fails fast
+    assert info.value.code == "plugin_unavailable"
+    assert info.value.message == health.last_error
+    # the same config again does not re-arm it; a new one does
+    with pytest.raises(errors.PluginError):
+        plugin.call("plugin.reconfigure", orjson.dumps(safe))
+    time.sleep(0.3)
+    assert plugin.health().state is State.FUSED
+    result(plugin, "plugin.reconfigure", config_request("mode: fast\n"))
+    assert plugin.health().state is State.RUNNING
+    config = result(plugin, "last_config")
+    assert base64.b64decode(config["config_yaml"]) == b"mode: fast\n"
+
+
+def restarted(plugin: IsolatedPlugin, times: int) -> bool:
+    return plugin.health().restarts == times
+
+
+def test_restarts_back_off_immediately_then_growing_then_capped(
+    testplugin: Path, load: Load
+) -> None:
+    plugin = load(testplugin, fuse_crashes=10, backoff_max_s=0.3)
+    delays = []
+    for n in range(1, 6):
+        assert wait_until(lambda: plugin.health().state is State.RUNNING)
+        with pytest.raises(errors.PluginError):
+            plugin.call("segfault", b"{}")
+        crashed = time.monotonic()
+        # restarts counts workers started: it moves when the backoff is over
+        assert wait_until(functools.partial(restarted, plugin, n))
+        delays.append(time.monotonic() - crashed)
+    assert delays[0] < 0.2
+    assert delays[1] >= 0.25
+    assert all(0.3 <= d < 1.0 for d in delays[2:])  # 0.5, 1 and 2 s without the cap
+
+
+# -- limits ------------------------------------------------------------------------------
+
+
+def test_a_response_over_max_response_bytes_is_an_error_not_a_dead_worker(
+    testplugin: Path, load: Load
+) -> None:
+    plugin = load(testplugin, max_response_bytes=1024 * 1024)
+    before = worker_pid(plugin)
+    with pytest.raises(errors.PluginResponseError) as info:
+        plugin.call("big", orjson.dumps({"bytes": 64 * 1024 * 1024}))
+    assert (info.value.code, info.value.method) == ("response_too_large", "big")
+    assert "max_response_bytes (1048576)" in info.value.message
+    assert len(result(plugin, "big", {"bytes": 1000 * 1000})["data"]) == 1000 * 1000
+    assert worker_pid(plugin) == before
+    assert plugin.health().restarts == 0
+
+
+def test_a_large_response_within_the_limit_is_copied_whole(testplugin: Path, load: Load) -> None:
+    data = result(load(testplugin), "big", {"bytes": 16 * 1024 * 1024})["data"]
+    assert len(data) == 16 * 1024 * 1024
+    assert set(data) == {"a"}
+
+
+def test_the_host_refuses_to_read_a_frame_over_its_limit() -> None:
+    left, right = socket.socketpair()
+    try:
+        sender, receiver = Channel(left), Channel(right, max_frame=1024)
+        sender.send(Kind.RESULT, 7, b"x" * 1024)
+        assert receiver.recv() == (Kind.RESULT, 7, b"x" * 1024)
+        sender.send(Kind.RESULT, 8, b"x" * 1025)
+        with pytest.raises(FrameTooLarge):
+            receiver.recv()
+    finally:
+        left.close()
+        right.close()
+
+
+def test_memory_limit_makes_a_big_allocation_fail_inside_the_worker(
+    testplugin: Path, load: Load
+) -> None:
+    plugin = load(testplugin, memory_limit_mb=256)
+    before = worker_pid(plugin)
+    with pytest.raises(errors.PluginError) as info:
+        result(plugin, "alloc", {"mb": 512})
+    assert info.value.code == "out_of_memory"
+    assert result(plugin, "alloc", {"mb": 16}) == {"allocated_mb": 16, "ok": True}
+    assert worker_pid(plugin) == before
+
+
+def test_cpu_limit_stops_a_spinning_worker(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin, cpu_limit_s=1, timeout_s=20.0)
+    with pytest.raises(errors.PluginError) as info:
+        plugin.call("hang", b"{}")
+    assert info.value.code == "plugin_crashed"
+    assert "SIGXCPU" in info.value.message
+    assert result(plugin, "echo", {}) == {}
+
+
+# -- the worker's life -------------------------------------------------------------------
+
+
+def test_the_worker_dies_with_a_host_killed_by_sigkill(testplugin: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from pathlib import Path
+        from cliproxy_host import envelope
+        from cliproxy_host.backends.isolated.client import IsolatedPlugin
+
+        plugin = IsolatedPlugin("tp", Path(sys.argv[1]), lambda *a: envelope.ok({}))
+        print(envelope.decode(plugin.call("pid", b""))["pid"], flush=True)
+        time.sleep(60)
+        """
+    )
+    host = subprocess.Popen(
+        [sys.executable, "-c", script, str(testplugin)], stdout=subprocess.PIPE, cwd=REPO
+    )
+    try:
+        assert host.stdout is not None
+        pid = int(host.stdout.readline())
+        assert alive(pid)
+    finally:
+        host.kill()
+        host.wait()
+        if host.stdout is not None:
+            host.stdout.close()
+    assert wait_until(lambda: not alive(pid), timeout=5)
+
+
+def test_worker_output_goes_to_the_log_with_the_plugin_id(
+    testplugin: Path, load: Load, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cliproxy_host.plugin.chatty")
+    plugin = load(testplugin, plugin_id="chatty")
+    result(plugin, "stderr", {"message": "hello from inside"})
+
+    def logged() -> bool:
+        return any(
+            r.name == "cliproxy_host.plugin.chatty"
+            and r.levelno == logging.WARNING
+            and r.getMessage() == "chatty: hello from inside"
+            for r in caplog.records
+        )
+
+    assert wait_until(logged)
+
+
+def test_a_worker_that_stops_answering_pings_is_replaced(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin, ping_interval_s=0.2, ping_timeout_s=0.3)
+    before = worker_pid(plugin)
+    time.sleep(0.5)  # pings come and go
+    assert plugin.health().restarts == 0
+    states: set[State] = set()
+    os.kill(before, signal.SIGSTOP)
+
+    def replaced() -> bool:
+        health = plugin.health()
+        states.add(health.state)
+        return health.restarts >= 1 and health.state is State.RUNNING
+
+    assert wait_until(replaced, timeout=5)
+    assert states & {State.UNHEALTHY, State.RESTARTING}
+    last_error = plugin.health().last_error
+    assert last_error is not None
+    assert "missed a ping" in last_error
+    assert worker_pid(plugin) != before
+    assert not alive(before)
+
+
+def test_long_calls_do_not_delay_pings(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin, ping_interval_s=0.1, ping_timeout_s=0.3)
+    assert Sleepers(plugin, 4, 1200).join() == [{"slept_ms": 1200}] * 4
+    assert plugin.health() == Health()
+
+
+def test_unloading_while_plugin_threads_call_back_is_clean(
+    testplugin: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        calls.append(method)
+        return env.ok({})
+
+    plugin = IsolatedPlugin("tp", testplugin, handler)
+    pid = worker_pid(plugin)
+    assert result(plugin, "threads_calling_host") == {"started": 4}
+    assert wait_until(lambda: len(calls) > 20)
+    started = time.monotonic()
+    plugin.close(timeout=1.0)
+    assert time.monotonic() - started < 4
+    assert not alive(pid)
+    assert set(calls) == {"host.log"}
+    health = plugin.health()
+    assert (health.last_signal, health.last_error, health.restarts) == (None, None, 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
