@@ -1,4 +1,4 @@
-"""PluginHost: apply a config (discover, load, register, reconfigure, unload) and dispatch work."""
+"""PluginHost: the façade that applies a config to the loaded plugins and routes work to them."""
 
 from __future__ import annotations
 
@@ -7,41 +7,22 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-import orjson
-from pydantic import BaseModel
-
-from ..abi import (
-    LIBRARY_SUFFIX,
-    METHOD_CAPABILITY,
-    SCHEMA_VERSION,
-    HostHandler,
-    Method,
-    Mode,
-    method_mode,
-)
-from ..backends.guard import GuardedBackend, GuardLimits
-from ..backends.isolated.client import IsolatedPlugin, IsolationLimits
-from ..backends.native import NativePlugin, built_with_go
-from ..backends.protocol import Health, PluginBackend, State
+from ..abi import HostHandler, Method
+from ..backends.guard import GuardedBackend
+from ..backends.native import NativePlugin
+from ..backends.protocol import Health, PluginBackend
 from ..callbacks import HostCallbacks
 from ..config.schema import HostConfig
-from ..discovery import PluginFile, discover
-from ..envelope import b64encode, decode
-from ..errors import (
-    DECLINE_CODES,
-    NativeHandlerFailed,
-    NoHandler,
-    PluginError,
-    PluginNotFound,
-    PluginNotLoaded,
-    PluginResponseError,
-    PluginUnloading,
-    RegistrationTimeout,
-)
+from ..discovery import PluginFile
+from ..envelope import decode
+from ..errors import PluginError, PluginResponseError, PluginUnloading, RegistrationTimeout
+from . import dispatch, reconcile
+from .dispatch import NOT_HANDLED, BroadcastResult, encode
+from .listing import PluginInfo, describe, unavailable
+from .loader import BackendFactory, Slot, Spec, lifecycle_request, load_plugin
 from .registry import (
     NativeHandler,
     Record,
@@ -51,116 +32,9 @@ from .registry import (
     parse_registration,
 )
 
+__all__ = ["NOT_HANDLED", "BroadcastResult", "PluginHost", "PluginInfo", "lifecycle_request"]
+
 log = logging.getLogger(__name__)
-
-BackendFactory = Callable[[str, Path, HostHandler], PluginBackend]
-
-
-class _NotHandled:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "NOT_HANDLED"
-
-
-# A native handler returns this to let the next handler (or plugin) take the request.
-NOT_HANDLED: Final = _NotHandled()
-
-
-class PluginInfo(BaseModel):
-    """One discovered or configured plugin, as listings show it."""
-
-    id: str
-    path: str | None
-    version: str | None
-    configured: bool
-    enabled: bool
-    registered: bool
-    loading: bool
-    priority: int
-    metadata: dict[str, Any] | None
-    capabilities: dict[str, Any]
-    error: str | None  # why it is not loaded, or what last went wrong in loading it
-    isolation: str
-    state: str | None  # running | restarting | unhealthy | fused, while loaded
-    restarts: int
-    last_error: str | None  # the last runtime failure (crash, timeout, open circuit)
-    last_signal: str | None  # the signal that killed its worker last, if any
-
-
-@dataclass
-class _Slot:
-    """The host's mutable knowledge of one plugin; only touched under the host's lock."""
-
-    file: PluginFile
-    backend: PluginBackend
-    registration: Registration
-    config_yaml: bytes
-    # (inode, size, mtime) of the file when it was loaded: tells an in-place replacement.
-    stamp: tuple[int, int, int]
-    # How the backend was built (isolation and limits); a change needs a new backend.
-    spec: _Spec
-    # An in-process library with a Go runtime in it: Go allows one per process.
-    go_runtime: bool = False
-
-
-@dataclass(frozen=True)
-class BroadcastResult:
-    """What one observer made of a broadcast event: its result or its error."""
-
-    name: str
-    result: Any = None
-    error: PluginError | None = None
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """Everything a backend is built from besides the file: a change means a reload."""
-
-    isolated: bool
-    guard: GuardLimits
-    isolation: IsolationLimits | None
-
-    @classmethod
-    def of(cls, cfg: HostConfig, plugin_id: str) -> _Spec:
-        entry, defaults = cfg.plugin_entry(plugin_id), cfg.plugins
-        max_response = entry.max_response_bytes or defaults.max_response_bytes
-        isolated = entry.isolation == "process"
-        if isolated:
-            timeout_ms: int | None = entry.timeout_ms or defaults.timeout_ms
-            isolation: IsolationLimits | None = IsolationLimits(
-                timeout_s=timeout_ms / 1000 if timeout_ms else None,
-                memory_limit_mb=entry.memory_limit_mb,
-                cpu_limit_s=entry.cpu_limit_s,
-                max_response_bytes=max_response,
-                fuse_crashes=defaults.fuse_crashes,
-                fuse_window_s=defaults.fuse_window_seconds,
-                spin_us=defaults.spin_us,
-            )
-            timeout_ms = None  # the worker enforces it, and can kill what overruns
-        else:
-            timeout_ms, isolation = entry.timeout_ms, None
-        guard = GuardLimits(
-            timeout_s=timeout_ms / 1000 if timeout_ms else None,
-            max_concurrent=entry.max_concurrent_requests,
-            busy_wait_s=defaults.busy_wait_ms / 1000,
-            max_response_bytes=max_response,
-            breaker_failures=defaults.breaker_failures,
-            breaker_cooldown_s=defaults.breaker_cooldown_seconds,
-        )
-        return cls(isolated, guard, isolation)
-
-
-def _stamp(path: Path) -> tuple[int, int, int]:
-    try:
-        st = path.stat()
-    except OSError:
-        return (0, 0, 0)
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def lifecycle_request(config_yaml: bytes) -> bytes:
-    return orjson.dumps({"config_yaml": b64encode(config_yaml), "schema_version": SCHEMA_VERSION})
 
 
 class PluginHost:
@@ -184,7 +58,7 @@ class PluginHost:
         # calling never wait for a slow plugin.
         self._apply_lock = threading.Lock()
         self._state = threading.RLock()
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, Slot] = {}
         self._files: dict[str, PluginFile] = {}
         self._errors: dict[str, str] = {}
         self._loading: set[str] = set()
@@ -222,12 +96,12 @@ class PluginHost:
     def apply(self, config: HostConfig | None = None) -> None:
         """Bring the loaded plugins in line with `config` (or the current one).
 
-        Loads what became enabled, reconfigures what changed and unloads the rest. A
-        plugin whose selected file changed is swapped: the new library is loaded and
-        registered, dispatch switches to it, then the old one is retired once its calls
-        in flight have finished. With `reload: restart` in the plugin's config (and for a
-        file replaced in place) the old one is shut down first. A reload that fails
-        keeps the old version serving.
+        Loads what became enabled, reconfigures what changed and unloads the rest
+        (reconcile.plan says which). A plugin whose selected file changed is swapped: the
+        new library is loaded and registered, dispatch switches to it, then the old one is
+        retired once its calls in flight have finished. With `reload: restart` in the
+        plugin's config (and for a file replaced in place) the old one is shut down first.
+        A reload that fails keeps the old version serving.
         """
         with self._apply_lock:
             with self._state:
@@ -236,53 +110,21 @@ class PluginHost:
                 if config is not None:
                     self._config = config
                 cfg = self._config
-            pins = {
-                pid: pin
-                for pid in cfg.plugins.configs
-                if (pin := cfg.plugin_entry(pid).pinned_version) is not None
-            }
-            found = discover(cfg.plugins_dir(), pins)
-            wanted = {
-                pid: f
-                for pid, f in found.files.items()
-                if cfg.plugins.enabled and cfg.plugin_entry(pid).enabled
-            }
-            with self._state:
-                self._files = dict(found.files)
-                self._errors = dict(found.problems)
                 slots = dict(self._slots)
-            retired = [pid for pid in slots if pid not in wanted]
-            to_load: dict[str, PluginFile] = {}
-            restart: list[str] = []
-            for pid, pfile in wanted.items():
-                slot = slots.get(pid)
-                if slot is None:
-                    to_load[pid] = pfile
-                elif slot.file.path != pfile.path or slot.stamp != _stamp(pfile.path):
-                    to_load[pid] = pfile
-                    in_place = slot.file.path == pfile.path
-                    if in_place or cfg.plugin_entry(pid).reload == "restart":
-                        restart.append(pid)
-                elif slot.spec != _Spec.of(cfg, pid) or (
-                    slot.config_yaml != cfg.config_yaml(pid)
-                    and slot.backend.health().state is State.FUSED
-                ):
-                    # New limits or isolation need a new backend; a fused plugin gets a
-                    # fresh start when its config changes.
-                    to_load[pid] = pfile
-                    if slot.spec.isolated or cfg.plugin_entry(pid).reload == "restart":
-                        restart.append(pid)
-                elif slot.config_yaml != cfg.config_yaml(pid):
-                    self._reconfigure(pid, slot)
-
+            steps = reconcile.plan(cfg, slots)
+            with self._state:
+                self._files = steps.files
+                self._errors = steps.problems
+            for pid in steps.reconfigure:
+                self._reconfigure(pid, slots[pid])
             # Shut down first what must not run beside its successor.
             with self._state:
-                stopped = {pid: self._slots.pop(pid) for pid in [*retired, *restart]}
-                self._loading = set(to_load)
+                stopped = {pid: self._slots.pop(pid) for pid in [*steps.retire, *steps.restart]}
+                self._loading = set(steps.load)
                 self._publish()
             for pid, slot in stopped.items():
                 self._retire(pid, slot)
-            replaced = self._load_all(to_load)
+            replaced = self._load_all(steps.load)
             for pid, slot in replaced:
                 self._retire(pid, slot)
             self._warn_go_runtimes()
@@ -336,7 +178,7 @@ class PluginHost:
         with self._state:
             return plugin_id in self._loading
 
-    def _load_all(self, files: Mapping[str, PluginFile]) -> list[tuple[str, _Slot]]:
+    def _load_all(self, files: Mapping[str, PluginFile]) -> list[tuple[str, Slot]]:
         """Load plugins in parallel, each bounded by the registration timeout.
 
         Plugins are published as they become ready, all those ready at the same moment in
@@ -348,13 +190,13 @@ class PluginHost:
         starts = {pid: self._start_load(pid, f) for pid, f in files.items()}
         by_future = {future: pid for pid, (future, _) in starts.items()}
         pending = set(by_future)
-        replaced: list[tuple[str, _Slot]] = []
+        replaced: list[tuple[str, Slot]] = []
         while pending:
             remaining = max(0.0, deadline - time.monotonic())
             ready, pending = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
             if not ready:
                 break
-            loaded: list[tuple[str, _Slot]] = []
+            loaded: list[tuple[str, Slot]] = []
             for future in ready:
                 pid = by_future[future]
                 try:
@@ -398,10 +240,10 @@ class PluginHost:
 
     def _start_load(
         self, plugin_id: str, pfile: PluginFile
-    ) -> tuple[Future[_Slot], threading.Event]:
+    ) -> tuple[Future[Slot], threading.Event]:
         # A daemon thread, not an executor: a plugin stuck in init or register must not
         # keep the interpreter from exiting.
-        future: Future[_Slot] = Future()
+        future: Future[Slot] = Future()
         cancelled = threading.Event()
         config_yaml = self._config.config_yaml(plugin_id)
 
@@ -420,27 +262,19 @@ class PluginHost:
         threading.Thread(target=run, name=f"load-{plugin_id}", daemon=True).start()
         return future, cancelled
 
-    def _load(self, plugin_id: str, pfile: PluginFile, config_yaml: bytes) -> _Slot:
-        stamp = _stamp(pfile.path)
-        spec = _Spec.of(self._config, plugin_id)
-        if spec.isolation is not None:
-            inner: PluginBackend = IsolatedPlugin(
-                plugin_id, pfile.path, self._callbacks, spec.isolation
-            )
-        else:
-            inner = self._factory(plugin_id, pfile.path, self._callbacks)
-        backend = GuardedBackend(inner, spec.guard)
-        try:
-            raw = backend.call(Method.REGISTER, lifecycle_request(config_yaml))
-            result = decode(raw, plugin_id=plugin_id, method=Method.REGISTER)
-            registration = parse_registration(result, plugin_id)
-        except BaseException:
-            self._close_backend(plugin_id, backend)
-            raise
-        go_runtime = not spec.isolated and built_with_go(pfile.path)
-        return _Slot(pfile, backend, registration, config_yaml, stamp, spec, go_runtime)
+    def _load(self, plugin_id: str, pfile: PluginFile, config_yaml: bytes) -> Slot:
+        spec = Spec.of(self._config, plugin_id)
+        return load_plugin(
+            plugin_id,
+            pfile,
+            config_yaml,
+            spec,
+            callbacks=self._callbacks,
+            factory=self._factory,
+            close=self._close_backend,
+        )
 
-    def _reconfigure(self, plugin_id: str, slot: _Slot) -> None:
+    def _reconfigure(self, plugin_id: str, slot: Slot) -> None:
         config_yaml = self._config.config_yaml(plugin_id)
         try:
             raw = slot.backend.call(Method.RECONFIGURE, lifecycle_request(config_yaml))
@@ -464,7 +298,7 @@ class PluginHost:
             for pid, slot in self._slots.items()
         )
 
-    def _retire(self, plugin_id: str, slot: _Slot) -> None:
+    def _retire(self, plugin_id: str, slot: Slot) -> None:
         self._close_backend(plugin_id, slot.backend)
         log.info("plugin %s unloaded (%s)", plugin_id, slot.file.path)
 
@@ -501,37 +335,31 @@ class PluginHost:
     def plugins(self) -> list[PluginInfo]:
         """Every discovered or configured plugin, in dispatch order (priority, then ID)."""
         with self._state:
-            cfg = self._config
-            ids = set(self._files) | set(cfg.plugins.configs) | set(self._errors)
-            infos = []
-            for pid in ids:
-                entry = cfg.plugin_entry(pid)
-                slot = self._slots.get(pid)
-                pfile = slot.file if slot else self._files.get(pid)
-                reg = slot.registration if slot else None
-                health = slot.backend.health() if slot else None
-                infos.append(
-                    PluginInfo(
-                        id=pid,
-                        path=str(pfile.path) if pfile else None,
-                        version=(pfile.version if pfile else None),
-                        configured=pid in cfg.plugins.configs,
-                        enabled=entry.enabled,
-                        registered=slot is not None,
-                        loading=pid in self._loading,
-                        priority=entry.priority,
-                        metadata=reg.metadata.to_json() if reg else None,
-                        capabilities=dict(reg.capabilities) if reg else {},
-                        error=self._errors.get(pid),
-                        isolation=entry.isolation,
-                        state=health.state.value if health else None,
-                        restarts=health.restarts if health else 0,
-                        last_error=health.last_error if health else None,
-                        last_signal=health.last_signal if health else None,
-                    )
-                )
+            ids = set(self._files) | set(self._config.plugins.configs) | set(self._errors)
+            infos = [self._describe(pid) for pid in ids]
         infos.sort(key=lambda i: (-i.priority, i.id))
         return infos
+
+    def plugin(self, plugin_id: str) -> PluginInfo | None:
+        """The listing entry of one plugin (None when nothing is known of the ID)."""
+        with self._state:
+            known = (
+                plugin_id in self._files
+                or plugin_id in self._config.plugins.configs
+                or plugin_id in self._errors
+                or plugin_id in self._slots
+            )
+            return self._describe(plugin_id) if known else None
+
+    def _describe(self, plugin_id: str) -> PluginInfo:
+        return describe(
+            plugin_id,
+            self._config,
+            self._slots.get(plugin_id),
+            self._files.get(plugin_id),
+            loading=plugin_id in self._loading,
+            error=self._errors.get(plugin_id),
+        )
 
     def registration(self, plugin_id: str) -> Registration | None:
         """The registration of a loaded plugin (None when it is not loaded)."""
@@ -545,7 +373,7 @@ class PluginHost:
         record = self._snapshot.get(plugin_id)
         if record is None:
             raise self._unavailable(plugin_id, method)
-        return self._invoke(record, method, _encode(request))
+        return self._invoke(record, method, encode(request))
 
     def _invoke(self, record: Record, method: str, data: bytes) -> Any:
         try:
@@ -575,34 +403,14 @@ class PluginHost:
 
     def _unavailable(self, plugin_id: str, method: str) -> PluginError:
         with self._state:
-            has_file = plugin_id in self._files
-            known = has_file or plugin_id in self._config.plugins.configs
-            loading = plugin_id in self._loading
-            reason = self._errors.get(plugin_id)
-            enabled = self._config.plugin_entry(plugin_id).enabled
-            plugins_on = self._config.plugins.enabled
-        if not known:
-            return PluginNotFound(
-                f"no plugin file with ID {plugin_id!r} under {self._config.plugins_dir()}",
-                plugin_id=plugin_id,
-                method=method,
+            return unavailable(
+                plugin_id,
+                method,
+                self._config,
+                has_file=plugin_id in self._files,
+                loading=plugin_id in self._loading,
+                reason=self._errors.get(plugin_id),
             )
-        if loading:
-            message = "still loading; retry in a moment"
-        elif reason:
-            message = f"not loaded: {reason}"
-        elif not has_file:
-            message = (
-                f"configured, but there is no plugin file {plugin_id}{LIBRARY_SUFFIX} "
-                f"under {self._config.plugins_dir()}"
-            )
-        elif not plugins_on:
-            message = "not loaded: plugins are off; set plugins.enabled: true"
-        elif not enabled:
-            message = f"not loaded: set plugins.configs.{plugin_id}.enabled: true"
-        else:
-            message = "not loaded"
-        return PluginNotLoaded(message, plugin_id=plugin_id, method=method)
 
     def register_native(self, method: str, name: str, handler: Callable[[Any], Any]) -> None:
         """Add a Python handler for `method`; it runs before any plugin.
@@ -614,76 +422,10 @@ class PluginHost:
             self._natives.setdefault(method, []).append(NativeHandler(name, method, handler))
 
     def dispatch(self, method: str, request: Mapping[str, Any]) -> Any:
-        """Route a capability method over native handlers and plugins (ABI.md section 5).
+        """Route a capability method over native handlers and plugins by its mode.
 
-        FIRST: the first handler that handles it answers (declines are skipped).
-        CHAIN: each handler's fields replace the request's for the next; returns the request.
-        BROADCAST: every handler sees it; returns a BroadcastResult per handler.
+        FIRST answers the first handler's result, CHAIN the request as the stages left it,
+        BROADCAST a BroadcastResult per observer (see host/dispatch.py).
         """
         handlers = dispatch_order(self._natives.get(method, ()), self._snapshot.providers(method))
-        mode = method_mode(method)
-        if mode is Mode.CHAIN:
-            return self._chain(method, handlers, dict(request))
-        if mode is Mode.BROADCAST:
-            return self._broadcast(method, handlers, request)
-        return self._first(method, handlers, request)
-
-    def _first(self, method: str, handlers: list[Any], request: Mapping[str, Any]) -> Any:
-        data = _encode(request)
-        for h in handlers:
-            if isinstance(h, NativeHandler):
-                result = h.handler(request)
-                if result is not NOT_HANDLED:
-                    return result
-                continue
-            try:
-                return self._invoke(h, method, data)
-            except PluginError as exc:
-                if exc.code not in DECLINE_CODES:
-                    raise
-        flag = METHOD_CAPABILITY.get(method)
-        hint = f"; enable a plugin with the {flag} capability" if flag else ""
-        raise NoHandler(f"nothing handles {method}{hint}", method=method)
-
-    def _chain(self, method: str, handlers: list[Any], request: dict[str, Any]) -> dict[str, Any]:
-        for h in handlers:
-            if isinstance(h, NativeHandler):
-                out = h.handler(request)
-            else:
-                try:
-                    out = self._invoke(h, method, _encode(request))
-                except PluginError as exc:
-                    # As in the Go host, a stage that fails is skipped, not fatal.
-                    if exc.code not in DECLINE_CODES:
-                        log.warning("%s (stage skipped)", exc)
-                    continue
-            if isinstance(out, Mapping):
-                request.update(out)
-        return request
-
-    def _broadcast(
-        self, method: str, handlers: list[Any], request: Mapping[str, Any]
-    ) -> list[BroadcastResult]:
-        data = _encode(request)
-        results = []
-        for h in handlers:
-            if isinstance(h, NativeHandler):
-                try:
-                    results.append(BroadcastResult(h.name, h.handler(request)))
-                except Exception as exc:
-                    log.exception("native observer %s failed on %s", h.name, method)
-                    err = NativeHandlerFailed(f"{h.name}: {exc}", method=method)
-                    results.append(BroadcastResult(h.name, error=err))
-                continue
-            try:
-                results.append(BroadcastResult(h.plugin_id, self._invoke(h, method, data)))
-            except PluginError as exc:
-                log.warning("%s (observer failed)", exc)
-                results.append(BroadcastResult(h.plugin_id, error=exc))
-        return results
-
-
-def _encode(request: Any) -> bytes:
-    if isinstance(request, bytes):
-        return request
-    return orjson.dumps({} if request is None else request)
+        return dispatch.run(method, handlers, request, self._invoke)

@@ -1,0 +1,105 @@
+"""Listing views: how one plugin looks from outside, and why it cannot take a call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..abi import LIBRARY_SUFFIX
+from ..config.schema import HostConfig
+from ..discovery import PluginFile
+from ..errors import PluginError, PluginNotFound, PluginNotLoaded
+from .loader import Slot
+
+
+class PluginInfo(BaseModel):
+    """One discovered or configured plugin, as listings show it."""
+
+    id: str
+    path: str | None
+    version: str | None
+    configured: bool
+    enabled: bool
+    registered: bool
+    loading: bool
+    priority: int
+    metadata: dict[str, Any] | None
+    capabilities: dict[str, Any]
+    error: str | None  # why it is not loaded, or what last went wrong in loading it
+    isolation: str
+    state: str | None  # running | restarting | unhealthy | fused, while loaded
+    restarts: int
+    last_error: str | None  # the last runtime failure (crash, timeout, open circuit)
+    last_signal: str | None  # the signal that killed its worker last, if any
+
+
+def describe(
+    plugin_id: str,
+    cfg: HostConfig,
+    slot: Slot | None,
+    pfile: PluginFile | None,
+    *,
+    loading: bool,
+    error: str | None,
+) -> PluginInfo:
+    """The listing entry of one plugin from what the host knows of it."""
+    entry = cfg.plugin_entry(plugin_id)
+    if slot is not None:
+        pfile = slot.file
+    reg = slot.registration if slot else None
+    health = slot.backend.health() if slot else None
+    return PluginInfo(
+        id=plugin_id,
+        path=str(pfile.path) if pfile else None,
+        version=(pfile.version if pfile else None),
+        configured=plugin_id in cfg.plugins.configs,
+        enabled=entry.enabled,
+        registered=slot is not None,
+        loading=loading,
+        priority=entry.priority,
+        metadata=reg.metadata.to_json() if reg else None,
+        capabilities=dict(reg.capabilities) if reg else {},
+        error=error,
+        isolation=entry.isolation,
+        state=health.state.value if health else None,
+        restarts=health.restarts if health else 0,
+        last_error=health.last_error if health else None,
+        last_signal=health.last_signal if health else None,
+    )
+
+
+def unavailable(
+    plugin_id: str,
+    method: str,
+    cfg: HostConfig,
+    *,
+    has_file: bool,
+    loading: bool,
+    reason: str | None,
+) -> PluginError:
+    """The error for a call to a plugin that is not loaded, saying what to do about it."""
+    plugins_dir: Path = cfg.plugins_dir()
+    if not has_file and plugin_id not in cfg.plugins.configs:
+        return PluginNotFound(
+            f"no plugin file with ID {plugin_id!r} under {plugins_dir}",
+            plugin_id=plugin_id,
+            method=method,
+        )
+    if loading:
+        message = "still loading; retry in a moment"
+    elif reason:
+        message = f"not loaded: {reason}"
+    elif not has_file:
+        message = (
+            f"configured, but there is no plugin file {plugin_id}{LIBRARY_SUFFIX} "
+            f"under {plugins_dir}"
+        )
+    elif not cfg.plugins.enabled:
+        message = "not loaded: plugins are off; set plugins.enabled: true"
+    elif not cfg.plugin_entry(plugin_id).enabled:
+        message = f"not loaded: set plugins.configs.{plugin_id}.enabled: true"
+    else:
+        message = "not loaded"
+    return PluginNotLoaded(message, plugin_id=plugin_id, method=method)

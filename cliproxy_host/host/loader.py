@@ -1,0 +1,117 @@
+"""Loading one plugin: the backend its config asks for, wrapped in the guard, and registered."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from ..abi import SCHEMA_VERSION, HostHandler, Method
+from ..backends.guard import GuardedBackend, GuardLimits
+from ..backends.isolated.client import IsolatedPlugin, IsolationLimits
+from ..backends.native import built_with_go
+from ..backends.protocol import PluginBackend
+from ..config.schema import HostConfig
+from ..discovery import PluginFile
+from ..envelope import b64encode, decode
+from .registry import Registration, parse_registration
+
+BackendFactory = Callable[[str, Path, HostHandler], PluginBackend]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything a backend is built from besides the file: a change means a reload."""
+
+    isolated: bool
+    guard: GuardLimits
+    isolation: IsolationLimits | None
+
+    @classmethod
+    def of(cls, cfg: HostConfig, plugin_id: str) -> Spec:
+        entry, defaults = cfg.plugin_entry(plugin_id), cfg.plugins
+        max_response = entry.max_response_bytes or defaults.max_response_bytes
+        isolated = entry.isolation == "process"
+        if isolated:
+            timeout_ms: int | None = entry.timeout_ms or defaults.timeout_ms
+            isolation: IsolationLimits | None = IsolationLimits(
+                timeout_s=timeout_ms / 1000 if timeout_ms else None,
+                memory_limit_mb=entry.memory_limit_mb,
+                cpu_limit_s=entry.cpu_limit_s,
+                max_response_bytes=max_response,
+                fuse_crashes=defaults.fuse_crashes,
+                fuse_window_s=defaults.fuse_window_seconds,
+                spin_us=defaults.spin_us,
+            )
+            timeout_ms = None  # the worker enforces it, and can kill what overruns
+        else:
+            timeout_ms, isolation = entry.timeout_ms, None
+        guard = GuardLimits(
+            timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            max_concurrent=entry.max_concurrent_requests,
+            busy_wait_s=defaults.busy_wait_ms / 1000,
+            max_response_bytes=max_response,
+            breaker_failures=defaults.breaker_failures,
+            breaker_cooldown_s=defaults.breaker_cooldown_seconds,
+        )
+        return cls(isolated, guard, isolation)
+
+
+@dataclass
+class Slot:
+    """The host's mutable knowledge of one plugin; only touched under the host's lock."""
+
+    file: PluginFile
+    backend: PluginBackend
+    registration: Registration
+    config_yaml: bytes
+    # (inode, size, mtime) of the file when it was loaded: tells an in-place replacement.
+    stamp: tuple[int, int, int]
+    # How the backend was built (isolation and limits); a change needs a new backend.
+    spec: Spec
+    # An in-process library with a Go runtime in it: Go allows one per process.
+    go_runtime: bool = False
+
+
+def stamp(path: Path) -> tuple[int, int, int]:
+    """(inode, size, mtime) of a file, or zeros when it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def lifecycle_request(config_yaml: bytes) -> bytes:
+    """The plugin.register / plugin.reconfigure request for a plugin's YAML config."""
+    return orjson.dumps({"config_yaml": b64encode(config_yaml), "schema_version": SCHEMA_VERSION})
+
+
+def load_plugin(
+    plugin_id: str,
+    pfile: PluginFile,
+    config_yaml: bytes,
+    spec: Spec,
+    *,
+    callbacks: HostHandler,
+    factory: BackendFactory,
+    close: Callable[[str, PluginBackend], None],
+) -> Slot:
+    """Open the plugin's backend, guard it and register it; `close` undoes a failed load."""
+    file_stamp = stamp(pfile.path)
+    if spec.isolation is not None:
+        inner: PluginBackend = IsolatedPlugin(plugin_id, pfile.path, callbacks, spec.isolation)
+    else:
+        inner = factory(plugin_id, pfile.path, callbacks)
+    backend = GuardedBackend(inner, spec.guard)
+    try:
+        raw = backend.call(Method.REGISTER, lifecycle_request(config_yaml))
+        result = decode(raw, plugin_id=plugin_id, method=Method.REGISTER)
+        registration = parse_registration(result, plugin_id)
+    except BaseException:
+        close(plugin_id, backend)
+        raise
+    go_runtime = not spec.isolated and built_with_go(pfile.path)
+    return Slot(pfile, backend, registration, config_yaml, file_stamp, spec, go_runtime)

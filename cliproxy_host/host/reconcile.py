@@ -1,0 +1,66 @@
+"""Reconcile: what has to change to bring the loaded plugins in line with a config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..backends.protocol import State
+from ..config.schema import HostConfig
+from ..discovery import PluginFile, discover
+from .loader import Slot, Spec, stamp
+
+
+@dataclass
+class Plan:
+    """The steps of one apply, in the order they run: reconfigure, retire, load."""
+
+    files: dict[str, PluginFile]  # every plugin file discovered
+    problems: dict[str, str]  # plugin ID -> why its file(s) were passed over
+    reconfigure: list[str] = field(default_factory=list)  # same backend, new config
+    retire: list[str] = field(default_factory=list)  # no longer wanted
+    load: dict[str, PluginFile] = field(default_factory=dict)  # new, or a new backend
+    # Of `load`: those whose old backend must be shut down before the new one starts.
+    restart: list[str] = field(default_factory=list)
+
+
+def plan(cfg: HostConfig, slots: Mapping[str, Slot]) -> Plan:
+    """Compare the plugins `cfg` wants (on disk, enabled) with the loaded `slots`.
+
+    A plugin whose selected file changed is loaded anew; beside its predecessor (a swap),
+    unless its config says `reload: restart` or the file was replaced in place (the
+    dynamic loader would hand back the library already loaded under that name). A change
+    of limits or isolation needs a new backend too; a fused plugin gets a fresh start
+    when its config changes. Anything else whose config changed is reconfigured.
+    """
+    pins = {
+        pid: pin
+        for pid in cfg.plugins.configs
+        if (pin := cfg.plugin_entry(pid).pinned_version) is not None
+    }
+    found = discover(cfg.plugins_dir(), pins)
+    wanted = {
+        pid: f
+        for pid, f in found.files.items()
+        if cfg.plugins.enabled and cfg.plugin_entry(pid).enabled
+    }
+    steps = Plan(dict(found.files), dict(found.problems))
+    steps.retire = [pid for pid in slots if pid not in wanted]
+    for pid, pfile in wanted.items():
+        slot = slots.get(pid)
+        restarts = cfg.plugin_entry(pid).reload == "restart"
+        if slot is None:
+            steps.load[pid] = pfile
+        elif slot.file.path != pfile.path or slot.stamp != stamp(pfile.path):
+            steps.load[pid] = pfile
+            if slot.file.path == pfile.path or restarts:
+                steps.restart.append(pid)
+        elif slot.spec != Spec.of(cfg, pid) or (
+            slot.config_yaml != cfg.config_yaml(pid) and slot.backend.health().state is State.FUSED
+        ):
+            steps.load[pid] = pfile
+            if slot.spec.isolated or restarts:
+                steps.restart.append(pid)
+        elif slot.config_yaml != cfg.config_yaml(pid):
+            steps.reconfigure.append(pid)
+    return steps
