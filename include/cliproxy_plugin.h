@@ -1,7 +1,9 @@
 /*
  * cliproxy_plugin.h - the CLIProxy plugin ABI, version 1.
  *
- * The single source of truth for the C types shared by a plugin and its host.
+ * The single source of truth for the C types shared by a plugin and its host;
+ * docs/ABI.md in the cliproxy-host repository gives the rules behind them
+ * (load order, envelopes, registration, host callbacks).
  * cliproxy-host (Python) builds its cffi declarations from the region between
  * the CLIPROXY_CDEF markers below, so keep that region plain C: no macros other
  * than CLIPROXY_EXPORT, no preprocessor lines.
@@ -14,7 +16,7 @@
  *                            it and then calls plugin->free_buffer(ptr, len);
  *       plugin -> host call: the host allocates the response with C malloc,
  *                            the plugin calls host->free_buffer(ptr, len).
- *   - Every body is UTF-8 JSON (an "envelope", see ABI.md section 2).
+ *   - Every body is UTF-8 JSON (an "envelope", see docs/ABI.md section 2).
  */
 #ifndef CLIPROXY_PLUGIN_H
 #define CLIPROXY_PLUGIN_H
