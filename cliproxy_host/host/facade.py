@@ -533,6 +533,38 @@ class PluginHost:
         infos.sort(key=lambda i: (-i.priority, i.id))
         return infos
 
+    def plugin(self, plugin_id: str) -> PluginInfo | None:
+        """The listing entry of one plugin (as plugins() shows it), built without a scan;
+        None when no file, config entry or load error has this ID."""
+        with self._state:
+            cfg = self._config
+            configured = plugin_id in cfg.plugins.configs
+            if not (configured or plugin_id in self._files or plugin_id in self._errors):
+                return None
+            entry = cfg.plugin_entry(plugin_id)
+            slot = self._slots.get(plugin_id)
+            pfile = slot.file if slot else self._files.get(plugin_id)
+            reg = slot.registration if slot else None
+            health = slot.backend.health() if slot else None
+            return PluginInfo(
+                id=plugin_id,
+                path=str(pfile.path) if pfile else None,
+                version=(pfile.version if pfile else None),
+                configured=configured,
+                enabled=entry.enabled,
+                registered=slot is not None,
+                loading=plugin_id in self._loading,
+                priority=entry.priority,
+                metadata=reg.metadata.to_json() if reg else None,
+                capabilities=dict(reg.capabilities) if reg else {},
+                error=self._errors.get(plugin_id),
+                isolation=entry.isolation,
+                state=health.state.value if health else None,
+                restarts=health.restarts if health else 0,
+                last_error=health.last_error if health else None,
+                last_signal=health.last_signal if health else None,
+            )
+
     def registration(self, plugin_id: str) -> Registration | None:
         """The registration of a loaded plugin (None when it is not loaded)."""
         record = self._snapshot.get(plugin_id)
