@@ -14,7 +14,13 @@ from typing import Any
 from ..backends.protocol import State
 from ..config.schema import ConfigError, ConfigStore, HostConfig
 from ..discovery import discover, is_valid_id
-from ..errors import InvalidPluginId, PluginBusy, PluginNotFound
+from ..errors import (
+    ConfigSaveFailed,
+    InvalidConfig,
+    InvalidPluginId,
+    PluginBusy,
+    PluginNotFound,
+)
 from .facade import PluginHost
 from .watch import Changes, Watcher
 
@@ -34,7 +40,9 @@ class HostService:
     Every change made through it is written to the file first, then applied to the host,
     once: the watcher's echo of the service's own writes (the config file it wrote, the
     plugin files it deleted) is recognised and not applied again. Hand edits of the file
-    and new plugin files are picked up by the watcher.
+    and new plugin files are picked up by the watcher. Failures are raised as the error
+    tree's classes (InvalidPluginId, PluginBusy, PluginNotFound, InvalidConfig,
+    ConfigSaveFailed).
     """
 
     def __init__(
@@ -142,10 +150,17 @@ class HostService:
 
     @contextmanager
     def _change(self, plugin_id: str) -> Iterator[None]:
-        """Check the ID, then hold the change lock."""
+        """Check the ID, then hold the change lock; store errors become the tree's."""
         self._checked(plugin_id)
         with self._changing:
-            yield
+            try:
+                yield
+            except ConfigError as exc:
+                raise InvalidConfig(str(exc), plugin_id=plugin_id) from None
+            except OSError as exc:
+                raise ConfigSaveFailed(
+                    f"{exc.strerror}: {exc.filename}", plugin_id=plugin_id
+                ) from None
 
     def exists(self, plugin_id: str) -> bool:
         return self.host.plugin(plugin_id) is not None or plugin_id in self.config.plugins.configs

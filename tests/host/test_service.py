@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cliproxy_host import errors
 from cliproxy_host.host.service import HostService
 
 from ..conftest import HostFactory
@@ -70,6 +71,32 @@ def test_a_delete_is_applied_once(service: HostService, counter: ApplyCounter) -
     wait_until(lambda: counter.saw_config_write() and counter.saw_file(library))
     assert counter.applies == 1
     assert service.host.plugin("simple-c") is None
+
+
+def test_store_failures_are_raised_as_the_error_tree(
+    service: HostService, counter: ApplyCounter
+) -> None:
+    service.config_path.write_text("plugins: [not, a, mapping]\n")
+    with pytest.raises(errors.InvalidConfig) as invalid:
+        service.patch_config("simple-c", {"mode": "fast"})
+    assert invalid.value.http_status == 400
+    with pytest.raises(errors.InvalidPluginId):
+        service.patch_config("../x", {})
+    assert counter.applies == 0
+
+
+def test_a_failed_save_is_config_save_failed(
+    service: HostService, counter: ApplyCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(service.config_path))
+
+    monkeypatch.setattr("cliproxy_host.config.schema.os.replace", refuse)
+    with pytest.raises(errors.ConfigSaveFailed) as failed:
+        service.set_enabled("simple-c", False)
+    assert failed.value.http_status == 500
+    assert failed.value.message == f"Permission denied: {service.config_path}"
+    assert counter.applies == 0
 
 
 def test_exists_and_plugin_look_up_one_id(service: HostService) -> None:
