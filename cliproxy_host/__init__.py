@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AbiVersionMismatch,
+    ConfigSaveFailed,
     HostCallFailed,
     HostNotAllowed,
     InvalidConfig,
@@ -77,6 +78,7 @@ __all__ = [
     "AbiVersionMismatch",
     "BroadcastResult",
     "ConfigError",
+    "ConfigSaveFailed",
     "HostCallFailed",
     "HostConfig",
     "HostNotAllowed",

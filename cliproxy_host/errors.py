@@ -267,6 +267,12 @@ class InvalidConfig(PluginError):
     default_http_status = 400
 
 
+class ConfigSaveFailed(PluginError):
+    """The host could not write its config file (or delete a plugin's files)."""
+
+    code = "config_save_failed"
+
+
 # -- host callbacks ----------------------------------------------------------------------
 
 

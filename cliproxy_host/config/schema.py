@@ -606,6 +606,15 @@ class ConfigStore:
         with self._lock:
             return self._reload()
 
+    def reload_if_changed(self) -> HostConfig | None:
+        """Like reload(), but None without reading when the file is the one the store
+        last read or wrote (same stamp): the echo of its own write is no edit."""
+        with self._lock:
+            stamp = _stamp_of(self._path)
+            if stamp is not None and stamp == self._file.stamp:
+                return None
+            return self._reload()
+
     def _reload(self) -> HostConfig:
         file = _read_file(self._path, self._source)
         if file is None:

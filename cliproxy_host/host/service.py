@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,13 @@ from typing import Any
 from ..backends.protocol import State
 from ..config.schema import ConfigError, ConfigStore, HostConfig
 from ..discovery import discover, is_valid_id
-from ..errors import InvalidPluginId, PluginBusy, PluginNotFound
+from ..errors import (
+    ConfigSaveFailed,
+    InvalidConfig,
+    InvalidPluginId,
+    PluginBusy,
+    PluginNotFound,
+)
 from .facade import PluginHost
 from .watch import Changes, Watcher
 
@@ -29,8 +37,12 @@ class Deleted:
 class HostService:
     """Owns the config file (through ConfigStore), the PluginHost and the watcher.
 
-    Every change made through it is written to the file first, then applied to the host.
-    Hand edits of the file and new plugin files are picked up by the watcher.
+    Every change made through it is written to the file first, then applied to the host,
+    once: the watcher's echo of the service's own writes (the config file it wrote, the
+    plugin files it deleted) is recognised and not applied again. Hand edits of the file
+    and new plugin files are picked up by the watcher. Failures are raised as the error
+    tree's classes (InvalidPluginId, PluginBusy, PluginNotFound, InvalidConfig,
+    ConfigSaveFailed).
     """
 
     def __init__(
@@ -49,6 +61,11 @@ class HostService:
         self._watcher: Watcher | None = None
         self._loader: threading.Thread | None = None
         self._ready = threading.Event()
+        # One change at a time, each applied with the config it wrote: a watcher reload
+        # never applies a config older than one a request has already applied.
+        self._changing = threading.RLock()
+        # Plugin files this service deleted, until the watcher reports them gone.
+        self._removed: set[str] = set()
 
     @property
     def config(self) -> HostConfig:
@@ -69,7 +86,8 @@ class HostService:
 
     def _initial_load(self) -> None:
         try:
-            self.host.apply(self.store.config)
+            with self._changing:
+                self.host.apply(self.store.config)
         finally:
             self._ready.set()
 
@@ -83,17 +101,37 @@ class HostService:
             self._watcher.stop()
         self.host.close()
 
+    # -- changes seen by the watcher ----------------------------------------------------
+
     def _on_change(self, changes: Changes) -> None:
-        if changes.config_changed:
+        with self._changing:
             try:
-                self.store.reload()
+                edited = changes.config_changed and self.store.reload_if_changed() is not None
             except ConfigError as exc:
                 log.error("config edit not applied, the previous config stays in force: %s", exc)
                 return
-            log.info("config file changed; applying it")
-        if changes.plugin_files:
-            log.info("plugin files changed: %s", ", ".join(sorted(map(str, changes.plugin_files))))
-        self.host.apply(self.store.config)
+            files = self._not_own(changes.plugin_files)
+            if not (edited or files):
+                # Only what this service wrote or deleted itself, and has applied already.
+                log.debug("the watcher saw only the service's own writes; nothing to apply")
+                return
+            if edited:
+                log.info("config file changed; applying it")
+            if files:
+                log.info("plugin files changed: %s", ", ".join(sorted(map(str, files))))
+            self.host.apply(self.store.config)
+
+    def _not_own(self, paths: frozenset[Path]) -> list[Path]:
+        """The changed plugin files, less this service's own deletions echoed back."""
+        foreign = []
+        for path in paths:
+            key = os.path.abspath(path)
+            own = key in self._removed and not os.path.lexists(key)
+            # Reported once: from now on a change at this path is someone else's.
+            self._removed.discard(key)
+            if not own:
+                foreign.append(path)
+        return foreign
 
     # -- changes made through the API ---------------------------------------------------
 
@@ -110,45 +148,62 @@ class HostService:
                 http_status=409,
             )
 
+    @contextmanager
+    def _change(self, plugin_id: str) -> Iterator[None]:
+        """Check the ID, then hold the change lock; store errors become the tree's."""
+        self._checked(plugin_id)
+        with self._changing:
+            try:
+                yield
+            except ConfigError as exc:
+                raise InvalidConfig(str(exc), plugin_id=plugin_id) from None
+            except OSError as exc:
+                raise ConfigSaveFailed(
+                    f"{exc.strerror}: {exc.filename}", plugin_id=plugin_id
+                ) from None
+
     def exists(self, plugin_id: str) -> bool:
-        cfg = self.store.config
-        return plugin_id in cfg.plugins.configs or any(
-            i.id == plugin_id for i in self.host.plugins()
-        )
+        return self.host.plugin(plugin_id) is not None or plugin_id in self.config.plugins.configs
 
     def replace_config(self, plugin_id: str, settings: Mapping[str, Any]) -> HostConfig:
-        self._checked(plugin_id)
-        cfg = self.store.replace_plugin_config(plugin_id, settings)
-        self.host.apply(cfg)
+        with self._change(plugin_id):
+            cfg = self.store.replace_plugin_config(plugin_id, settings)
+            self.host.apply(cfg)
         return cfg
 
     def patch_config(self, plugin_id: str, patch: Mapping[str, Any]) -> HostConfig:
-        self._checked(plugin_id)
-        cfg = self.store.patch_plugin_config(plugin_id, patch)
-        self.host.apply(cfg)
+        with self._change(plugin_id):
+            cfg = self.store.patch_plugin_config(plugin_id, patch)
+            self.host.apply(cfg)
         return cfg
 
     def set_enabled(self, plugin_id: str, enabled: bool) -> HostConfig:
         """Write `enabled` and apply it; enabling a fused plugin also clears its fuse."""
-        self._checked(plugin_id)
-        cfg = self.store.set_enabled(plugin_id, enabled)
-        self.host.apply(cfg)
-        health = self.host.health(plugin_id)
-        if enabled and health is not None and health.state is State.FUSED:
-            self.host.restart(plugin_id)
+        with self._change(plugin_id):
+            cfg = self.store.set_enabled(plugin_id, enabled)
+            self.host.apply(cfg)
+            health = self.host.health(plugin_id)
+            if enabled and health is not None and health.state is State.FUSED:
+                self.host.restart(plugin_id)
         return cfg
 
     def delete(self, plugin_id: str) -> Deleted:
         """Unload the plugin, delete its files (every version), drop its config entry."""
-        self._checked(plugin_id)
-        cfg = self.store.config
-        root = cfg.plugins_dir()
-        found = discover(root)
-        files = [f.path for f in found.candidates.get(plugin_id, ())]
-        configured = plugin_id in cfg.plugins.configs
-        if not files and not configured:
-            raise PluginNotFound(f"no plugin file or config entry with ID {plugin_id}")
-        self.host.unload(plugin_id)
+        with self._change(plugin_id):
+            cfg = self.store.config
+            root = cfg.plugins_dir()
+            found = discover(root)
+            files = [f.path for f in found.candidates.get(plugin_id, ())]
+            configured = plugin_id in cfg.plugins.configs
+            if not files and not configured:
+                raise PluginNotFound(f"no plugin file or config entry with ID {plugin_id}")
+            self.host.unload(plugin_id)
+            deleted = self._delete_files(files, root)
+            new_cfg = self.store.delete_plugin(plugin_id) if configured else cfg
+            self.host.apply(new_cfg)
+        return Deleted(plugin_id, deleted, configured)
+
+    def _delete_files(self, files: list[Path], root: Path) -> list[Path]:
         deleted = []
         real_root = root.resolve()
         for path in files:
@@ -159,8 +214,8 @@ class HostService:
                 log.warning("not deleting %s: it resolves outside %s", path, real_root)
                 continue
             path.unlink(missing_ok=True)
+            if self._watcher is not None:
+                self._removed.add(os.path.abspath(path))
             deleted.append(path)
             log.info("deleted plugin file %s", path)
-        new_cfg = self.store.delete_plugin(plugin_id) if configured else cfg
-        self.host.apply(new_cfg)
-        return Deleted(plugin_id, deleted, configured)
+        return deleted

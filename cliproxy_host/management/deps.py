@@ -1,0 +1,54 @@
+"""What the routers get from the app (the HostService, the plugin routes) and the lookup of
+the plugin a path names."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Path, Request
+
+from ..discovery import is_valid_id
+from ..errors import InvalidPluginId, PluginNotFound
+from ..host.facade import PluginInfo
+from ..host.service import HostService
+from .plugin_routes import PluginRoutes
+
+PluginId = Annotated[str, Path(description="the plugin ID (file name without extension)")]
+
+
+def bind(app: FastAPI, service: HostService, routes: PluginRoutes) -> None:
+    """Make `service` and `routes` what the dependencies below hand to every route of app."""
+    app.state.service = service
+    app.state.plugin_routes = routes
+
+
+# async: FastAPI would run a plain function in its thread pool, a hand-off that costs
+# more than the attribute read.
+async def _service(request: Request) -> HostService:
+    service: HostService = request.app.state.service
+    return service
+
+
+async def _routes(request: Request) -> PluginRoutes:
+    routes: PluginRoutes = request.app.state.plugin_routes
+    return routes
+
+
+Service = Annotated[HostService, Depends(_service)]
+Routes = Annotated[PluginRoutes, Depends(_routes)]
+
+
+def find_plugin(service: HostService, plugin_id: str) -> PluginInfo:
+    """The plugin the path names, or InvalidPluginId / PluginNotFound.
+
+    Called in the route rather than as a dependency, so that a bad body is still reported
+    before an unknown ID, as it always was.
+    """
+    if not is_valid_id(plugin_id):
+        raise InvalidPluginId(f"{plugin_id!r} is not a valid plugin ID")
+    info = service.host.plugin(plugin_id)
+    if info is None:
+        raise PluginNotFound(
+            f"no plugin {plugin_id} under {service.config.plugins_dir()} or in the config"
+        )
+    return info

@@ -1,0 +1,82 @@
+"""A plugin's config, `plugins.configs.<id>` of the config file: read, replace, merge."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+
+from ...errors import InvalidConfig
+from ...host.registry import check_settings
+from ...host.service import HostService
+from ..deps import PluginId, Service, find_plugin
+from ..errors import error_responses
+from ..models import PluginConfigBody
+from ..plugin_routes import BASE_PATH
+
+CONFIG = f"{BASE_PATH}/plugins/{{plugin_id}}/config"
+
+router = APIRouter()
+
+
+def check_plugin_settings(service: HostService, plugin_id: str, settings: dict[str, Any]) -> None:
+    """Refuse settings that break the plugin's declared ConfigFields (InvalidConfig naming
+    each field); a plugin that is not loaded declares none."""
+    record = service.host.registration(plugin_id)
+    if record is None:
+        return
+    problems = check_settings(record.metadata.config_fields, settings)
+    if problems:
+        raise InvalidConfig(
+            f"plugins.configs.{plugin_id}." + f"; plugins.configs.{plugin_id}.".join(problems)
+        )
+
+
+def config_of(service: HostService, plugin_id: str) -> dict[str, Any]:
+    """The plugin's mapping under plugins.configs.<id>, {} when it has none."""
+    cfg = service.config
+    return cfg.plugin_entry(plugin_id).as_mapping() if plugin_id in cfg.plugins.configs else {}
+
+
+@router.get(
+    CONFIG,
+    response_model=PluginConfigBody,
+    summary="Read a plugin's config",
+    responses=error_responses(400, 401, 403, 404, 429),
+)
+def get_config(plugin_id: PluginId, service: Service) -> dict[str, Any]:
+    """The plugin's mapping under plugins.configs.<id> ({} when it has none)."""
+    find_plugin(service, plugin_id)
+    return config_of(service, plugin_id)
+
+
+@router.put(
+    CONFIG,
+    response_model=PluginConfigBody,
+    summary="Replace a plugin's config",
+    responses=error_responses(400, 401, 403, 404, 409, 429, 500),
+)
+def put_config(
+    plugin_id: PluginId, body: Annotated[dict[str, Any], Body()], service: Service
+) -> dict[str, Any]:
+    """Replace the plugin's whole config mapping; the plugin is reconfigured."""
+    find_plugin(service, plugin_id)
+    check_plugin_settings(service, plugin_id, body)
+    service.replace_config(plugin_id, body)
+    return config_of(service, plugin_id)
+
+
+@router.patch(
+    CONFIG,
+    response_model=PluginConfigBody,
+    summary="Merge into a plugin's config",
+    responses=error_responses(400, 401, 403, 404, 409, 429, 500),
+)
+def patch_config(
+    plugin_id: PluginId, body: Annotated[dict[str, Any], Body()], service: Service
+) -> dict[str, Any]:
+    """Shallow merge into the plugin's config; a null value deletes that key."""
+    find_plugin(service, plugin_id)
+    check_plugin_settings(service, plugin_id, body)
+    service.patch_config(plugin_id, body)
+    return config_of(service, plugin_id)

@@ -1,0 +1,59 @@
+"""Routes and resources that plugins serve: /v0/management/... paths a management_api
+plugin registered, and /v0/resource/plugins/<id>/... files it serves."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from ...errors import PluginError
+from ..deps import Routes
+from ..errors import ApiError, plugin_route_failed
+from ..plugin_routes import BASE_PATH, METHODS, RESOURCE_BASE, PluginRoutes
+
+# Included after every host router: its catch-all path must not shadow a host route.
+router = APIRouter(include_in_schema=False)
+
+
+@router.api_route(f"{BASE_PATH}/{{rest:path}}", methods=sorted(METHODS))
+async def plugin_route(request: Request, rest: str, routes: Routes) -> Response:
+    owner = routes.route_owner(request.method, request.url.path)
+    if owner is None:
+        raise ApiError(404, "not_found", f"no route {request.method} {request.url.path}")
+    return await _forward(routes, owner, request)
+
+
+@router.api_route(f"{RESOURCE_BASE}/{{plugin_id}}/{{rest:path}}", methods=["GET", "HEAD"])
+async def plugin_resource(request: Request, plugin_id: str, rest: str, routes: Routes) -> Response:
+    if not routes.has_resource(plugin_id, "/" + rest):
+        raise ApiError(404, "not_found", f"plugin {plugin_id} serves no resource /{rest}")
+    return await _forward(routes, plugin_id, request)
+
+
+async def _forward(routes: PluginRoutes, plugin_id: str, request: Request) -> Response:
+    """Hand the request to its plugin as management.handle and answer what it answers."""
+    body = await request.body()
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers.items():
+        headers.setdefault(name, []).append(value)
+    query: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        query.setdefault(name, []).append(value)
+    try:
+        status, out_headers, data = await run_in_threadpool(
+            lambda: routes.handle(
+                plugin_id,
+                method=request.method,
+                path=request.url.path,
+                headers=headers,
+                query=query,
+                body=body,
+            )
+        )
+    except PluginError as exc:
+        raise plugin_route_failed(exc) from None
+    response = Response(content=data, status_code=status)
+    for name, values in out_headers.items():
+        for value in values:
+            response.headers.append(name, value)
+    return response

@@ -1,0 +1,69 @@
+"""The listing as the API shows it: a PluginInfo plus its registration, menus and OAuth
+provider, turned into the Go host's PluginEntry."""
+
+from __future__ import annotations
+
+from ..host.facade import PluginInfo
+from ..host.registry import ConfigField
+from ..host.service import HostService
+from .models import ConfigFieldOut, MenuOut, MetadataOut, PluginEntry, PluginList
+from .plugin_routes import PluginRoutes
+
+
+def plugin_list(service: HostService, routes: PluginRoutes) -> PluginList:
+    """Every discovered, configured or registered plugin, sorted by ID."""
+    cfg = service.config
+    infos = sorted(service.host.plugins(), key=lambda i: i.id)
+    return PluginList(
+        plugins_enabled=cfg.plugins.enabled,
+        plugins_dir=str(cfg.plugins_dir()),
+        plugins=[plugin_entry(service, routes, i) for i in infos],
+    )
+
+
+def plugin_entry(service: HostService, routes: PluginRoutes, info: PluginInfo) -> PluginEntry:
+    """One plugin as the list shows it."""
+    record = service.host.registration(info.id)
+    meta = record.metadata if record else None
+    fields = [_field_out(f) for f in meta.config_fields] if meta else []
+    return PluginEntry(
+        id=info.id,
+        path=info.path or "",
+        configured=info.configured,
+        registered=info.registered,
+        enabled=info.enabled,
+        effective_enabled=service.config.plugins.enabled and info.enabled and info.registered,
+        supports_oauth=info.capabilities.get("auth_provider") is True,
+        oauth_provider=routes.oauth_provider(info.id),
+        logo=meta.logo if meta else "",
+        config_fields=fields,
+        menus=[
+            MenuOut(path=m.path, menu=m.menu, description=m.description)
+            for m in routes.menus(info.id)
+        ],
+        metadata=MetadataOut(
+            name=meta.name,
+            version=meta.version,
+            author=meta.author,
+            github_repository=meta.github_repository,
+            logo=meta.logo,
+            config_fields=fields,
+        )
+        if meta
+        else None,
+        priority=info.priority,
+        version=info.version,
+        loading=info.loading,
+        error=info.error,
+        isolation=info.isolation,
+        state=info.state,
+        restarts=info.restarts,
+        last_error=info.last_error,
+        last_signal=info.last_signal,
+    )
+
+
+def _field_out(f: ConfigField) -> ConfigFieldOut:
+    return ConfigFieldOut(
+        name=f.name, type=f.type, enum_values=list(f.enum_values), description=f.description
+    )
