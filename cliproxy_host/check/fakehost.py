@@ -2,8 +2,8 @@
 
 Requests to host.http.* are judged by the real host's rules (`callbacks.http.read_request`)
 but never sent: host.http.do answers a fixed 200, and streams are one chunk long. Every
-answer, error or not, goes through the one answer gate (`callbacks.gate.gated`), as the
-real host's do.
+answer, error or not, goes through the one answer gate (`callbacks.gate.gated`), like
+every other path that a plugin's host->call reaches.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Final
 
 from ..abi import HostHandler
+from ..backends.native import NativePlugin
 from ..backends.protocol import PluginBackend
 from . import limits
 from .checks.load import check_file_name, check_load
@@ -50,11 +51,9 @@ CHECKS: Final[tuple[Check, ...]] = (
 
 def backend_factory(isolated: bool) -> BackendFactory:
     """NativePlugin, or the worker-process backend with the suite's timeouts."""
-    # Imported on use: in-process runs never need them.
     if not isolated:
-        from ..backends.native import NativePlugin  # noqa: PLC0415
-
         return NativePlugin
+    # Imported on use: an in-process run never starts a worker.
     from ..backends.isolated.client import IsolatedPlugin, IsolationLimits  # noqa: PLC0415
 
     # The backend's own timeouts fire before the checker's (see limits.ISOLATED_SLACK).
