@@ -199,7 +199,7 @@ def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:
 
 def _cmd_check(path: Path, as_json: bool, isolated: bool) -> int:
     # Imported on use, like .scaffold below: the other commands never need them.
-    from .check.suite import run_checks  # noqa: PLC0415
+    from .check import run_checks  # noqa: PLC0415
 
     report = run_checks(path, isolated=isolated)
     if as_json:

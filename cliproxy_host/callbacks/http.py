@@ -230,32 +230,15 @@ class HttpBridge:
         self._client.close()
 
     def _build(self, plugin_id: str, request: Mapping[str, Any]) -> httpx.Request:
-        nested = ci_get(request, "request")
-        if nested is not None:
-            if not isinstance(nested, Mapping):
-                raise _invalid("field 'request' must be an object")
-            request = nested
-        method = ci_get(request, "method") or "GET"
-        if not isinstance(method, str) or _TOKEN.fullmatch(method) is None:
-            raise _invalid(f"field 'method' must be an HTTP method, got {method!r}")
-        url = self._allowed_url(plugin_id, ci_get(request, "url"))
-        headers = _request_headers(ci_get(request, "headers"))
-        try:
-            body = b64decode(ci_get(request, "body"), "body")
-        except ValueError as exc:
-            raise _invalid(str(exc)) from None
-        return self._client.build_request(method.upper(), url, headers=headers, content=body)
+        outgoing, problems = read_request(request)
+        if outgoing is None:
+            raise _invalid(problems[0])
+        self._check_allowed(plugin_id, outgoing.url.host)
+        return self._client.build_request(
+            outgoing.method, outgoing.url, headers=outgoing.headers, content=outgoing.body
+        )
 
-    def _allowed_url(self, plugin_id: str, value: Any) -> httpx.URL:
-        if not isinstance(value, str) or not value:
-            raise _invalid("field 'url' is required: an absolute http or https URL")
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL as exc:
-            raise _invalid(f"url {value!r} is invalid: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise _invalid(f"url {value!r} must be an absolute http or https URL")
-        host = url.host
+    def _check_allowed(self, plugin_id: str, host: str) -> None:
         if self._patterns and not any(host_matches(host, p) for p in self._patterns):
             log.warning(
                 "plugin %s: refused a request to %s: the host is not in http.allowed-hosts",
@@ -268,7 +251,6 @@ class HttpBridge:
                 retryable=False,
                 http_status=403,
             )
-        return url
 
     def _send(self, outgoing: httpx.Request) -> httpx.Response:
         if self._closed:
@@ -301,23 +283,90 @@ class HttpBridge:
         )
 
 
-def _request_headers(value: Any) -> list[tuple[bytes, bytes]]:
+@dataclass(frozen=True, slots=True)
+class OutgoingRequest:
+    """A host.http.* request that passed every check of `read_request`: what would be sent."""
+
+    method: str
+    url: httpx.URL
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def read_request(request: Mapping[str, Any]) -> tuple[OutgoingRequest | None, list[str]]:
+    """A host.http.do or do_stream request as it would be sent, or what is wrong with it.
+
+    Pure: nothing is sent and no policy is applied (the allow-list is the bridge's), so
+    `check`'s fake host judges a plugin's requests by the very rules the real host uses.
+    Every problem is listed, in the order the fields are read; the first one is what the
+    host answers.
+    """
+    nested = ci_get(request, "request")
+    if nested is not None:
+        if not isinstance(nested, Mapping):
+            return None, ["field 'request' must be an object"]
+        request = nested
+    problems: list[str] = []
+    method = ci_get(request, "method") or "GET"
+    if not isinstance(method, str) or _TOKEN.fullmatch(method) is None:
+        problems.append(f"field 'method' must be an HTTP method, got {method!r}")
+    url = _url(ci_get(request, "url"), problems)
+    headers = _request_headers(ci_get(request, "headers"), problems)
+    body = _body(ci_get(request, "body"), problems)
+    if problems or url is None or not isinstance(method, str):
+        return None, problems
+    return OutgoingRequest(method.upper(), url, headers, body), []
+
+
+def request_problems(request: Mapping[str, Any]) -> list[str]:
+    """What host.http.do or do_stream would refuse in `request` (before the allow-list)."""
+    return read_request(request)[1]
+
+
+def _url(value: Any, problems: list[str]) -> httpx.URL | None:
+    if not isinstance(value, str) or not value:
+        problems.append("field 'url' is required: an absolute http or https URL")
+        return None
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        problems.append(f"url {value!r} is invalid: {exc}")
+        return None
+    if url.scheme not in ("http", "https") or not url.host:
+        problems.append(f"url {value!r} is not an absolute http or https URL")
+        return None
+    return url
+
+
+def _request_headers(value: Any, problems: list[str]) -> list[tuple[bytes, bytes]]:
     if value is None:
         return []
     if not isinstance(value, Mapping):
-        raise _invalid('field \'headers\' must be an object such as {"Name": ["value"]}')
+        problems.append('field \'headers\' must be an object such as {"Name": ["value"]}')
+        return []
     headers: list[tuple[bytes, bytes]] = []
     for name, given in value.items():
         if name.lower() in _IGNORED_REQUEST_HEADERS or given is None:
             continue
         if _TOKEN.fullmatch(name) is None:
-            raise _invalid(f"header name {name!r} is not a valid HTTP header name")
+            problems.append(f"header name {name!r} is not a valid HTTP header name")
+            continue
         values = [given] if isinstance(given, str) else given
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise _invalid(f"header {name!r} must be a string or a list of strings")
+            problems.append(f"header {name!r} must be a string or a list of strings")
+            continue
         # Go sends header strings as their UTF-8 bytes; httpx would insist on ASCII.
         headers.extend((name.encode("utf-8"), v.encode("utf-8")) for v in values)
     return headers
+
+
+def _body(value: Any, problems: list[str]) -> bytes:
+    try:
+        return b64decode(value, "body")
+    except ValueError:
+        got = "" if isinstance(value, str) else f", got {type(value).__name__}"
+        problems.append(f"body is not a base64 string{got}")
+        return b""
 
 
 def _response_headers(headers: httpx.Headers) -> dict[str, list[str]]:

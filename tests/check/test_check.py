@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +13,10 @@ import orjson
 import pytest
 
 from cliproxy_host.abi import HostHandler
+from cliproxy_host.backends.isolated import client
+from cliproxy_host.backends.native import NativePlugin
 from cliproxy_host.backends.protocol import Health
-from cliproxy_host.check import suite as check
-from cliproxy_host.check.suite import CheckResult, Report, run_checks
+from cliproxy_host.check import CheckResult, Report, limits, run_checks, suite
 from cliproxy_host.cli import main
 from cliproxy_host.envelope import error, ok
 from cliproxy_host.errors import PluginCallFailed, PluginCrashed, PluginError
@@ -137,7 +137,7 @@ def test_an_invalid_registration_fails_registration(
     registration: dict[str, Any],
     reason: str,
 ) -> None:
-    monkeypatch.setattr(check, "CONCURRENCY_SECONDS", 0.1)
+    monkeypatch.setattr(limits, "CONCURRENCY_SECONDS", 0.1)
     answer = tmp_path / "registration.json"
     answer.write_bytes(orjson.dumps(registration))
     report = run_checks(compile_plugin(TP_REGISTRATION_FILE=answer), cycles=2)
@@ -195,7 +195,7 @@ class FakePlugin:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Report]:
     """run_checks against FakePlugin with the given answers (plus a valid registration)."""
-    monkeypatch.setattr(check, "CONCURRENCY_SECONDS", 0.1)
+    monkeypatch.setattr(limits, "CONCURRENCY_SECONDS", 0.1)
     path = tmp_path / "fake.so"
     path.write_bytes(b"")
 
@@ -207,7 +207,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Repor
             **{k.replace("__", "."): v for k, v in answers.items()},
         }
         factory = type("Fake", (FakePlugin,), {"answers": table})
-        monkeypatch.setattr(check, "backend_factory", lambda isolated: factory)
+        monkeypatch.setattr(suite, "backend_factory", lambda isolated: factory)
         return run_checks(path, cycles=2)
 
     return run
@@ -309,14 +309,22 @@ def test_registration_quirks_and_refused_sample_config_are_warnings(
     assert "mode must be safe or fast" in results["reconfigure"].reason
 
 
-def test_isolated_mode_missing_from_the_build_is_a_failure_of_the_run(
+def test_the_isolated_worker_times_out_before_the_checker(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setitem(sys.modules, "cliproxy_host.backends.isolated.client", None)
-    report = run_checks(tmp_path / "any.so", isolated=True)
-    assert [(r.name, r.status, r.reason) for r in report.results] == [
-        ("isolated mode", "fail", "isolated mode is not available in this build")
-    ]
+    made: list[Any] = []
+
+    def plugin(plugin_id: str, path: Path, handler: HostHandler, config: Any) -> Any:
+        made.append((plugin_id, path, config))
+        return object()
+
+    monkeypatch.setattr(client, "IsolatedPlugin", plugin)
+    suite.backend_factory(True)("p", tmp_path / "p.so", lambda *_: b"")
+    [(plugin_id, path, config)] = made
+    assert (plugin_id, path) == ("p", tmp_path / "p.so")
+    assert config.timeout_s == limits.CALL_TIMEOUT
+    assert config.start_timeout_s == limits.LOAD_TIMEOUT
+    assert suite.backend_factory(False) is NativePlugin
 
 
 CRASHY = r"""
@@ -387,7 +395,7 @@ def test_isolated_mode_reports_a_crash_and_the_checker_survives(
 def test_isolated_mode_reports_a_hang_as_a_timeout(
     compile_plugin: CompilePlugin, crashy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(check, "CALL_TIMEOUT", 1.0)
+    monkeypatch.setattr(limits, "CALL_TIMEOUT", 1.0)
     report = run_checks(compile_plugin(source=crashy, CRASHY_HANG=True), isolated=True)
     assert failures(report) == ["method executor.execute"], report.table()
     assert by_name(report)["unknown method"].status == "skip"

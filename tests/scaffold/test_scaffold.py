@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cliproxy_host.abi import CAPABILITY_METHODS, LIBRARY_SUFFIX, METHOD_CAPABILITY, header_path
-from cliproxy_host.check.suite import run_checks
+from cliproxy_host.check import run_checks
 from cliproxy_host.cli import main
 from cliproxy_host.discovery import platform_tag
 from cliproxy_host.scaffold import project as scaffold

@@ -1,0 +1,1 @@
+"""The checks of the suite, by concern; each is `check_*(run) -> list[CheckResult]`."""

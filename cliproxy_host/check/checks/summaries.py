@@ -1,0 +1,44 @@
+"""Checks that judge what the run saw rather than calling the plugin: responses, host calls."""
+
+from __future__ import annotations
+
+from .. import limits
+from ..report import CheckResult
+from ..run import Run
+
+
+def check_utf8_json(run: Run) -> list[CheckResult]:
+    """Every response the plugin sent during the run was UTF-8 JSON."""
+    log = run.responses
+    if log.bad:
+        return [
+            CheckResult(
+                "UTF-8 JSON",
+                "fail",
+                f"{log.bad} of {log.count} responses: " + "; ".join(log.examples),
+                "encode responses as UTF-8 JSON; send bytes as base64 strings",
+            )
+        ]
+    if not log.count:
+        return [CheckResult("UTF-8 JSON", "skip", "the plugin sent no response to check")]
+    return [CheckResult("UTF-8 JSON", "pass", f"all {log.count} responses were UTF-8 JSON")]
+
+
+def check_host_calls(run: Run) -> list[CheckResult]:
+    """Every host call the plugin made was one the real host would accept."""
+    name = "host callbacks"
+    host = run.host
+    if not host.calls:
+        return [CheckResult(name, "skip", "the plugin made no host calls during the run")]
+    made = ", ".join(f"{m} x{n}" for m, n in sorted(host.calls.items()))
+    fix = (
+        'send JSON objects: host.log {"level": "info", "message": "..."}, host.http.do '
+        '{"method", "url", "headers": {"Name": ["value"]}, "body": "<base64>"}'
+    )
+    if host.errors:
+        return [CheckResult(name, "fail", "; ".join(host.errors[: limits.MAX_LISTED]), fix)]
+    if host.warnings:
+        return [CheckResult(name, "warn", "; ".join(host.warnings[: limits.MAX_LISTED]), fix)]
+    return [
+        CheckResult(name, "pass", f"{made}, all well-formed (answered locally, no network traffic)")
+    ]

@@ -1,0 +1,25 @@
+"""The suite's time and size budgets: how long a plugin may take, how hard it is pushed.
+
+Modules read these as `limits.NAME` at call time rather than importing the names, so a
+test can shorten a budget by patching this one module.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+CALL_TIMEOUT: Final = 5.0
+LOAD_TIMEOUT: Final = 10.0
+THREADS: Final = 8
+CONCURRENCY_SECONDS: Final = 1.0
+LARGE_REQUEST_BYTES: Final = 1 << 20
+CYCLES: Final = 100
+# Each isolated cycle starts a worker process (about 0.5 s) and loads the library into a
+# fresh process, so re-initialisation within one process is only tested in-process.
+ISOLATED_CYCLES: Final = 3
+RUN_GOAL_SECONDS: Final = 5.0
+# Room for an isolated backend's own timeouts to fire before the checker's, so that a
+# worker that hangs is killed and reported rather than abandoned.
+ISOLATED_SLACK: Final = 3.0
+# How many examples a result lists before it stops.
+MAX_LISTED: Final = 3
