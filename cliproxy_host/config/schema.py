@@ -47,6 +47,9 @@ from ruamel.yaml.scalarstring import (
 from ruamel.yaml.tokens import CommentToken
 
 from ..discovery import is_valid_id, normalize_pin
+from ..errors import ConfigError
+
+__all__ = ["ConfigError", "ConfigStore", "HostConfig", "HttpPolicy", "PluginConfig"]
 
 
 def _kebab(name: str) -> str:
@@ -79,10 +82,6 @@ class RemoteManagement(_Section):
     disable_control_panel: StrictBool = False
     disable_auto_update_panel: StrictBool = False
     panel_github_repository: str | None = None
-
-
-class ConfigError(ValueError):
-    """The config file is missing, is not YAML, or does not validate; the message says where."""
 
 
 class _KeepsKeyOrder(BaseModel):
