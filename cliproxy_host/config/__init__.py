@@ -1,5 +1,28 @@
-"""The YAML config: its schema, and the store that edits the file in place."""
+"""The YAML config: its schema, and the store that edits the file in place.
 
-from .schema import ConfigError, ConfigStore, HostConfig, HttpPolicy, PluginConfig
+schema: the pydantic models · problems: validation errors as
+messages with file, line and key · store: ConfigStore · yamledit and comments: round-trip
+YAML that keeps the user's comments · files: reading and atomic writing.
+"""
 
-__all__ = ["ConfigError", "ConfigStore", "HostConfig", "HttpPolicy", "PluginConfig"]
+from ..errors import ConfigError
+from .schema import (
+    HostConfig,
+    HttpPolicy,
+    PluginConfig,
+    PluginsSection,
+    RemoteManagement,
+    StoreConfig,
+)
+from .store import ConfigStore
+
+__all__ = [
+    "ConfigError",
+    "ConfigStore",
+    "HostConfig",
+    "HttpPolicy",
+    "PluginConfig",
+    "PluginsSection",
+    "RemoteManagement",
+    "StoreConfig",
+]
