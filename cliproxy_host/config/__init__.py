@@ -1,12 +1,13 @@
 """The YAML config: its schema, and the store that edits the file in place.
 
-schema: the pydantic models · problems: validation errors as
+schema: the pydantic models and the host-owned keys · problems: validation errors as
 messages with file, line and key · store: ConfigStore · yamledit and comments: round-trip
 YAML that keeps the user's comments · files: reading and atomic writing.
 """
 
 from ..errors import ConfigError
 from .schema import (
+    HOST_KEYS,
     HostConfig,
     HttpPolicy,
     PluginConfig,
@@ -17,6 +18,7 @@ from .schema import (
 from .store import ConfigStore
 
 __all__ = [
+    "HOST_KEYS",
     "ConfigError",
     "ConfigStore",
     "HostConfig",

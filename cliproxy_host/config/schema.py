@@ -27,10 +27,11 @@ from ruamel.yaml import YAML
 from ..discovery import is_valid_id, normalize_pin
 from ..errors import ConfigError
 from .files import read_existing_file
-from .problems import broken_rule, describe, line_of, validation_message, where
+from .problems import broken_rule, describe, line_of, validation_message, where, yaml_name
 from .yamledit import dump_for_plugin, parse_yaml, plain
 
 __all__ = [
+    "HOST_KEYS",
     "ConfigError",
     "HostConfig",
     "HttpPolicy",
@@ -163,7 +164,14 @@ class PluginConfig(_KeepsKeyOrder):
         return dump_for_plugin(mapping)
 
 
-# The keys a plugin's config_yaml always holds (ABI.md section 3), set or not.
+# Every key of `plugins.configs.<id>` the host owns, as spelled in the file: PluginConfig's
+# fields, so a field added there is host-owned everywhere (the ConfigFields check of a
+# plugin's settings, the management API). Every other key of an entry is the plugin's own.
+HOST_KEYS: Final = frozenset(
+    yaml_name(name, info) for name, info in PluginConfig.model_fields.items()
+)
+
+# The host keys a plugin's config_yaml always holds (ABI.md section 3), set or not.
 _ALWAYS_SENT: Final = ("enabled", "priority")
 
 
