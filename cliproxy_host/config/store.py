@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
@@ -15,7 +15,8 @@ from ruamel.yaml.comments import CommentedMap
 from ..errors import ConfigError
 from .comments import attach_comments_to_keys
 from .files import FileText, read_existing_file, read_file, stamp_of, write_atomically
-from .schema import HostConfig
+from .problems import yaml_name
+from .schema import HostConfig, RemoteManagement
 from .yamledit import (
     delete,
     empty_document,
@@ -162,22 +163,30 @@ class ConfigStore:
             return config
 
     def _protect(self, document: CommentedMap) -> None:
-        management = document.get("remote-management")
+        management = document.get(_SECRET_SECTION)
         if self._protect_secret is None or not isinstance(management, CommentedMap):
             return
-        key = management.get("secret-key")
+        key = management.get(_SECRET_KEY)
         if not isinstance(key, str) or not key:  # "" is no key: nothing to protect
             return
         try:
             protected = self._protect_secret(str(key))
         except ValueError as exc:
-            raise ConfigError(f"{self._source}: remote-management.secret-key: {exc}") from None
-        put(section(document, "remote-management"), "secret-key", protected)
+            raise ConfigError(f"{self._source}: {_SECRET_SECTION}.{_SECRET_KEY}: {exc}") from None
+        put(section(document, _SECRET_SECTION), _SECRET_KEY, protected)
 
     def _dump(self) -> str:
         stream = io.StringIO()
         self._yaml.dump(self._document, stream)
         return stream.getvalue()
+
+
+# Where the management key is in the file (`remote-management.secret-key`), as the schema
+# spells it.
+_SECRET_SECTION: Final = yaml_name(
+    "remote_management", HostConfig.model_fields["remote_management"]
+)
+_SECRET_KEY: Final = yaml_name("secret_key", RemoteManagement.model_fields["secret_key"])
 
 
 def _configs(document: CommentedMap) -> CommentedMap:
