@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AbiVersionMismatch,
+    ConfigError,
     ConfigSaveFailed,
     HostCallFailed,
     HostNotAllowed,
@@ -39,7 +40,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .abi import ABI_VERSION, SCHEMA_VERSION
-    from .config import ConfigError, HostConfig
+    from .config import HostConfig
     from .host import NOT_HANDLED, BroadcastResult, PluginHost, PluginInfo
 
 try:
@@ -53,7 +54,6 @@ except PackageNotFoundError:  # running from a checkout that was never installed
 _EXPORTS = {
     "ABI_VERSION": ".abi",
     "SCHEMA_VERSION": ".abi",
-    "ConfigError": ".config",
     "HostConfig": ".config",
     "NOT_HANDLED": ".host",
     "BroadcastResult": ".host",

@@ -13,9 +13,8 @@ import orjson
 import uvicorn
 
 from . import __version__
-from .config.schema import ConfigError
 from .envelope import ok
-from .errors import PluginError, PluginNotFound, PluginNotLoaded
+from .errors import ConfigError, PluginError, PluginNotFound, PluginNotLoaded
 from .host.facade import PluginHost, PluginInfo
 from .host.service import HostService
 from .management.app import create_app

@@ -267,6 +267,17 @@ class InvalidConfig(PluginError):
     default_http_status = 400
 
 
+class ConfigError(InvalidConfig, ValueError):
+    """The config file is missing, is not YAML, or does not validate; the message says where.
+
+    A ValueError too, as it was before the tree: `except ValueError` around a config load
+    keeps working. Its text is the message alone, which already names the file and line.
+    """
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class ConfigSaveFailed(PluginError):
     """The host could not write its config file (or delete a plugin's files)."""
 

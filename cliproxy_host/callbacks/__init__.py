@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ..config.schema import HttpPolicy
+from ..config import HttpPolicy
 from ..envelope import ok
 from ..errors import HostCallFailed, InvalidRequest, PluginError
 from .http import HttpBridge

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import httpx
 
-from ..config.schema import HttpPolicy
+from ..config import HttpPolicy
 from ..envelope import b64decode, b64encode, ci_get
 from ..errors import (
     HostCallFailed,

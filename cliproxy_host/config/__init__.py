@@ -1,5 +1,30 @@
-"""The YAML config: its schema, and the store that edits the file in place."""
+"""The YAML config: its schema, and the store that edits the file in place.
 
-from .schema import ConfigError, ConfigStore, HostConfig, HttpPolicy, PluginConfig
+schema: the pydantic models and the host-owned keys · problems: validation errors as
+messages with file, line and key · store: ConfigStore · yamledit and comments: round-trip
+YAML that keeps the user's comments · files: reading and atomic writing.
+"""
 
-__all__ = ["ConfigError", "ConfigStore", "HostConfig", "HttpPolicy", "PluginConfig"]
+from ..errors import ConfigError
+from .schema import (
+    HOST_KEYS,
+    HostConfig,
+    HttpPolicy,
+    PluginConfig,
+    PluginsSection,
+    RemoteManagement,
+    StoreConfig,
+)
+from .store import ConfigStore
+
+__all__ = [
+    "HOST_KEYS",
+    "ConfigError",
+    "ConfigStore",
+    "HostConfig",
+    "HttpPolicy",
+    "PluginConfig",
+    "PluginsSection",
+    "RemoteManagement",
+    "StoreConfig",
+]

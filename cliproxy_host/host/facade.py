@@ -15,7 +15,7 @@ from ..backends.guard import GuardedBackend
 from ..backends.native import NativePlugin
 from ..backends.protocol import Health, PluginBackend
 from ..callbacks import HostCallbacks
-from ..config.schema import HostConfig
+from ..config import HostConfig
 from ..discovery import PluginFile
 from ..envelope import decode
 from ..errors import PluginError, PluginResponseError, PluginUnloading, RegistrationTimeout

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..abi import LIBRARY_SUFFIX
-from ..config.schema import HostConfig
+from ..config import HostConfig
 from ..discovery import PluginFile
 from ..errors import PluginError, PluginNotFound, PluginNotLoaded
 from .loader import Slot

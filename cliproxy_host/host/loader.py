@@ -13,7 +13,7 @@ from ..backends.guard import GuardedBackend, GuardLimits
 from ..backends.isolated.client import IsolatedPlugin, IsolationLimits
 from ..backends.native import built_with_go
 from ..backends.protocol import PluginBackend
-from ..config.schema import HostConfig
+from ..config import HostConfig
 from ..discovery import PluginFile
 from ..envelope import b64encode, decode
 from .registry import Registration, parse_registration

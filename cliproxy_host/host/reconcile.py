@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..backends.protocol import State
-from ..config.schema import HostConfig
+from ..config import HostConfig
 from ..discovery import PluginFile, discover
 from .loader import Slot, Spec, stamp
 

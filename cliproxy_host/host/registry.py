@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..abi import CAPABILITY_METHODS, QUALIFIER_FLAGS, SCHEMA_VERSION
 from ..backends.protocol import PluginBackend
+from ..config import HOST_KEYS
 from ..errors import InvalidRegistration, PluginLoadError
 
 ConfigFieldType = Literal["string", "number", "integer", "boolean", "enum", "array", "object"]
@@ -191,9 +192,6 @@ class Snapshot:
         return self._by_method.get(method, ())
 
 
-_HOST_KEYS: Final = frozenset({"enabled", "priority", "store", "reload"})
-
-
 _ARTICLE: Final = {"array": "an", "object": "an", "integer": "an"}
 
 
@@ -217,13 +215,15 @@ def _type_error(field: ConfigField, value: Any) -> str | None:
 def check_settings(fields: Iterable[ConfigField], settings: Mapping[str, Any]) -> list[str]:
     """Problems of a plugin's settings against its declared ConfigFields, one per field.
 
-    Keys the plugin did not declare are its own business and pass; null means unset.
+    The host's keys (HOST_KEYS: enabled, priority, isolation, timeout_ms, ...) are the
+    config schema's to check, even where a plugin declares a field of the same name. Keys
+    the plugin did not declare are its own business and pass; null means unset.
     """
     declared = {f.name: f for f in fields}
     problems = []
     for key, value in settings.items():
         field = declared.get(key)
-        if field is None or key in _HOST_KEYS or value is None:
+        if field is None or key in HOST_KEYS or value is None:
             continue
         reason = _type_error(field, value)
         if reason:

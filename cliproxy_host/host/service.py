@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.protocol import State
-from ..config.schema import ConfigError, ConfigStore, HostConfig
+from ..config import ConfigError, ConfigStore, HostConfig
 from ..discovery import discover, is_valid_id
 from ..errors import (
     ConfigSaveFailed,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cliproxy_host.config.schema import ConfigError, ConfigStore, HostConfig
+from cliproxy_host.config import ConfigError, ConfigStore, HostConfig
 
 CONFIG = """\
 # cliproxy-host config, written by hand: keep my comments

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+import cliproxy_host
+from cliproxy_host import errors
 from cliproxy_host.config.schema import (
     ConfigError,
     HostConfig,
@@ -19,6 +21,7 @@ from cliproxy_host.config.schema import (
     RemoteManagement,
     StoreConfig,
 )
+from cliproxy_host.errors import InvalidConfig, PluginError
 
 DEFAULT_YAML = b"enabled: false\npriority: 0\n"
 
@@ -545,6 +548,25 @@ def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
 def test_config_error_is_a_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="config file not found"):
         HostConfig.load(tmp_path / "missing.yaml")
+
+
+def test_config_error_is_in_the_error_tree_as_invalid_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("plugins:\n  enabled: 1\n", encoding="utf-8")
+    with pytest.raises(PluginError) as caught:
+        HostConfig.load(path)
+    error = caught.value
+    assert isinstance(error, ConfigError)
+    assert isinstance(error, InvalidConfig)
+    assert (error.code, error.http_status, error.retryable) == ("invalid_config", 400, False)
+    # The message alone, as before: it names the file and line itself.
+    expected = f"{path}:2: plugins.enabled: expected true or false, got 1"
+    assert str(error) == error.message == expected
+    assert error.error_dict() == {"code": "invalid_config", "message": error.message}
+
+
+def test_config_error_is_exported_with_the_error_tree() -> None:
+    assert cliproxy_host.ConfigError is ConfigError is errors.ConfigError
 
 
 def test_from_mapping_errors_name_the_source_and_key_without_a_line() -> None:
