@@ -528,10 +528,13 @@ class _Run:
             lambda: self.factory(self.plugin_id, self.path, self.host), LOAD_TIMEOUT + self.slack
         )
 
-    def exchange(self, backend: PluginBackend, method: str, request: bytes) -> _Answer:
-        """One call, unbounded; every way it can go wrong becomes an _Answer."""
+    def exchange(
+        self, backend: PluginBackend, method: str, request: bytes, timeout: float = CALL_TIMEOUT
+    ) -> _Answer:
+        """One call; every way it can go wrong becomes an _Answer. `timeout` bounds it only
+        in a backend that ends overruns itself (isolated); `call` bounds the rest."""
         try:
-            raw = backend.call(method, request)
+            raw = backend.call(method, request, timeout)
         except PluginResponseError as exc:
             return _Answer("broken", message=exc.message)
         except PluginError as exc:
@@ -568,7 +571,9 @@ class _Run:
         assert target is not None, "a check that calls the plugin ran without a loaded plugin"
         data = request if isinstance(request, bytes) else orjson.dumps(request)
         try:
-            return _bounded(lambda: self.exchange(target, method, data), timeout + self.slack)
+            return _bounded(
+                lambda: self.exchange(target, method, data, timeout), timeout + self.slack
+            )
         except _Hung:
             return _Answer(
                 "timeout", message=self.hung(f"{method} did not answer within {timeout:g} s")
@@ -1186,9 +1191,9 @@ def backend_factory(isolated: bool) -> BackendFactory:
     # Imported by name, lazily: check works in builds without the isolated backend.
     module = importlib.import_module("..backends.isolated.client", __package__)
     plugin_class = module.IsolatedPlugin
-    # The backend's own timeouts fire before the checker's, so a worker that hangs is
-    # killed and reported rather than abandoned.
-    limits = module.IsolationLimits(timeout_s=CALL_TIMEOUT, start_timeout_s=LOAD_TIMEOUT)
+    # The backend's own timeouts (each call's, see _Run.exchange) fire before the
+    # checker's, so a worker that hangs is killed and reported rather than abandoned.
+    limits = module.IsolationLimits(start_timeout_s=LOAD_TIMEOUT)
 
     def isolated_plugin(plugin_id: str, path: Path, handler: HostHandler) -> PluginBackend:
         return cast(PluginBackend, plugin_class(plugin_id, path, handler, limits))

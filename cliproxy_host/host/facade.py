@@ -24,13 +24,14 @@ from ..abi import (
     method_mode,
 )
 from ..backends.guard import GuardedBackend, GuardLimits
-from ..backends.isolated.client import IsolatedPlugin, IsolationLimits
+from ..backends.isolated.client import IsolatedPlugin
+from ..backends.isolated.limits import IsolationLimits
 from ..backends.native import NativePlugin, built_with_go
 from ..backends.protocol import Health, PluginBackend, State
 from ..callbacks import HostCallbacks
 from ..config.schema import HostConfig
 from ..discovery import PluginFile, discover
-from ..envelope import b64encode, decode
+from ..envelope import b64encode
 from ..errors import (
     DECLINE_CODES,
     NativeHandlerFailed,
@@ -38,7 +39,6 @@ from ..errors import (
     PluginError,
     PluginNotFound,
     PluginNotLoaded,
-    PluginResponseError,
     PluginUnloading,
     RegistrationTimeout,
 )
@@ -93,7 +93,7 @@ class _Slot:
     """The host's mutable knowledge of one plugin; only touched under the host's lock."""
 
     file: PluginFile
-    backend: PluginBackend
+    backend: GuardedBackend
     registration: Registration
     config_yaml: bytes
     # (inode, size, mtime) of the file when it was loaded: tells an in-place replacement.
@@ -123,13 +123,16 @@ class _Spec:
 
     @classmethod
     def of(cls, cfg: HostConfig, plugin_id: str) -> _Spec:
+        """The limits of one plugin: the guard's for every call, the worker's if isolated."""
         entry, defaults = cfg.plugin_entry(plugin_id), cfg.plugins
         max_response = entry.max_response_bytes or defaults.max_response_bytes
         isolated = entry.isolation == "process"
+        # The default timeout applies to isolated plugins only: a worker that overruns it
+        # is killed, while an in-process call that overruns it can only be abandoned.
+        timeout_ms = entry.timeout_ms or (defaults.timeout_ms if isolated else None)
+        isolation = None
         if isolated:
-            timeout_ms: int | None = entry.timeout_ms or defaults.timeout_ms
-            isolation: IsolationLimits | None = IsolationLimits(
-                timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            isolation = IsolationLimits(
                 memory_limit_mb=entry.memory_limit_mb,
                 cpu_limit_s=entry.cpu_limit_s,
                 max_response_bytes=max_response,
@@ -137,9 +140,6 @@ class _Spec:
                 fuse_window_s=defaults.fuse_window_seconds,
                 spin_us=defaults.spin_us,
             )
-            timeout_ms = None  # the worker enforces it, and can kill what overruns
-        else:
-            timeout_ms, isolation = entry.timeout_ms, None
         guard = GuardLimits(
             timeout_s=timeout_ms / 1000 if timeout_ms else None,
             max_concurrent=entry.max_concurrent_requests,
@@ -431,8 +431,7 @@ class PluginHost:
             inner = self._factory(plugin_id, pfile.path, self._callbacks)
         backend = GuardedBackend(inner, spec.guard)
         try:
-            raw = backend.call(Method.REGISTER, lifecycle_request(config_yaml))
-            result = decode(raw, plugin_id=plugin_id, method=Method.REGISTER)
+            result = backend.call(Method.REGISTER, lifecycle_request(config_yaml))
             registration = parse_registration(result, plugin_id)
         except BaseException:
             self._close_backend(plugin_id, backend)
@@ -443,8 +442,7 @@ class PluginHost:
     def _reconfigure(self, plugin_id: str, slot: _Slot) -> None:
         config_yaml = self._config.config_yaml(plugin_id)
         try:
-            raw = slot.backend.call(Method.RECONFIGURE, lifecycle_request(config_yaml))
-            result = decode(raw, plugin_id=plugin_id, method=Method.RECONFIGURE)
+            result = slot.backend.call(Method.RECONFIGURE, lifecycle_request(config_yaml))
             registration = parse_registration(result, plugin_id)
         except PluginError as exc:
             # The plugin keeps serving with its previous registration.
@@ -468,7 +466,7 @@ class PluginHost:
         self._close_backend(plugin_id, slot.backend)
         log.info("plugin %s unloaded (%s)", plugin_id, slot.file.path)
 
-    def _close_backend(self, plugin_id: str, backend: PluginBackend) -> None:
+    def _close_backend(self, plugin_id: str, backend: GuardedBackend) -> None:
         try:
             backend.close()
         except Exception:
@@ -548,30 +546,16 @@ class PluginHost:
         return self._invoke(record, method, _encode(request))
 
     def _invoke(self, record: Record, method: str, data: bytes) -> Any:
+        """The result of one call through the plugin's guard, which decodes and counts it."""
         try:
-            raw = record.backend.call(method, data)
-        except PluginError as exc:
+            return record.backend.call(method, data)
+        except PluginUnloading:
             # A caller can pick a record just before a swap retires it. The refusal comes
             # before the plugin saw the request, so the successor can safely take it.
             successor = self._snapshot.get(record.plugin_id)
-            if not isinstance(exc, PluginUnloading) or successor is None or successor is record:
+            if successor is None or successor is record:
                 raise
-            record, raw = successor, successor.backend.call(method, data)
-        guard = record.backend if isinstance(record.backend, GuardedBackend) else None
-        try:
-            result = decode(raw, plugin_id=record.plugin_id, method=method)
-        except PluginResponseError as exc:
-            if guard is not None:
-                guard.note_failure(str(exc))
-            raise
-        except PluginError:
-            # An error envelope is a proper answer: the plugin itself is fine.
-            if guard is not None and guard.failing:
-                guard.note_success()
-            raise
-        if guard is not None and guard.failing:
-            guard.note_success()
-        return result
+            return successor.backend.call(method, data)
 
     def _unavailable(self, plugin_id: str, method: str) -> PluginError:
         with self._state:

@@ -175,7 +175,7 @@ class FakePlugin:
         self.path = path
         self.handler = handler
 
-    def call(self, method: str, request: bytes) -> bytes:
+    def call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
         answer = self.answers.get(method)
         if answer is None:
             return error("unknown_method", f"unknown method: {method}")
