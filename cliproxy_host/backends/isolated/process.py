@@ -9,15 +9,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Final, Protocol
+from typing import Final, Protocol
 
 from ...errors import PluginCrashed, PluginError, PluginLoadError, PluginUnloading
 from .limits import IsolationLimits
+from .spawn import forward_output, spawn
 from .wire import (
     HANDSHAKE_ID,
     CallLine,
@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 
 # A worker whose socket closed but which still runs is killed after this long.
 REAP_GRACE: Final = 2.0
+# After the drain: time for plugin.shutdown and shutdown() before the worker is killed.
+EXIT_GRACE: Final = 2.0
 # What a frame from the worker may carry beyond a response: error JSON, a method name.
 _FRAME_SLACK: Final = 64 * 1024
-_LINE_LIMIT: Final = 64 * 1024
 PING: Final = "(ping)"  # the method name a ping is registered under
 
 
@@ -119,42 +120,14 @@ class WorkerProcess:
         self.max_frame = limits.max_response_bytes + _FRAME_SLACK
         self.idle_lines: list[CallLine] = []  # a stack: the line used last is used next
 
-        parent_sock, child_sock = socket.socketpair()
-        # New call lines reach the worker through this one, as file descriptors.
-        lines_sock, lines_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        read_fd, write_fd = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                worker_command(plugin_id, path, limits, child_sock.fileno(), lines_child.fileno()),
-                # /dev/null rather than closed: a free fd 0 would be taken by the plugin's
-                # next open() and mistaken for stdin.
-                stdin=subprocess.DEVNULL,
-                # stdout too: a plugin's printf belongs in the host's log, not its stdout.
-                stdout=write_fd,
-                stderr=write_fd,
-                pass_fds=(child_sock.fileno(), lines_child.fileno()),
-                # Out of the host's process group: a Ctrl-C at the terminal is the host's
-                # to handle; the worker goes when the host does (PR_SET_PDEATHSIG, EOF).
-                start_new_session=True,
-                env=_worker_env(),
-            )
-        except BaseException:
-            parent_sock.close()
-            lines_sock.close()
-            os.close(read_fd)
-            raise
-        finally:
-            child_sock.close()
-            lines_child.close()
-            os.close(write_fd)
+        self.proc, parent_sock, self.lines_sock, output = spawn(plugin_id, path, limits)
         self.pid = self.proc.pid
         self.channel = Channel(parent_sock, self.max_frame)
-        self.lines_sock = lines_sock
         name = f"cliproxy-isolated-{plugin_id}-{self.pid}"
         self.reader = threading.Thread(target=self._read, name=name, daemon=True)
         self.output = threading.Thread(
-            target=_forward_output,
-            args=(os.fdopen(read_fd, "rb"), plugin_id),
+            target=forward_output,
+            args=(output, plugin_id),
             name=f"{name}-stderr",
             daemon=True,
         )
@@ -186,6 +159,51 @@ class WorkerProcess:
         self.proc.wait()
         with contextlib.suppress(OSError):  # closed already: the reader saw the EOF
             self.channel.sock.shutdown(socket.SHUT_RDWR)
+
+    # -- its life: loaded, pinged, shut down -------------------------------------------
+
+    def wait_loaded(self, timeout_s: float) -> None:
+        """Wait for READY; raise the load error, killing a worker that takes too long."""
+        handshake = self.handshake
+        if not handshake.event.wait(timeout_s):
+            self.kill(
+                f"it did not load the plugin within {timeout_s:g} s (start_timeout_s), "
+                "so it was killed"
+            )
+            handshake.event.wait()
+        if handshake.error is not None:
+            # The worker is gone or exits by itself after a load error: reap it first.
+            self.join(REAP_GRACE + 1.0)
+            err = handshake.error
+            if isinstance(err, PluginLoadError):
+                raise err
+            raise PluginLoadError(err.message, code=err.code, plugin_id=self.plugin_id)
+
+    def ping(self, timeout_s: float) -> bool:
+        """False if the worker missed the ping; True if it answered, or died (its reader
+        handles that)."""
+        registered = self.register(PING)
+        if registered is None:
+            return True
+        request_id, pending = registered
+        try:
+            self.channel.send(Kind.PING, request_id)
+        except OSError:
+            return True
+        return pending.event.wait(timeout_s) or self.take(request_id) is None
+
+    def shut_down(self, drain: float) -> None:
+        """Ask the worker to close the plugin (calls get `drain` seconds) and exit; kill it
+        if it has not exited shortly after."""
+        self.stopping = True
+        wait = 0.0
+        if self.ready:
+            with contextlib.suppress(OSError):
+                self.channel.send(Kind.SHUTDOWN, 0, f"{drain:.3f}".encode())
+            wait = drain + EXIT_GRACE
+        self.reader.join(wait)
+        if self.reader.is_alive():
+            self.kill(f"the worker did not exit within {wait:g} s of shutdown; killed")
 
     # -- requests and call lines ------------------------------------------------------
 
@@ -349,56 +367,6 @@ class WorkerProcess:
         if reason:
             message = f"plugin {self.plugin_id} lost its worker in {method}: {reason}"
         return PluginCrashed(message, plugin_id=self.plugin_id, method=method)
-
-
-def worker_command(
-    plugin_id: str, path: Path, limits: IsolationLimits, fd: int, lines_fd: int
-) -> list[str]:
-    """The worker's command line (see worker.py)."""
-    command = [
-        sys.executable,
-        "-m",
-        "cliproxy_host.backends.isolated.worker",
-        "--fd",
-        str(fd),
-        "--lines-fd",
-        str(lines_fd),
-        "--parent-pid",
-        str(os.getpid()),
-        "--plugin-id",
-        plugin_id,
-        "--path",
-        str(path),
-        "--max-response-bytes",
-        str(limits.max_response_bytes),
-        "--spin-us",
-        str(limits.spin_us),
-    ]
-    if limits.memory_limit_mb is not None:
-        command += ["--memory-limit-mb", str(limits.memory_limit_mb)]
-    if limits.cpu_limit_s is not None:
-        command += ["--cpu-limit-s", str(limits.cpu_limit_s)]
-    return command
-
-
-def _worker_env() -> dict[str, str]:
-    # The worker must import this very package, whether the host runs installed or from
-    # a checkout (where only the host's sys.path, not the worker's, would find it).
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[3])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def _forward_output(stream: IO[bytes], plugin_id: str) -> None:
-    """Each line the worker writes to stdout/stderr, as a WARNING naming the plugin."""
-    logger = logging.getLogger(f"cliproxy_host.plugin.{plugin_id}")
-    with stream:
-        # Bounded lines: a plugin writing without newlines must not grow a host buffer.
-        for line in iter(lambda: stream.readline(_LINE_LIMIT), b""):
-            text = line.rstrip(b"\r\n").decode("utf-8", "replace")
-            if text:
-                logger.warning("%s: %s", plugin_id, text)
 
 
 def _describe_exit(returncode: int) -> tuple[str, str | None]:

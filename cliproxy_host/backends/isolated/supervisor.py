@@ -13,27 +13,23 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Literal
+from typing import Literal
 
 from ...abi import Method
 from ...errors import PluginError, PluginLoadError, PluginUnavailable, PluginUnloading
 from ..protocol import CONFIG_METHODS, Health, State
 from .fuse import Fuse
 from .limits import IsolationLimits
-from .process import PING, REAP_GRACE, WorkerGone, WorkerProcess
-from .wire import HANDSHAKE_ID, Kind
+from .process import EXIT_GRACE, REAP_GRACE, WorkerGone, WorkerProcess
+from .wire import HANDSHAKE_ID
 
 log = logging.getLogger(__name__)
-
-# After the drain: time for plugin.shutdown and shutdown() before the worker is killed.
-_EXIT_GRACE: Final = 2.0
 
 # Sends a config to a new worker as plugin.register, bounded by the timeout; raises
 # WorkerGone or PluginError like a call.
@@ -281,20 +277,7 @@ class Supervisor:
             self._worker = worker
             if self._closing:
                 worker.kill("the plugin was unloaded while its worker started")
-        handshake = worker.handshake
-        if not handshake.event.wait(self.limits.start_timeout_s):
-            worker.kill(
-                f"it did not load the plugin within {self.limits.start_timeout_s:g} s "
-                "(start_timeout_s), so it was killed"
-            )
-            handshake.event.wait()
-        if handshake.error is not None:
-            # The worker is gone or exits by itself after a load error: reap it first.
-            worker.join(REAP_GRACE + 1.0)
-            err = handshake.error
-            if isinstance(err, PluginLoadError):
-                raise err
-            raise PluginLoadError(err.message, code=err.code, plugin_id=self.plugin_id)
+        worker.wait_loaded(self.limits.start_timeout_s)
         with self._cond:
             config, timeout = self._config, self._config_timeout
         if config is not None:
@@ -317,15 +300,7 @@ class Supervisor:
             if self._state is not State.RUNNING or worker is None:
                 return
         worker.trim_lines(self.limits.line_idle_s)
-        registered = worker.register(PING)
-        if registered is None:
-            return
-        request_id, pending = registered
-        try:
-            worker.channel.send(Kind.PING, request_id)
-        except OSError:
-            return  # dead: its reader handles it
-        if pending.event.wait(self.limits.ping_timeout_s) or worker.take(request_id) is None:
+        if worker.ping(self.limits.ping_timeout_s):
             return
         reason = (
             f"the worker missed a ping (no answer within {self.limits.ping_timeout_s:g} s), "
@@ -343,16 +318,7 @@ class Supervisor:
             worker = self._worker
             threads = list(self._threads)
         if worker is not None and not worker.dead:
-            worker.stopping = True
-            wait = 0.0
-            if worker.ready:
-                drain = max(0.0, self._close_deadline - time.monotonic())
-                with contextlib.suppress(OSError):
-                    worker.channel.send(Kind.SHUTDOWN, 0, f"{drain:.3f}".encode())
-                wait = drain + _EXIT_GRACE
-            worker.reader.join(wait)
-            if worker.reader.is_alive():
-                worker.kill(f"the worker did not exit within {wait:g} s of shutdown; killed")
+            worker.shut_down(max(0.0, self._close_deadline - time.monotonic()))
         deadline = time.monotonic() + REAP_GRACE + 1.0
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -386,4 +352,4 @@ class Supervisor:
                 self._stop = True
                 self._cond.notify_all()
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout + _EXIT_GRACE + REAP_GRACE + 2.0)
+            self._thread.join(timeout + EXIT_GRACE + REAP_GRACE + 2.0)
