@@ -63,8 +63,8 @@ class IsolatedPlugin:
     def call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
         """Send a request envelope; answer the plugin's response envelope bytes.
 
-        Past `timeout` seconds (waiting for a restarting worker included) the worker is
-        killed and the call raises PluginTimeout.
+        `timeout` bounds the whole call, waiting for a restarting worker included: a call
+        the worker is still running then has its worker killed, and raises PluginTimeout.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         supervisor = self._supervisor

@@ -52,6 +52,8 @@ class Supervisor:
 
     A thread of its own starts every worker, pings it, restarts it when it goes (after a
     backoff), fuses the plugin after too many failures and shuts the worker down on close.
+    One class, a little over the usual size, because one lock guards the state that thread
+    and the callers share (the worker, its state, the calls in flight, closing).
     """
 
     def __init__(
