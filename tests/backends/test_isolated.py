@@ -598,6 +598,18 @@ def test_a_call_line_times_out_and_tells_eof_from_silence() -> None:
         line.close()
 
 
+def test_a_call_line_keeps_the_timeout_each_call_brings() -> None:
+    ours, peer = socket.socketpair()
+    line = CallLine(ours, max_frame=1024, timeout=None)  # made before any call: untimed
+    with peer:
+        line.send(1, "echo", b"{}", 0.2)  # the guard's timeout for this call
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            line.recv(0.0)
+        assert 0.15 < time.monotonic() - started < 2
+    line.close()
+
+
 # -- crashes -----------------------------------------------------------------------------
 
 
