@@ -5,9 +5,9 @@ it is informational and degrades to a note when those change shape. Layers:
 
   host.call          PluginHost.call(plugin_id, method, dict)
   encode             orjson.dumps(dict)
-  backend.call       the record's backend (the guard, if any) with the encoded bytes
+  backend.call       the record's backend (the guard) with the encoded bytes, decoded
   inner backend      what the guard wraps (NativePlugin.call)
-  decode             envelope.decode(answer bytes)
+  decode             envelope.decode(answer bytes) (part of backend.call)
   FFI floor          the raw baseline's C call + copy of the answer + free_buffer
 """
 
@@ -46,7 +46,7 @@ def call_path_breakdown(
         return [f"Call-path breakdown unavailable ({type(exc).__name__}: {exc})."]
     inner = getattr(backend, "backend", None)
     data = orjson.dumps(request)
-    answer = backend.call("echo", data)
+    answer = (inner or backend).call("echo", data)
     buffer = raw.new_buffer()
     fn, free = raw.fn, raw.free
 
@@ -73,9 +73,9 @@ def call_path_breakdown(
         ("encode: orjson.dumps(request)", med["encode"]),
         (
             "host layers: lookup, dispatch, error handling",
-            total - med["encode"] - med["backend.call"] - med["decode"],
+            total - med["encode"] - med["backend.call"],
         ),
-        ("guard around the backend", med["backend.call"] - inner_ns),
+        ("guard around the backend", med["backend.call"] - inner_ns - med["decode"]),
         (
             "NativePlugin bookkeeping: method bytes, in-flight count, response struct",
             inner_ns - med["FFI floor"],

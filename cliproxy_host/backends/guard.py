@@ -1,17 +1,17 @@
-"""A guard around any plugin backend: circuit breaker, concurrency cap, timeout, response cap."""
+"""The one fault layer around every backend: breaker, concurrency, timeouts, size, decoding."""
 
 from __future__ import annotations
 
+import functools
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from ..envelope import decode
 from ..errors import (
     PluginBusy,
     PluginCrashed,
@@ -21,7 +21,8 @@ from ..errors import (
     PluginUnavailable,
     ResponseTooLarge,
 )
-from .protocol import Health, PluginBackend, State
+from .pool import DaemonPool
+from .protocol import CONFIG_METHODS, DEFAULT_DRAIN_TIMEOUT, Health, PluginBackend, State
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ _TROUBLE: Final = (PluginCrashed, PluginTimeout, PluginResponseError)
 
 @dataclass(frozen=True)
 class GuardLimits:
-    timeout_s: float | None = None  # None: the call runs on the caller's thread, untimed
+    """What the host allows one plugin's calls, wherever the plugin runs."""
+
+    timeout_s: float | None = None  # None: calls are not timed
     max_concurrent: int | None = None
     busy_wait_s: float = 5.0
     max_response_bytes: int | None = None
@@ -39,44 +42,16 @@ class GuardLimits:
     breaker_cooldown_s: float = 10.0
 
 
-class _DaemonPool:
-    """Threads that run timed calls. Daemon threads: a call stuck in C forever must not
-    keep the interpreter from exiting, which a ThreadPoolExecutor's threads would."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], bytes], Future[bytes]]] = (
-            queue.SimpleQueue()
-        )
-        self._idle = 0
-        self._lock = threading.Lock()
-
-    def submit(self, job: Callable[[], bytes]) -> Future[bytes]:
-        future: Future[bytes] = Future()
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-            else:
-                threading.Thread(target=self._work, name=self._name, daemon=True).start()
-        self._jobs.put((job, future))
-        return future
-
-    def _work(self) -> None:
-        while True:
-            job, future = self._jobs.get()
-            try:
-                future.set_result(job())
-            except BaseException as exc:
-                future.set_exception(exc)
-            with self._lock:
-                self._idle += 1
-
-
 class GuardedBackend:
-    """Wraps a backend with the host's limits; the same interface, so the host can't tell.
+    """A backend behind the host's limits: what the host calls. Thread-safe.
 
-    The caller decodes the envelope, so it reports the outcome: `note_failure` for an
-    invalid envelope, `note_success` for a good one while `failing`.
+    `call` answers the decoded result of the plugin's envelope, or raises the PluginError
+    it carries or that went wrong, and counts the outcome itself.
+
+    Timeouts: a backend that `ends_overruns` (a worker process) is handed the timeout and
+    kills what overruns it. Any other backend's timed calls run on the guard's pool, and
+    the caller stops waiting at the timeout; the call itself runs on (in this process it
+    cannot be stopped), and the plugin shows unhealthy until it returns.
 
     Circuit breaker: `breaker_failures` consecutive failures that point at the plugin
     (crash, timeout, oversized or invalid response) open the circuit; calls then fail fast
@@ -89,35 +64,62 @@ class GuardedBackend:
         self.plugin_id = backend.plugin_id
         self.path: Path = backend.path
         self._limits = limits
+        self._max_response = limits.max_response_bytes
         self._slots = (
             threading.BoundedSemaphore(limits.max_concurrent) if limits.max_concurrent else None
         )
-        self._pool = _DaemonPool(f"call-{backend.plugin_id}") if limits.timeout_s else None
+        ends_overruns = backend.ends_overruns
+        # The timeout handed to the backend: only to one that keeps it itself.
+        self._timeout = limits.timeout_s if ends_overruns else None
+        self._pool = (
+            DaemonPool(f"call-{backend.plugin_id}")
+            if limits.timeout_s and not ends_overruns
+            else None
+        )
         self._lock = threading.Lock()
         self._failures = 0
-        # Whether failures are counted: the caller must then report how the answer
-        # decoded. A plain attribute, read on every call.
-        self.failing = False
+        # Whether failures are being counted, so that a good answer must reset the count.
+        # A plain attribute, read on every call.
+        self._failing = False
         self._opened_at: float | None = None
         self._probing = False
         self._stuck = 0  # timed-out in-process calls still running in the plugin
         self._last_error: str | None = None
-        # No slots and no timer: a call goes straight to the backend while the circuit
-        # is closed (the common case), without the bookkeeping of the general path.
+        # No slots and no timer of its own: while the circuit is closed (the common case),
+        # a call goes straight to the backend, without the general path's bookkeeping.
         self._direct = self._slots is None and self._pool is None
 
-    def call(self, method: str, request: bytes) -> bytes:
+    def call(self, method: str, request: bytes) -> Any:
+        """The result `method` answers for the request envelope, or its PluginError."""
         if self._direct and self._opened_at is None:
             try:
-                data = self.backend.call(method, request)
-                limit = self._limits.max_response_bytes
+                data = self.backend.call(method, request, self._timeout)
+                limit = self._max_response
                 if limit is not None and len(data) > limit:
                     raise self._too_large(method, len(data), limit)
-            except PluginError as exc:
-                if isinstance(exc, _TROUBLE):
-                    self.note_failure(str(exc))
+            except _TROUBLE as exc:
+                self._failed(str(exc))
                 raise
-            return data
+        else:
+            data = self._call_limited(method, request)
+        try:
+            result = decode(data, plugin_id=self.plugin_id, method=method)
+        except PluginResponseError as exc:
+            self._failed(str(exc))
+            raise
+        except PluginError:
+            # An error envelope is a proper answer: the plugin itself is fine.
+            if self._failing:
+                self._succeeded()
+            raise
+        if self._failing:
+            self._succeeded()
+        if method in CONFIG_METHODS:
+            self.backend.configured(request, self._limits.timeout_s)
+        return result
+
+    def _call_limited(self, method: str, request: bytes) -> bytes:
+        """The general path: fail fast or probe while the circuit is open, take a slot."""
         probe = False
         if self._opened_at is not None:
             probe = self._admit(method)
@@ -133,14 +135,15 @@ class GuardedBackend:
             )
         try:
             data = self._run(method, request)
-            limit = self._limits.max_response_bytes
+            limit = self._max_response
             if limit is not None and len(data) > limit:
                 raise self._too_large(method, len(data), limit)
-        except PluginError as exc:
-            if isinstance(exc, _TROUBLE):
-                self.note_failure(str(exc))
-            elif probe:
-                self.note_success()
+        except _TROUBLE as exc:
+            self._failed(str(exc))
+            raise
+        except PluginError:
+            if probe:
+                self._succeeded()
             raise
         finally:
             if self._slots is not None:
@@ -156,10 +159,11 @@ class GuardedBackend:
         )
 
     def _run(self, method: str, request: bytes) -> bytes:
-        if self._pool is None:
-            return self.backend.call(method, request)
+        pool = self._pool
+        if pool is None:
+            return self.backend.call(method, request, self._timeout)
         timeout = self._limits.timeout_s
-        future = self._pool.submit(lambda: self.backend.call(method, request))
+        future = pool.run(functools.partial(self.backend.call, method, request))
         try:
             return future.result(timeout=timeout)
         except TimeoutError:
@@ -208,11 +212,11 @@ class GuardedBackend:
             with self._lock:
                 self._probing = False
 
-    def note_failure(self, reason: str) -> None:
-        """Count a failure that points at the plugin (the host reports invalid envelopes)."""
+    def _failed(self, reason: str) -> None:
+        """Count a failure that points at the plugin; open the circuit at the limit."""
         with self._lock:
             self._failures += 1
-            self.failing = True
+            self._failing = True
             self._last_error = reason
             if self._failures >= self._limits.breaker_failures:
                 if self._opened_at is None:
@@ -224,13 +228,13 @@ class GuardedBackend:
                     )
                 self._opened_at = time.monotonic()
 
-    def note_success(self) -> None:
-        """The caller decoded a good envelope: reset the count, close an open circuit."""
+    def _succeeded(self) -> None:
+        """A proper answer after failures: reset the count, close an open circuit."""
         with self._lock:
             if self._opened_at is not None:
                 log.info("plugin %s: circuit closed, the probe call succeeded", self.plugin_id)
             self._failures = 0
-            self.failing = False
+            self._failing = False
             self._opened_at = None
 
     def health(self) -> Health:
@@ -250,5 +254,9 @@ class GuardedBackend:
                 )
             return replace(inner, last_error=inner.last_error or self._last_error)
 
-    def close(self) -> None:
-        self.backend.close()
+    def close(self, timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+        """Close the backend (it drains its calls), then let the pool's threads go."""
+        self.backend.close(timeout)
+        if self._pool is not None:
+            # Not waited for: a call stuck in the plugin ends when it ends.
+            self._pool.close(0.0)

@@ -15,19 +15,18 @@ from ..abi import ABI_VERSION, HostHandler, Method, ffi, libc
 from ..envelope import failed_call_error
 from ..errors import (
     AbiVersionMismatch,
-    HostCallFailed,
     PluginError,
     PluginInitFailed,
     PluginLoadError,
     PluginResponseError,
     PluginUnloading,
 )
-from .protocol import Health
+from ..gate import failure_envelope
+from .protocol import DEFAULT_DRAIN_TIMEOUT, Health
 
 log = logging.getLogger(__name__)
 
 INIT_SYMBOL: Final = "cliproxy_plugin_init"
-DEFAULT_DRAIN_TIMEOUT: Final = 5.0
 _DLOPEN_FLAGS: Final = 0 if sys.platform == "win32" else os.RTLD_NOW | os.RTLD_LOCAL
 _RUNNING: Final = Health()
 
@@ -115,17 +114,16 @@ def _host_call(ctx: Any, method: Any, request: Any, request_len: int, response: 
         name = raw_name.decode("utf-8", "replace")
         if len(_method_names) < 256:  # plugins call a handful of names; never grow unbounded
             _method_names[raw_name] = name
+    # The answer gate, without a wrapper around the handler: this try is needed for the
+    # request anyway, and a wrapper would cost a call on every callback.
     try:
         if not request and request_len:
             raise ValueError(f"request pointer is NULL but request_len is {request_len}")
         # `request` is declared const char* (see _HOST_CALL): unpack copies it as bytes.
         data = _unpack(request, request_len) if request_len else b""
         answer = entry.handler(entry.plugin_id, name, data)
-    except PluginError as exc:
-        answer = exc.to_envelope()
     except Exception as exc:  # a callback must never raise into C
-        log.exception("plugin %s: host callback %s failed", entry.plugin_id, name)
-        answer = HostCallFailed(f"host callback {name} failed: {exc}").to_envelope()
+        answer = failure_envelope(exc, entry.plugin_id, name)
     # _write_response, inlined: this runs for every host callback.
     try:
         size = len(answer)
@@ -169,6 +167,9 @@ _HOST_FREE = ffi.callback("void(void*, size_t)", _host_free)
 
 class NativePlugin:
     """A plugin library in this process. Thread-safe; calls run without the GIL."""
+
+    # A call in this process cannot be stopped: the guard times it on a thread of its own.
+    ends_overruns = False
 
     def __init__(self, plugin_id: str, path: Path, handler: HostHandler) -> None:
         """Load and initialise the library (ABI.md section 1, steps 1-4)."""
@@ -259,8 +260,11 @@ class NativePlugin:
         ffi.dlclose(self._lib)
         self._closed = True
 
-    def call(self, method: str, request: bytes) -> bytes:
-        """Send a request envelope; answer the plugin's response envelope bytes (copied)."""
+    def call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
+        """Send a request envelope; answer the plugin's response envelope bytes (copied).
+
+        `timeout` is ignored (see `ends_overruns`).
+        """
         cmethod = self._methods.get(method)
         if cmethod is None:
             cmethod = self._methods.setdefault(method, method.encode("utf-8"))
@@ -327,6 +331,9 @@ class NativePlugin:
         if rc != 0:
             raise failed_call_error(rc, data, plugin_id=self.plugin_id, method=method)
         return data
+
+    def configured(self, request: bytes, timeout: float | None) -> None:
+        """Nothing to keep: in this process the plugin lives as long as its config."""
 
     @property
     def inflight(self) -> int:

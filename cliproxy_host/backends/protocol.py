@@ -5,7 +5,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Final, Protocol
+
+from ..abi import Method
+
+# How long close() waits for calls in flight before it leaves them to finish on their own.
+DEFAULT_DRAIN_TIMEOUT: Final = 5.0
+# The calls that hand a plugin its config: answered ok, the config is the plugin's.
+CONFIG_METHODS: Final = frozenset({Method.REGISTER.value, Method.RECONFIGURE.value})
 
 
 class State(enum.StrEnum):
@@ -28,19 +35,61 @@ class Health:
 
 
 class PluginBackend(Protocol):
-    """A loaded plugin wherever it lives (in this process or a worker): what the host needs."""
+    """A loaded plugin wherever it lives (in this process or a worker).
+
+    Backends carry bytes and keep their plugin alive; everything else (the breaker, the
+    concurrency cap, timeouts, the response cap, decoding envelopes) is the guard's
+    (`guard.GuardedBackend`), which the host puts around every backend.
+    """
 
     plugin_id: str
     path: Path
 
-    def call(self, method: str, request: bytes) -> bytes:
-        """Send one request envelope; answer the response envelope bytes or raise PluginError."""
+    @property
+    def ends_overruns(self) -> bool:
+        """Whether `call` ends a call that outlasts its `timeout` itself (by killing the
+        process that runs it). If not, the guard runs timed calls on a thread of its own
+        and gives up waiting, since a call in this process cannot be stopped."""
         ...
 
-    def close(self) -> None:
-        """Stop routing calls, wait for those in flight, shut the plugin down and unload it."""
+    def call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
+        """Send one request envelope; answer the response envelope bytes or raise PluginError.
+
+        `timeout` (seconds, None for none) bounds the call in a backend that `ends_overruns`;
+        past it the call raises PluginTimeout. Other backends ignore it.
+        """
+        ...
+
+    def configured(self, request: bytes, timeout: float | None) -> None:
+        """The plugin answered this plugin.register/plugin.reconfigure request ok.
+
+        A backend that restarts its plugin hands the new one this config, bounded by
+        `timeout` like the call that brought it.
+        """
+        ...
+
+    def close(self, timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+        """Stop routing calls, wait (bounded) for those in flight, shut the plugin down."""
         ...
 
     def health(self) -> Health:
         """The backend's current state, restarts and last failure."""
+        ...
+
+
+class GuardedPlugin(Protocol):
+    """A loaded plugin as the host calls it: a backend behind its guard (`GuardedBackend`)."""
+
+    plugin_id: str
+
+    def call(self, method: str, request: bytes) -> Any:
+        """The result of the plugin's answer envelope, or the PluginError it carries."""
+        ...
+
+    def close(self) -> None:
+        """Close the backend (see PluginBackend.close)."""
+        ...
+
+    def health(self) -> Health:
+        """The backend's health, with the guard's view (open circuit, stuck calls) added."""
         ...

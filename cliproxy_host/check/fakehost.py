@@ -16,10 +16,10 @@ from typing import Any, Final
 import orjson
 
 from ..abi import HostHandler
-from ..callbacks.gate import gated
 from ..callbacks.http import request_problems
 from ..envelope import b64encode, ci_get, ok
 from ..errors import HostCallFailed, InvalidRequest
+from ..gate import gated
 
 _LOG_LEVELS: Final = frozenset(
     {"trace", "debug", "info", "warn", "warning", "error", "fatal", "panic", "critical"}

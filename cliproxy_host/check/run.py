@@ -173,10 +173,17 @@ class Run:
             limits.LOAD_TIMEOUT + self.slack,
         )
 
-    def exchange(self, backend: PluginBackend, method: str, request: bytes) -> Answer:
-        """One call, unbounded; every way it can go wrong becomes an Answer."""
+    def exchange(
+        self,
+        backend: PluginBackend,
+        method: str,
+        request: bytes,
+        timeout: float | None = None,
+    ) -> Answer:
+        """One call; every way it can go wrong becomes an Answer. `timeout` bounds it only
+        in a backend that ends overruns itself (isolated); `call` bounds the rest."""
         try:
-            raw = backend.call(method, request)
+            raw = backend.call(method, request, limits.CALL_TIMEOUT if timeout is None else timeout)
         except PluginResponseError as exc:
             return Answer("broken", message=exc.message)
         except (PluginCrashed, PluginUnavailable) as exc:
@@ -214,7 +221,9 @@ class Run:
         assert target is not None, "a check that calls the plugin ran without a loaded plugin"
         data = request if isinstance(request, bytes) else orjson.dumps(request)
         try:
-            return bounded(lambda: self.exchange(target, method, data), timeout + self.slack)
+            return bounded(
+                lambda: self.exchange(target, method, data, timeout), timeout + self.slack
+            )
         except Hung:
             return Answer(
                 "timeout", message=self.hung(f"{method} did not answer within {timeout:g} s")

@@ -54,10 +54,12 @@ def backend_factory(isolated: bool) -> BackendFactory:
     if not isolated:
         return NativePlugin
     # Imported on use: an in-process run never starts a worker.
-    from ..backends.isolated.client import IsolatedPlugin, IsolationLimits  # noqa: PLC0415
+    from ..backends.isolated.client import IsolatedPlugin  # noqa: PLC0415
+    from ..backends.isolated.limits import IsolationLimits  # noqa: PLC0415
 
-    # The backend's own timeouts fire before the checker's (see limits.ISOLATED_SLACK).
-    config = IsolationLimits(timeout_s=limits.CALL_TIMEOUT, start_timeout_s=limits.LOAD_TIMEOUT)
+    # The backend's own timeouts (each call's, see Run.exchange) fire before the checker's,
+    # so a worker that hangs is killed and reported rather than abandoned.
+    config = IsolationLimits(start_timeout_s=limits.LOAD_TIMEOUT)
 
     def isolated_plugin(plugin_id: str, path: Path, handler: HostHandler) -> PluginBackend:
         return IsolatedPlugin(plugin_id, path, handler, config)

@@ -13,12 +13,11 @@ from typing import Any
 from ..abi import HostHandler, Method
 from ..backends.guard import GuardedBackend
 from ..backends.native import NativePlugin
-from ..backends.protocol import Health, PluginBackend
+from ..backends.protocol import Health
 from ..callbacks import HostCallbacks
 from ..config import HostConfig
 from ..discovery import PluginFile
-from ..envelope import decode
-from ..errors import PluginError, PluginResponseError, PluginUnloading, RegistrationTimeout
+from ..errors import PluginError, PluginUnloading, RegistrationTimeout
 from . import dispatch, reconcile
 from .dispatch import NOT_HANDLED, BroadcastResult, encode
 from .listing import PluginInfo, describe, unavailable
@@ -277,8 +276,7 @@ class PluginHost:
     def _reconfigure(self, plugin_id: str, slot: Slot) -> None:
         config_yaml = self._config.config_yaml(plugin_id)
         try:
-            raw = slot.backend.call(Method.RECONFIGURE, lifecycle_request(config_yaml))
-            result = decode(raw, plugin_id=plugin_id, method=Method.RECONFIGURE)
+            result = slot.backend.call(Method.RECONFIGURE, lifecycle_request(config_yaml))
             registration = parse_registration(result, plugin_id)
         except PluginError as exc:
             # The plugin keeps serving with its previous registration.
@@ -302,7 +300,7 @@ class PluginHost:
         self._close_backend(plugin_id, slot.backend)
         log.info("plugin %s unloaded (%s)", plugin_id, slot.file.path)
 
-    def _close_backend(self, plugin_id: str, backend: PluginBackend) -> None:
+    def _close_backend(self, plugin_id: str, backend: GuardedBackend) -> None:
         try:
             backend.close()
         except Exception:
@@ -376,30 +374,16 @@ class PluginHost:
         return self._invoke(record, method, encode(request))
 
     def _invoke(self, record: Record, method: str, data: bytes) -> Any:
+        """The result of one call through the plugin's guard, which decodes and counts it."""
         try:
-            raw = record.backend.call(method, data)
-        except PluginError as exc:
+            return record.backend.call(method, data)
+        except PluginUnloading:
             # A caller can pick a record just before a swap retires it. The refusal comes
             # before the plugin saw the request, so the successor can safely take it.
             successor = self._snapshot.get(record.plugin_id)
-            if not isinstance(exc, PluginUnloading) or successor is None or successor is record:
+            if successor is None or successor is record:
                 raise
-            record, raw = successor, successor.backend.call(method, data)
-        guard = record.backend if isinstance(record.backend, GuardedBackend) else None
-        try:
-            result = decode(raw, plugin_id=record.plugin_id, method=method)
-        except PluginResponseError as exc:
-            if guard is not None:
-                guard.note_failure(str(exc))
-            raise
-        except PluginError:
-            # An error envelope is a proper answer: the plugin itself is fine.
-            if guard is not None and guard.failing:
-                guard.note_success()
-            raise
-        if guard is not None and guard.failing:
-            guard.note_success()
-        return result
+            return successor.backend.call(method, data)
 
     def _unavailable(self, plugin_id: str, method: str) -> PluginError:
         with self._state:

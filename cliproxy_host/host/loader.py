@@ -10,12 +10,13 @@ import orjson
 
 from ..abi import SCHEMA_VERSION, HostHandler, Method
 from ..backends.guard import GuardedBackend, GuardLimits
-from ..backends.isolated.client import IsolatedPlugin, IsolationLimits
+from ..backends.isolated.client import IsolatedPlugin
+from ..backends.isolated.limits import IsolationLimits
 from ..backends.native import built_with_go
 from ..backends.protocol import PluginBackend
 from ..config import HostConfig
 from ..discovery import PluginFile
-from ..envelope import b64encode, decode
+from ..envelope import b64encode
 from .registry import Registration, parse_registration
 
 BackendFactory = Callable[[str, Path, HostHandler], PluginBackend]
@@ -31,13 +32,16 @@ class Spec:
 
     @classmethod
     def of(cls, cfg: HostConfig, plugin_id: str) -> Spec:
+        """The limits of one plugin: the guard's for every call, the worker's if isolated."""
         entry, defaults = cfg.plugin_entry(plugin_id), cfg.plugins
         max_response = entry.max_response_bytes or defaults.max_response_bytes
         isolated = entry.isolation == "process"
+        # The default timeout applies to isolated plugins only: a worker that overruns it
+        # is killed, while an in-process call that overruns it can only be abandoned.
+        timeout_ms = entry.timeout_ms or (defaults.timeout_ms if isolated else None)
+        isolation = None
         if isolated:
-            timeout_ms: int | None = entry.timeout_ms or defaults.timeout_ms
-            isolation: IsolationLimits | None = IsolationLimits(
-                timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            isolation = IsolationLimits(
                 memory_limit_mb=entry.memory_limit_mb,
                 cpu_limit_s=entry.cpu_limit_s,
                 max_response_bytes=max_response,
@@ -45,9 +49,6 @@ class Spec:
                 fuse_window_s=defaults.fuse_window_seconds,
                 spin_us=defaults.spin_us,
             )
-            timeout_ms = None  # the worker enforces it, and can kill what overruns
-        else:
-            timeout_ms, isolation = entry.timeout_ms, None
         guard = GuardLimits(
             timeout_s=timeout_ms / 1000 if timeout_ms else None,
             max_concurrent=entry.max_concurrent_requests,
@@ -64,7 +65,7 @@ class Slot:
     """The host's mutable knowledge of one plugin; only touched under the host's lock."""
 
     file: PluginFile
-    backend: PluginBackend
+    backend: GuardedBackend
     registration: Registration
     config_yaml: bytes
     # (inode, size, mtime) of the file when it was loaded: tells an in-place replacement.
@@ -97,7 +98,7 @@ def load_plugin(
     *,
     callbacks: HostHandler,
     factory: BackendFactory,
-    close: Callable[[str, PluginBackend], None],
+    close: Callable[[str, GuardedBackend], None],
 ) -> Slot:
     """Open the plugin's backend, guard it and register it; `close` undoes a failed load."""
     file_stamp = stamp(pfile.path)
@@ -107,8 +108,7 @@ def load_plugin(
         inner = factory(plugin_id, pfile.path, callbacks)
     backend = GuardedBackend(inner, spec.guard)
     try:
-        raw = backend.call(Method.REGISTER, lifecycle_request(config_yaml))
-        result = decode(raw, plugin_id=plugin_id, method=Method.REGISTER)
+        result = backend.call(Method.REGISTER, lifecycle_request(config_yaml))
         registration = parse_registration(result, plugin_id)
     except BaseException:
         close(plugin_id, backend)

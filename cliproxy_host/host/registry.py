@@ -9,7 +9,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..abi import CAPABILITY_METHODS, QUALIFIER_FLAGS, SCHEMA_VERSION
-from ..backends.protocol import PluginBackend
+from ..backends.protocol import GuardedPlugin
 from ..config import HOST_KEYS
 from ..errors import InvalidRegistration, PluginLoadError
 
@@ -146,7 +146,7 @@ class Record:
 
     plugin_id: str
     priority: int
-    backend: PluginBackend = field(compare=False)
+    backend: GuardedPlugin = field(compare=False)
     registration: Registration = field(compare=False)
     enabled: bool = True
 

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from cliproxy_host import errors
+from cliproxy_host.backends.guard import GuardedBackend, GuardLimits
+from cliproxy_host.backends.protocol import Health, State
 from cliproxy_host.config.schema import ConfigError, HostConfig
 from cliproxy_host.host.facade import PluginHost
 
@@ -166,3 +168,73 @@ def test_limits_are_validated_in_the_config(testplugin: Path, host_factory: Host
     host_factory.write_config(configs={"tp": {"enabled": True, "timeout_ms": "soon"}})
     with pytest.raises(ConfigError, match=r"plugins\.configs\.tp\.timeout_ms"):
         PluginHost.from_config(host_factory.config_path)
+
+
+# -- the guard on its own, around a backend that answers from a list ---------------------
+
+
+class ScriptedBackend:
+    """A backend answering its script in turn; records the thread and timeout of each call."""
+
+    plugin_id = "sb"
+    path = Path("sb")
+
+    def __init__(self, answers: list[bytes], *, ends_overruns: bool = False) -> None:
+        self.ends_overruns = ends_overruns
+        self.answers = answers
+        self.calls: list[tuple[str, float | None, threading.Thread]] = []
+        self.configs: list[tuple[bytes, float | None]] = []
+
+    def call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
+        self.calls.append((method, timeout, threading.current_thread()))
+        return self.answers.pop(0)
+
+    def configured(self, request: bytes, timeout: float | None) -> None:
+        self.configs.append((request, timeout))
+
+    def close(self, timeout: float = 5.0) -> None:
+        pass
+
+    def health(self) -> Health:
+        return Health()
+
+
+OK = b'{"ok":true,"result":{"n":1}}'
+REFUSED = b'{"ok":false,"error":{"code":"bad_config","message":"no"}}'
+
+
+def test_the_guard_decodes_and_counts_invalid_envelopes_itself() -> None:
+    backend = ScriptedBackend([b"not json", b"{}", OK, b"nope"])
+    guard = GuardedBackend(backend, GuardLimits(breaker_failures=3))
+    for _ in range(2):
+        with pytest.raises(errors.PluginResponseError):
+            guard.call("m", b"{}")
+    assert guard.call("m", b"{}") == {"n": 1}  # a good answer resets the count
+    with pytest.raises(errors.PluginResponseError):
+        guard.call("m", b"{}")
+    assert guard.health().state is State.RUNNING  # one failure, not three in a row
+
+
+def test_a_backend_that_ends_overruns_is_handed_the_timeout_on_the_callers_thread() -> None:
+    backend = ScriptedBackend([OK], ends_overruns=True)
+    assert GuardedBackend(backend, GuardLimits(timeout_s=2.5)).call("m", b"{}") == {"n": 1}
+    assert backend.calls == [("m", 2.5, threading.current_thread())]
+
+
+def test_any_other_backend_is_timed_on_the_guards_pool() -> None:
+    backend = ScriptedBackend([OK])
+    assert GuardedBackend(backend, GuardLimits(timeout_s=2.5)).call("m", b"{}") == {"n": 1}
+    [(method, timeout, thread)] = backend.calls
+    assert (method, timeout) == ("m", None)
+    assert thread is not threading.current_thread()
+    assert thread.daemon
+
+
+def test_only_a_config_the_plugin_accepted_is_handed_back_to_the_backend() -> None:
+    backend = ScriptedBackend([REFUSED, OK, OK], ends_overruns=True)
+    guard = GuardedBackend(backend, GuardLimits(timeout_s=3.0))
+    with pytest.raises(errors.PluginError):
+        guard.call("plugin.reconfigure", b"refused")
+    guard.call("plugin.reconfigure", b"accepted")
+    guard.call("echo", b"not a config")
+    assert backend.configs == [(b"accepted", 3.0)]

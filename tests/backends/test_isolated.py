@@ -23,7 +23,9 @@ import pytest
 
 from cliproxy_host import envelope as env
 from cliproxy_host import errors
-from cliproxy_host.backends.isolated.client import IsolatedPlugin, IsolationLimits
+from cliproxy_host.backends.guard import GuardedBackend, GuardLimits
+from cliproxy_host.backends.isolated.client import IsolatedPlugin
+from cliproxy_host.backends.isolated.limits import IsolationLimits
 from cliproxy_host.backends.isolated.wire import CallLine, Channel, FrameTooLarge, Kind
 from cliproxy_host.backends.native import NativePlugin
 from cliproxy_host.backends.protocol import Health, State
@@ -31,7 +33,10 @@ from cliproxy_host.backends.protocol import Health, State
 from ..conftest import REPO, CompilePlugin
 
 Handler = Callable[[str, str, bytes], bytes]
-Load = Callable[..., IsolatedPlugin]
+# What the tests call: an isolated backend as the host runs it (behind its guard, which
+# hands it each call's timeout and decodes its answers), or a bare one.
+Plugin = GuardedBackend | IsolatedPlugin
+Load = Callable[..., GuardedBackend]
 
 
 def answer_ok(plugin_id: str, method: str, request: bytes) -> bytes:
@@ -42,12 +47,20 @@ def answer_ok(plugin_id: str, method: str, request: bytes) -> bytes:
 
 @pytest.fixture
 def load() -> Iterator[Load]:
-    loaded: list[IsolatedPlugin] = []
+    loaded: list[GuardedBackend] = []
 
     def load_(
-        path: Path, handler: Handler = answer_ok, plugin_id: str = "tp", **limits: Any
-    ) -> IsolatedPlugin:
-        plugin = IsolatedPlugin(plugin_id, path, handler, IsolationLimits(**limits))
+        path: Path,
+        handler: Handler = answer_ok,
+        plugin_id: str = "tp",
+        timeout_s: float | None = 30.0,
+        **limits: Any,
+    ) -> GuardedBackend:
+        isolation = IsolationLimits(**limits)
+        plugin = GuardedBackend(
+            IsolatedPlugin(plugin_id, path, handler, isolation),
+            GuardLimits(timeout_s=timeout_s, max_response_bytes=isolation.max_response_bytes),
+        )
         loaded.append(plugin)
         return plugin
 
@@ -56,12 +69,14 @@ def load() -> Iterator[Load]:
         plugin.close()
 
 
-def result(plugin: IsolatedPlugin | NativePlugin, method: str, request: Any = None) -> Any:
+def result(plugin: Plugin | NativePlugin, method: str, request: Any = None) -> Any:
     data = b"" if request is None else orjson.dumps(request)
+    if isinstance(plugin, GuardedBackend):
+        return plugin.call(method, data)  # decoded by the guard
     return env.decode(plugin.call(method, data), plugin_id=plugin.plugin_id, method=method)
 
 
-def worker_pid(plugin: IsolatedPlugin) -> int:
+def worker_pid(plugin: Plugin) -> int:
     pid = result(plugin, "pid")["pid"]
     assert isinstance(pid, int)
     return pid
@@ -70,7 +85,7 @@ def worker_pid(plugin: IsolatedPlugin) -> int:
 class Sleepers:
     """Threads that each call the plugin's `sleep` once, started at once."""
 
-    def __init__(self, plugin: IsolatedPlugin, count: int, ms: int) -> None:
+    def __init__(self, plugin: Plugin, count: int, ms: int) -> None:
         self.answers: list[Any] = []
         self.threads = [
             threading.Thread(
@@ -353,15 +368,19 @@ def _outcome(plugin: IsolatedPlugin | NativePlugin, method: str, request: bytes)
         return ("answered", data, *error_fields(exc))
 
 
-def test_every_call_outcome_is_the_in_process_one(testplugin: Path, load: Load) -> None:
+def test_every_call_outcome_is_the_in_process_one(testplugin: Path) -> None:
     native = NativePlugin("tp", testplugin, answer_ok)
     try:
         expected = [_outcome(native, m, r) for m, r in _CALLS]
     finally:
         native.close()
-    isolated = load(testplugin)
-    assert [_outcome(isolated, m, r) for m, r in _CALLS] == expected
-    stats = result(isolated, "stats")
+    # bare backends: the bytes each answers, before any guard decodes them
+    isolated = IsolatedPlugin("tp", testplugin, answer_ok)
+    try:
+        assert [_outcome(isolated, m, r) for m, r in _CALLS] == expected
+        stats = result(isolated, "stats")
+    finally:
+        isolated.close()
     assert stats["allocs"] == stats["frees"] == len(_CALLS) - 3  # three answer nothing
     assert stats["bad_frees"] == 0
 
@@ -406,15 +425,15 @@ def test_a_slow_host_answer_counts_against_the_call_timeout(testplugin: Path, lo
 def test_host_callbacks_may_reenter_the_plugin_several_levels_deep(
     testplugin: Path, load: Load
 ) -> None:
-    box: dict[str, IsolatedPlugin] = {}
+    box: dict[str, GuardedBackend] = {}
 
     def handler(plugin_id: str, method: str, request: bytes) -> bytes:
         # plugin -> host -> plugin -> host ... while every outer call is still running
         depth = orjson.loads(request)["depth"]
         if depth == 0:
-            return box["p"].call("echo", b'{"bottom": true}')
+            return env.ok(box["p"].call("echo", b'{"bottom": true}'))
         inner = {"method": "host.deeper", "request": {"depth": depth - 1}}
-        return box["p"].call("host_thread" if depth % 2 else "host", orjson.dumps(inner))
+        return env.ok(box["p"].call("host_thread" if depth % 2 else "host", orjson.dumps(inner)))
 
     box["p"] = load(testplugin, handler)
     request = {"method": "host.deeper", "request": {"depth": 3}}
@@ -579,6 +598,18 @@ def test_a_call_line_times_out_and_tells_eof_from_silence() -> None:
         line.close()
 
 
+def test_a_call_line_keeps_the_timeout_each_call_brings() -> None:
+    ours, peer = socket.socketpair()
+    line = CallLine(ours, max_frame=1024, timeout=None)  # made before any call: untimed
+    with peer:
+        line.send(1, "echo", b"{}", 0.2)  # the guard's timeout for this call
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            line.recv(0.0)
+        assert 0.15 < time.monotonic() - started < 2
+    line.close()
+
+
 # -- crashes -----------------------------------------------------------------------------
 
 
@@ -723,7 +754,7 @@ def test_too_many_crashes_fuse_the_plugin_until_its_config_changes(
     assert base64.b64decode(config["config_yaml"]) == b"mode: fast\n"
 
 
-def restarted(plugin: IsolatedPlugin, times: int) -> bool:
+def restarted(plugin: Plugin, times: int) -> bool:
     return plugin.health().restarts == times
 
 

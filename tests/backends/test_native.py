@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -397,3 +399,14 @@ def test_a_relative_path_is_loaded_from_the_working_directory(
     plugin = NativePlugin("rel", Path("rel.so"), answer_ok)
     assert result(plugin, "echo", {"r": 1}) == {"r": 1}
     plugin.close()
+
+
+def test_the_worker_process_imports_no_http_client_or_config_parser() -> None:
+    # The backends import the answer gate; it must not drag the rest of callbacks (httpx)
+    # or the config (pydantic) into every worker a host starts.
+    code = (
+        "import sys, cliproxy_host.backends.isolated.worker; "
+        "print(sorted(m for m in ('httpx', 'pydantic', 'ruamel') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

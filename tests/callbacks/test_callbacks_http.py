@@ -14,6 +14,7 @@ import pytest
 
 from cliproxy_host.callbacks import HostCallbacks
 from cliproxy_host.config.schema import HttpPolicy
+from cliproxy_host.gate import gated
 
 from ..httpserver import LocalServer, serve
 
@@ -46,7 +47,7 @@ def callbacks(make: Make) -> HostCallbacks:
 
 
 def call(callbacks: HostCallbacks, method: str, request: object, plugin_id: str = "p1") -> Any:
-    return orjson.loads(callbacks(plugin_id, method, orjson.dumps(request)))
+    return orjson.loads(gated(callbacks)(plugin_id, method, orjson.dumps(request)))
 
 
 def result(answer: Any) -> Any:
@@ -382,7 +383,7 @@ def test_malformed_http_requests_answer_invalid_request(
 def test_non_object_requests_answer_invalid_request(
     callbacks: HostCallbacks, method: str, request_bytes: bytes
 ) -> None:
-    answer = orjson.loads(callbacks("p1", method, request_bytes))
+    answer = orjson.loads(gated(callbacks)("p1", method, request_bytes))
     failure(answer, "invalid_request")
 
 

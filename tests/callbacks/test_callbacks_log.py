@@ -12,6 +12,7 @@ import pytest
 from cliproxy_host.callbacks import HostCallbacks
 from cliproxy_host.callbacks.log import TRACE
 from cliproxy_host.config.schema import HttpPolicy
+from cliproxy_host.gate import gated
 
 LOGGER = "cliproxy_host.plugin.demo"
 
@@ -24,7 +25,7 @@ def callbacks() -> Iterator[HostCallbacks]:
 
 
 def log(callbacks: HostCallbacks, request: object, plugin_id: str = "demo") -> Any:
-    return orjson.loads(callbacks(plugin_id, "host.log", orjson.dumps(request)))
+    return orjson.loads(gated(callbacks)(plugin_id, "host.log", orjson.dumps(request)))
 
 
 def only_record(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
@@ -135,7 +136,7 @@ def test_disabled_level_logs_nothing_and_still_answers_ok(
 def test_malformed_request_answers_invalid_request(
     callbacks: HostCallbacks, request_bytes: bytes
 ) -> None:
-    answer = orjson.loads(callbacks("demo", "host.log", request_bytes))
+    answer = orjson.loads(gated(callbacks)("demo", "host.log", request_bytes))
     assert answer["ok"] is False
     assert answer["error"]["code"] == "invalid_request"
     assert answer["error"]["http_status"] == 400

@@ -17,6 +17,7 @@ from cliproxy_host.backends.isolated import client
 from cliproxy_host.backends.native import NativePlugin
 from cliproxy_host.backends.protocol import Health
 from cliproxy_host.check import CheckResult, Report, limits, run_checks, suite
+from cliproxy_host.check.run import Run
 from cliproxy_host.cli import main
 from cliproxy_host.envelope import error, ok
 from cliproxy_host.errors import PluginCallFailed, PluginCrashed, PluginError
@@ -175,7 +176,7 @@ class FakePlugin:
         self.path = path
         self.handler = handler
 
-    def call(self, method: str, request: bytes) -> bytes:
+    def call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
         answer = self.answers.get(method)
         if answer is None:
             return error("unknown_method", f"unknown method: {method}")
@@ -322,9 +323,25 @@ def test_the_isolated_worker_times_out_before_the_checker(
     suite.backend_factory(True)("p", tmp_path / "p.so", lambda *_: b"")
     [(plugin_id, path, config)] = made
     assert (plugin_id, path) == ("p", tmp_path / "p.so")
-    assert config.timeout_s == limits.CALL_TIMEOUT
     assert config.start_timeout_s == limits.LOAD_TIMEOUT
     assert suite.backend_factory(False) is NativePlugin
+
+
+def test_each_call_hands_its_timeout_to_the_backend(tmp_path: Path) -> None:
+    # An isolated backend kills a worker whose call overruns the timeout it is handed,
+    # before the checker's own, slacker, bound gives up on the call.
+    seen: list[float | None] = []
+
+    class Recorder:
+        def call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
+            seen.append(timeout)
+            return ok({})
+
+    run = Run(tmp_path / "p.so", NativePlugin, True, 1)
+    run.exchange(Recorder(), "m", b"{}")  # type: ignore[arg-type]
+    run.exchange(Recorder(), "m", b"{}", 2.5)  # type: ignore[arg-type]
+    assert seen == [limits.CALL_TIMEOUT, 2.5]
+    assert run.slack > 0
 
 
 CRASHY = r"""

@@ -12,7 +12,8 @@ from cliproxy_host.callbacks import HostCallbacks
 from cliproxy_host.callbacks.http import request_problems
 from cliproxy_host.check import fakehost
 from cliproxy_host.check.fakehost import FakeHost
-from cliproxy_host.config.schema import HttpPolicy
+from cliproxy_host.config import HttpPolicy
+from cliproxy_host.gate import gated
 
 # Each refused before anything is sent, so the real host needs no server to judge them.
 MALFORMED: list[dict[str, Any]] = [
@@ -49,7 +50,7 @@ def test_the_fake_host_refuses_what_the_real_host_refuses(
 ) -> None:
     host = FakeHost()
     fake_error = answer(host.handler, method, request_body)["error"]
-    real_error = answer(real, method, request_body)["error"]
+    real_error = answer(gated(real), method, request_body)["error"]
     assert fake_error["code"] == real_error["code"] == "invalid_request"
     # The real host answers the first problem; the fake one lists them all in its report.
     assert fake_error["message"].startswith(real_error["message"])

@@ -16,8 +16,8 @@ envelope bytes as they are; ERROR payloads are a small JSON object describing a
 PluginError. Host and worker each number their own requests (CALL, PING and SHUTDOWN
 from the host, HOST_CALL from the worker).
 
-A call's timeout is kept by the kernel (SO_RCVTIMEO/SO_SNDTIMEO on its line): a sleeping
-caller costs no timer thread and no poll() per call.
+A call's timeout (handed down by the guard) is kept by the kernel (SO_RCVTIMEO/SO_SNDTIMEO
+on its line): a sleeping caller costs no timer thread and no poll() per call.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ _READ_BUFFER: Final = 256 * 1024
 LINE_BUFFER: Final = 64 * 1024
 _TIMEVAL: Final = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO and SO_SNDTIMEO
 HANDSHAKE_ID: Final = 0  # READY or the load ERROR answer this id
+# How much longer than what is left of a call a line's kernel timeout may be left set.
+_TIMEOUT_SLACK: Final = 0.01
 
 
 class Kind(enum.IntEnum):
@@ -243,7 +245,7 @@ class CallLine:
     The worker serves each line on a thread of its own.
     """
 
-    __slots__ = ("_adjusted", "_file", "_max_frame", "_poller", "_timeout", "idle_since", "sock")
+    __slots__ = ("_file", "_max_frame", "_poller", "_timeout", "idle_since", "sock")
 
     def __init__(self, sock: socket.socket, max_frame: int, timeout: float | None) -> None:
         self.sock = sock
@@ -251,24 +253,26 @@ class CallLine:
         self._file = cast(io.BufferedReader, sock.makefile("rb", buffering=LINE_BUFFER))
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
-        self._timeout = timeout
-        self._adjusted = False
+        self._timeout = timeout  # what the kernel timeouts are set to
         self.idle_since = 0.0
         set_socket_timeouts(sock, timeout)
 
     def send(self, request_id: int, method: str, request: bytes, remaining: float | None) -> None:
-        """Send a CALL; TimeoutError if the worker takes none of it for `remaining` seconds.
+        """Send a CALL that may take `remaining` seconds (None: no limit); TimeoutError if
+        the worker takes none of it in that time.
 
         After any exception, here or in recv(), the line is in an unknown state: close it.
         """
-        standard = self._timeout
-        if remaining is not None and standard is not None and remaining < standard - 0.01:
-            # The caller waited for a worker first: this call gets only what is left.
+        current = self._timeout
+        if remaining is None:
+            if current is not None:
+                set_socket_timeouts(self.sock, None)
+                self._timeout = None
+        elif current is None or not remaining <= current <= remaining + _TIMEOUT_SLACK:
+            # Reset only when what is set is shorter, or longer by more than the slack:
+            # calls with the same timeout then cost no setsockopt.
             set_socket_timeouts(self.sock, remaining)
-            self._adjusted = True
-        elif self._adjusted:
-            set_socket_timeouts(self.sock, standard)
-            self._adjusted = False
+            self._timeout = remaining
         try:
             send_frame(self.sock, Kind.CALL, request_id, pack_call(method, request))
         except BlockingIOError:  # SO_SNDTIMEO ran out
@@ -284,7 +288,7 @@ class CallLine:
             if remaining <= 0:
                 raise TimeoutError
             set_socket_timeouts(self.sock, remaining)
-            self._adjusted = True
+            self._timeout = remaining
         try:
             send_frame(self.sock, Kind.HOST_RESULT, request_id, (answer,))
         except BlockingIOError:  # SO_SNDTIMEO ran out

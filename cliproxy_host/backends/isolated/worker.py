@@ -246,7 +246,11 @@ class _Server:
             line.send(Kind.RESULT, request_id, data)
 
     def _forward(self, plugin_id: str, method: str, request: bytes) -> bytes:
-        """The plugin's host->call, from any of its threads: ask the host and wait."""
+        """The plugin's host->call, from any of its threads: ask the host and wait.
+
+        What this raises (the host is gone) is answered by NativePlugin's trampoline, the
+        answer gate of this process.
+        """
         request_id = next(self._host_ids)
         on_line: tuple[Channel, select.poll] | None = getattr(self._local, "line", None)
         if on_line is not None:

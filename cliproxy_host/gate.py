@@ -3,7 +3,12 @@
 Whatever the host runs on behalf of a plugin's host->call (in-process through the cffi
 trampoline, in an isolated worker's host, or in `check`'s fake host) must answer an
 envelope and never raise: an exception that escapes into C is lost, and the plugin is
-left without an answer. Every such path calls `gated` once to wrap its handler.
+left without an answer. Every such path wraps its handler once with `gated`; the native
+trampoline, which has a try of its own for the request it unpacks, answers what it
+catches with `failure_envelope` (a wrapper would cost a call on its hot path).
+
+Nothing here may import more than the floor: backends import it, and an isolated
+worker process must start without the host's HTTP client and config parser.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ..errors import HostCallFailed, PluginError
+from .errors import HostCallFailed, PluginError
 
-log = logging.getLogger(__name__)
+# The callbacks room's logger: operators find every failed host callback under one name.
+# Failed host callbacks are logged where operators have always found them.
+log = logging.getLogger("cliproxy_host.callbacks")
 
 # (plugin ID, method, request envelope bytes) -> response envelope bytes.
 Handler = Callable[[str, str, bytes], bytes]

@@ -1,0 +1,380 @@
+"""One worker process: its sockets and call lines, its requests in flight, its reader, its death."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, Protocol
+
+from ...errors import PluginCrashed, PluginError, PluginLoadError, PluginUnloading
+from .limits import IsolationLimits
+from .spawn import forward_output, spawn
+from .wire import (
+    HANDSHAKE_ID,
+    CallLine,
+    Channel,
+    FrameTooLarge,
+    Kind,
+    Latch,
+    ProtocolError,
+    unpack_call,
+    unpack_error,
+)
+
+log = logging.getLogger(__name__)
+
+# A worker whose socket closed but which still runs is killed after this long.
+REAP_GRACE: Final = 2.0
+# After the drain: time for plugin.shutdown and shutdown() before the worker is killed.
+EXIT_GRACE: Final = 2.0
+# What a frame from the worker may carry beyond a response: error JSON, a method name.
+_FRAME_SLACK: Final = 64 * 1024
+PING: Final = "(ping)"  # the method name a ping is registered under
+
+
+class Pending:
+    """One request waiting for its answer frame; resolved or failed by whoever took it."""
+
+    __slots__ = ("data", "error", "event", "line", "method")
+
+    def __init__(self, method: str | None) -> None:
+        self.method = method  # None for the handshake
+        self.event = Latch()
+        self.data = b""
+        self.error: PluginError | None = None
+        self.line: CallLine | None = None  # the line a call waits on
+
+    def resolve(self, data: bytes) -> None:
+        self.data = data
+        self.event.set()
+
+    def fail(self, error: PluginError) -> None:
+        self.error = error
+        self.event.set()
+
+
+class WorkerGone(Exception):
+    """The request never reached the worker (it was already gone): safe to send again."""
+
+
+class Owner(Protocol):
+    """What a worker process reports to whoever supervises it (from its reader thread)."""
+
+    def replace(self, worker: WorkerProcess, reason: str) -> None:
+        """Kill a worker that failed; it is being replaced from this moment on."""
+        ...
+
+    @property
+    def host_call(self) -> Callable[[WorkerProcess, int, str, bytes], None]:
+        """Answers a host call the plugin made from a thread of its own (not on the
+        reader's thread, which must go on reading)."""
+        ...
+
+    def worker_died(self, worker: WorkerProcess, failure: str | None, signame: str | None) -> None:
+        """The worker is gone; `failure` says why when its death counts against the plugin."""
+        ...
+
+
+def frame_fault(exc: ProtocolError, max_response_bytes: int) -> str:
+    """Why a worker whose frames broke is killed, for its log and health."""
+    if isinstance(exc, FrameTooLarge):
+        return (
+            f"the worker sent {exc}, which max_response_bytes ({max_response_bytes}) "
+            "does not allow; it was killed"
+        )
+    return f"the worker broke the frame protocol ({exc}); it was killed"
+
+
+class WorkerProcess:
+    """One worker process: its socket, its requests in flight, the threads reading it."""
+
+    def __init__(
+        self,
+        plugin_id: str,
+        path: Path,
+        limits: IsolationLimits,
+        ids: itertools.count[int],
+        owner: Owner,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.path = path
+        self.owner = owner
+        self.lock = threading.Lock()
+        self.handshake = Pending(None)
+        self.pending: dict[int, Pending] = {HANDSHAKE_ID: self.handshake}
+        self.ids = ids
+        self.dead = False  # set first when the socket is gone; no request is sent after it
+        self.ready = False  # the plugin is loaded (READY received)
+        self.stopping = False  # the host asked it to exit: its death is expected
+        self.kill_reason: str | None = None
+        self.max_response = limits.max_response_bytes
+        self.max_frame = limits.max_response_bytes + _FRAME_SLACK
+        self.idle_lines: list[CallLine] = []  # a stack: the line used last is used next
+
+        self.proc, parent_sock, self.lines_sock, output = spawn(plugin_id, path, limits)
+        self.pid = self.proc.pid
+        self.channel = Channel(parent_sock, self.max_frame)
+        name = f"cliproxy-isolated-{plugin_id}-{self.pid}"
+        self.reader = threading.Thread(target=self._read, name=name, daemon=True)
+        self.output = threading.Thread(
+            target=forward_output,
+            args=(output, plugin_id),
+            name=f"{name}-stderr",
+            daemon=True,
+        )
+        self.exit_watch = threading.Thread(
+            target=self._watch_exit, name=f"{name}-exit", daemon=True
+        )
+        self.output.start()
+        self.reader.start()
+        self.exit_watch.start()
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        return (self.reader, self.output, self.exit_watch)
+
+    def _watch_exit(self) -> None:
+        """When the worker exits: end what it left running, and make it an EOF for its reader.
+
+        A process the plugin started stays in the worker's process group (the worker
+        leads a session of its own), and goes with it. One forked without exec also
+        keeps the worker's end of every socket open, and the reader would wait for an
+        EOF forever.
+        """
+        if hasattr(os, "waitid"):
+            # Exited but not reaped yet: its pid, the group's ID, cannot be reused.
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.proc.wait()
+        with contextlib.suppress(OSError):  # closed already: the reader saw the EOF
+            self.channel.sock.shutdown(socket.SHUT_RDWR)
+
+    # -- its life: loaded, pinged, shut down -------------------------------------------
+
+    def wait_loaded(self, timeout_s: float) -> None:
+        """Wait for READY; raise the load error, killing a worker that takes too long."""
+        handshake = self.handshake
+        if not handshake.event.wait(timeout_s):
+            self.kill(
+                f"it did not load the plugin within {timeout_s:g} s (start_timeout_s), "
+                "so it was killed"
+            )
+            handshake.event.wait()
+        if handshake.error is not None:
+            # The worker is gone or exits by itself after a load error: reap it first.
+            self.join(REAP_GRACE + 1.0)
+            err = handshake.error
+            if isinstance(err, PluginLoadError):
+                raise err
+            raise PluginLoadError(err.message, code=err.code, plugin_id=self.plugin_id)
+
+    def ping(self, timeout_s: float) -> bool:
+        """False if the worker missed the ping; True if it answered, or died (its reader
+        handles that)."""
+        registered = self.register(PING)
+        if registered is None:
+            return True
+        request_id, pending = registered
+        try:
+            self.channel.send(Kind.PING, request_id)
+        except OSError:
+            return True
+        return pending.event.wait(timeout_s) or self.take(request_id) is None
+
+    def shut_down(self, drain: float) -> None:
+        """Ask the worker to close the plugin (calls get `drain` seconds) and exit; kill it
+        if it has not exited shortly after."""
+        self.stopping = True
+        wait = 0.0
+        if self.ready:
+            with contextlib.suppress(OSError):
+                self.channel.send(Kind.SHUTDOWN, 0, f"{drain:.3f}".encode())
+            wait = drain + EXIT_GRACE
+        self.reader.join(wait)
+        if self.reader.is_alive():
+            self.kill(f"the worker did not exit within {wait:g} s of shutdown; killed")
+
+    # -- requests and call lines ------------------------------------------------------
+
+    def register(self, method: str) -> tuple[int, Pending] | None:
+        """A request ID and its pending answer, or None when the worker is gone."""
+        pending = Pending(method)
+        with self.lock:
+            if self.dead or self.kill_reason is not None:
+                return None
+            request_id = next(self.ids)
+            self.pending[request_id] = pending
+        return request_id, pending
+
+    def take(self, request_id: int) -> Pending | None:
+        with self.lock:
+            return self.pending.pop(request_id, None)
+
+    def checkout(self, timeout: float | None) -> CallLine | None:
+        """A call line for one call: an idle one, or a new one; None when the worker is gone."""
+        with self.lock:
+            if self.dead:
+                return None
+            if self.idle_lines:
+                return self.idle_lines.pop()
+        ours, theirs = socket.socketpair()
+        try:
+            with theirs:
+                socket.send_fds(self.lines_sock, [b"L"], [theirs.fileno()])
+        except OSError:
+            ours.close()
+            return None
+        try:
+            return CallLine(ours, self.max_frame, timeout)
+        except OSError:
+            ours.close()
+            raise
+
+    def checkin(self, line: CallLine) -> None:
+        """A line whose call was answered in full, ready for the next call."""
+        line.idle_since = time.monotonic()
+        with self.lock:
+            if not self.dead:
+                self.idle_lines.append(line)
+                return
+        line.close()
+
+    def trim_lines(self, idle_s: float) -> None:
+        """Close lines nobody used for idle_s (their worker threads exit); keep the last one."""
+        cutoff = time.monotonic() - idle_s
+        with self.lock:
+            # Oldest first: lines are checked in on top of the stack.
+            stale = 0
+            while stale < len(self.idle_lines) - 1 and self.idle_lines[stale].idle_since < cutoff:
+                stale += 1
+            closing, self.idle_lines[:stale] = self.idle_lines[:stale], []
+        for line in closing:
+            line.close()
+
+    def _close_lines(self) -> None:
+        with self.lock:
+            closing, self.idle_lines = self.idle_lines, []
+        for line in closing:
+            line.close()
+        self.lines_sock.close()
+
+    @property
+    def usable(self) -> bool:
+        # Not once it is being killed: the caller whose timeout killed it may call again
+        # before the reader has seen it die, and must then wait for the next worker.
+        return not self.dead and self.kill_reason is None
+
+    def kill(self, reason: str) -> None:
+        with self.lock:
+            if self.kill_reason is None:
+                self.kill_reason = reason
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    # -- the control socket (its reader thread) ---------------------------------------
+
+    def _read(self) -> None:
+        """Dispatch the worker's frames until its socket closes, then bury it."""
+        try:
+            while (frame := self.channel.recv()) is not None:
+                self._dispatch(*frame)
+        except ProtocolError as exc:
+            self.owner.replace(self, frame_fault(exc, self.max_response))
+        except OSError:
+            pass  # ECONNRESET and the like: the worker died mid-write
+        self.owner.worker_died(self, *self._bury())
+
+    def _dispatch(self, kind: Kind, request_id: int, payload: bytes) -> None:
+        if kind in (Kind.PONG, Kind.READY):
+            pending = self.take(request_id)
+            if pending is not None:
+                if kind is Kind.READY:
+                    self.ready = True
+                pending.resolve(payload)
+        elif kind is Kind.ERROR:
+            pending = self.take(request_id)
+            if pending is not None:
+                method = pending.method
+                pending.fail(unpack_error(payload, plugin_id=self.plugin_id, method=method))
+        elif kind is Kind.HOST_CALL:
+            method, request = unpack_call(payload)
+            self.owner.host_call(self, request_id, method, request)
+        else:
+            raise ProtocolError(f"unexpected {kind.name} frame from the worker")
+
+    def _bury(self) -> tuple[str | None, str | None]:
+        """Reap the process and fail what waited on it: why it died, if that counts, and
+        the signal that killed it."""
+        with self.lock:
+            self.dead = True
+            pending = list(self.pending.values())
+            self.pending.clear()
+        try:
+            returncode = self.proc.wait(REAP_GRACE)
+        except subprocess.TimeoutExpired:
+            self.kill("the worker closed its socket but kept running; it was killed")
+            returncode = self.proc.wait()
+        self.channel.close()
+        self._close_lines()
+        for item in pending:
+            if item.line is not None:  # its caller waits on the line: EOF wakes it
+                with contextlib.suppress(OSError):
+                    item.line.sock.shutdown(socket.SHUT_RDWR)
+        how, signame = _describe_exit(returncode)
+        reason = self.kill_reason
+        for item in pending:
+            item.fail(self._death_error(item.method, how, reason))
+        if self.stopping or not self.ready:
+            return None, signame  # an exit we asked for, or a failed start (handled there)
+        methods = sorted({p.method for p in pending if p.method and p.method != PING})
+        where = f"in {', '.join(methods)}" if methods else "while idle"
+        verb = "was " if signame else ""
+        return reason or f"the worker {verb}{how} {where}", signame
+
+    def _death_error(self, method: str | None, how: str, reason: str | None) -> PluginError:
+        if self.stopping:
+            return PluginUnloading(
+                f"the plugin was unloaded while {method} was running; retry once it has "
+                "been reloaded",
+                plugin_id=self.plugin_id,
+                method=method,
+                retryable=True,
+            )
+        if method is None:
+            cause = reason or f"{how} before the plugin was ready"
+            return PluginLoadError(
+                f"the worker loading {self.path} stopped: {cause}",
+                plugin_id=self.plugin_id,
+            )
+        message = f"plugin {self.plugin_id} crashed in {method} (worker {how})"
+        if reason:
+            message = f"plugin {self.plugin_id} lost its worker in {method}: {reason}"
+        return PluginCrashed(message, plugin_id=self.plugin_id, method=method)
+
+
+def _describe_exit(returncode: int) -> tuple[str, str | None]:
+    """('killed by SIGSEGV', 'SIGSEGV') or ('exited with status 3', None)."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}", name
+    return f"exited with status {returncode}", None

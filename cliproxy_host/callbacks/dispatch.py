@@ -1,0 +1,60 @@
+"""HostCallbacks: the host.* methods a plugin may call, dispatched by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from ..config.schema import HttpPolicy
+from ..envelope import ok
+from ..errors import HostCallFailed, InvalidRequest, PluginError
+from .http import HttpBridge
+from .log import host_log
+
+# (plugin ID, parsed request object) -> result object; raises PluginError to answer an error.
+Callback = Callable[[str, Mapping[str, Any]], object]
+
+
+class HostCallbacks:
+    """The HostHandler the host gives every backend: answers an ok envelope or raises.
+
+    Backends call it behind the answer gate (`gate.gated`), which turns what it raises
+    into the error envelope the plugin is answered.
+    """
+
+    def __init__(self, policy: HttpPolicy) -> None:
+        self.http = HttpBridge(policy)
+        self._callbacks: dict[str, Callback] = {
+            "host.log": host_log,
+            "host.http.do": self.http.do,
+            "host.http.do_stream": self.http.do_stream,
+            "host.http.stream_read": self.http.stream_read,
+            "host.http.stream_close": self.http.stream_close,
+        }
+
+    def __call__(self, plugin_id: str, method: str, request: bytes) -> bytes:
+        # One function, no helpers: this runs for every host callback.
+        callback = self._callbacks.get(method)
+        if callback is None:
+            raise HostCallFailed(f"unsupported host callback {method}")
+        try:
+            body = orjson.loads(request)
+        except orjson.JSONDecodeError as exc:
+            raise _invalid(f"{method}: the request is not JSON ({exc})") from None
+        if type(body) is not dict:
+            raise _invalid(f"{method}: the request must be a JSON object")
+        return ok(callback(plugin_id, body))
+
+    def plugin_unloaded(self, plugin_id: str) -> None:
+        """Release what the plugin still holds: its open HTTP streams."""
+        self.http.close_plugin(plugin_id)
+
+    def close(self) -> None:
+        """Close every open stream and the HTTP client (the host is shutting down)."""
+        self.http.close()
+
+
+def _invalid(message: str) -> PluginError:
+    return InvalidRequest(message, retryable=False, http_status=400)
