@@ -32,6 +32,8 @@ EXIT_USAGE: Final = 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The command line: one flat declaration of every command and option, read top to
+    bottom like the help it prints (longer than most functions for that reason)."""
     parser = argparse.ArgumentParser(
         prog="cliproxy-host", description="A Python host for CLIProxy-ABI native plugins."
     )

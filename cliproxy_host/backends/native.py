@@ -172,7 +172,11 @@ class NativePlugin:
     ends_overruns = False
 
     def __init__(self, plugin_id: str, path: Path, handler: HostHandler) -> None:
-        """Load and initialise the library (ABI.md section 1, steps 1-4)."""
+        """Load and initialise the library (ABI.md section 1, steps 1-4).
+
+        The steps stay in one function, in the ABI's order, so each failure can undo
+        exactly what the steps before it did (that order is the point, hence the length).
+        """
         self.plugin_id = plugin_id
         self.path = path
         self._methods: dict[str, bytes] = {}

@@ -9,7 +9,8 @@ The order of the handlers is decided once, in registry.dispatch_order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -17,7 +18,7 @@ import orjson
 
 from ..abi import METHOD_CAPABILITY, Mode, method_mode
 from ..errors import DECLINE_CODES, NativeHandlerFailed, NoHandler, PluginError
-from .registry import NativeHandler, Record
+from .registry import NativeHandler, Record, dispatch_order
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,23 @@ class BroadcastResult:
     name: str
     result: Any = None
     error: PluginError | None = None
+
+
+class NativeHandlers:
+    """The Python handlers an application registered, by method, in registration order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_method: dict[str, tuple[NativeHandler, ...]] = {}
+
+    def add(self, handler: NativeHandler) -> None:
+        with self._lock:
+            known = self._by_method.get(handler.method, ())
+            self._by_method[handler.method] = (*known, handler)
+
+    def order(self, method: str, providers: Iterable[Record]) -> list[Handler]:
+        """Every handler of `method` in dispatch order: these first, then the plugins."""
+        return dispatch_order(self._by_method.get(method, ()), providers)
 
 
 def encode(request: Any) -> bytes:

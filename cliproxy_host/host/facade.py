@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,24 @@ from ..backends.protocol import Health
 from ..callbacks import HostCallbacks
 from ..config import HostConfig
 from ..discovery import PluginFile
-from ..errors import PluginError, PluginUnloading, RegistrationTimeout
+from ..errors import PluginError, PluginUnloading
 from . import dispatch, reconcile
-from .dispatch import NOT_HANDLED, BroadcastResult, encode
+from .dispatch import NOT_HANDLED, BroadcastResult, NativeHandlers, encode
 from .listing import PluginInfo, describe, unavailable
-from .loader import BackendFactory, Slot, Spec, lifecycle_request, load_plugin
+from .loader import (
+    BackendFactory,
+    Slot,
+    Spec,
+    lifecycle_request,
+    load_parallel,
+    load_plugin,
+    warn_go_runtimes,
+)
 from .registry import (
     NativeHandler,
     Record,
     Registration,
     Snapshot,
-    dispatch_order,
     parse_registration,
 )
 
@@ -37,7 +43,13 @@ log = logging.getLogger(__name__)
 
 
 class PluginHost:
-    """Loads plugins from a config and routes calls to them. Thread-safe."""
+    """Loads plugins from a config and routes calls to them. Thread-safe.
+
+    The work is done elsewhere (reconcile plans, loader loads, dispatch routes, listing
+    describes); this class holds the state they share and the two locks that guard it,
+    which is why it is longer than the other classes: splitting the state would spread
+    one locking discipline over several classes.
+    """
 
     def __init__(
         self,
@@ -61,7 +73,7 @@ class PluginHost:
         self._files: dict[str, PluginFile] = {}
         self._errors: dict[str, str] = {}
         self._loading: set[str] = set()
-        self._natives: dict[str, list[NativeHandler]] = {}
+        self._natives = NativeHandlers()
         self._listeners: list[Callable[[], None]] = []
         # Readers take this reference once per call and never see a half-applied config.
         self._snapshot = Snapshot()
@@ -131,14 +143,7 @@ class PluginHost:
 
     def _warn_go_runtimes(self) -> None:
         with self._state:
-            go = sorted(pid for pid, slot in self._slots.items() if slot.go_runtime)
-        if len(go) > 1:
-            log.warning(
-                "plugins %s are built with Go and run in this process; Go supports one Go "
-                "runtime per process, so they may crash the host: set isolation: process "
-                "for all but one of them",
-                ", ".join(go),
-            )
+            warn_go_runtimes(self._slots)
 
     def unload(self, plugin_id: str) -> bool:
         """Stop routing to a plugin and shut it down; answers whether it was loaded.
@@ -184,24 +189,18 @@ class PluginHost:
         one snapshot (one per plugin would make start-up quadratic). Returns the slots that
         the new ones replaced, for the caller to retire.
         """
-        timeout = self._config.plugins.registration_timeout_seconds
-        deadline = time.monotonic() + timeout
-        starts = {pid: self._start_load(pid, f) for pid, f in files.items()}
-        by_future = {future: pid for pid, (future, _) in starts.items()}
-        pending = set(by_future)
+        cfg = self._config
+        jobs = {
+            pid: partial(self._load, pid, pfile, cfg.config_yaml(pid))
+            for pid, pfile in files.items()
+        }
         replaced: list[tuple[str, Slot]] = []
-        while pending:
-            remaining = max(0.0, deadline - time.monotonic())
-            ready, pending = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
-            if not ready:
-                break
-            loaded: list[tuple[str, Slot]] = []
-            for future in ready:
-                pid = by_future[future]
-                try:
-                    loaded.append((pid, future.result()))
-                except PluginError as exc:
-                    self._fail(pid, str(exc))
+        batches = load_parallel(
+            files, jobs, cfg.plugins.registration_timeout_seconds, self._close_backend
+        )
+        for loaded, failed in batches:
+            for pid, reason in failed.items():
+                self._fail(pid, reason)
             with self._state:
                 for pid, slot in loaded:
                     old = self._slots.get(pid)
@@ -219,16 +218,6 @@ class PluginHost:
                     slot.registration.metadata.version,
                     slot.file.path,
                 )
-        for future in pending:
-            pid = by_future[future]
-            starts[pid][1].set()  # a late finish closes what it loaded
-            error = RegistrationTimeout(
-                f"{files[pid].path} did not finish loading and registering within "
-                f"{timeout:g}s; fix the plugin or raise plugins.registration-timeout-seconds",
-                plugin_id=pid,
-                method=Method.REGISTER,
-            )
-            self._fail(pid, str(error))
         return replaced
 
     def _fail(self, plugin_id: str, reason: str) -> None:
@@ -236,30 +225,6 @@ class PluginHost:
             self._errors[plugin_id] = reason
             self._loading.discard(plugin_id)
         log.error("%s", reason)
-
-    def _start_load(
-        self, plugin_id: str, pfile: PluginFile
-    ) -> tuple[Future[Slot], threading.Event]:
-        # A daemon thread, not an executor: a plugin stuck in init or register must not
-        # keep the interpreter from exiting.
-        future: Future[Slot] = Future()
-        cancelled = threading.Event()
-        config_yaml = self._config.config_yaml(plugin_id)
-
-        def run() -> None:
-            try:
-                slot = self._load(plugin_id, pfile, config_yaml)
-            except BaseException as exc:
-                future.set_exception(exc)
-                return
-            if cancelled.is_set():
-                # The host gave up waiting; a late finish must not leak a loaded library.
-                self._close_backend(plugin_id, slot.backend)
-                return
-            future.set_result(slot)
-
-        threading.Thread(target=run, name=f"load-{plugin_id}", daemon=True).start()
-        return future, cancelled
 
     def _load(self, plugin_id: str, pfile: PluginFile, config_yaml: bytes) -> Slot:
         spec = Spec.of(self._config, plugin_id)
@@ -402,8 +367,7 @@ class PluginHost:
         `handler(request)` answers the result, or NOT_HANDLED to let the next one try.
         In a chained stage it answers the fields to replace in the request.
         """
-        with self._state:
-            self._natives.setdefault(method, []).append(NativeHandler(name, method, handler))
+        self._natives.add(NativeHandler(name, method, handler))
 
     def dispatch(self, method: str, request: Mapping[str, Any]) -> Any:
         """Route a capability method over native handlers and plugins by its mode.
@@ -411,5 +375,5 @@ class PluginHost:
         FIRST answers the first handler's result, CHAIN the request as the stages left it,
         BROADCAST a BroadcastResult per observer (see host/dispatch.py).
         """
-        handlers = dispatch_order(self._natives.get(method, ()), self._snapshot.providers(method))
+        handlers = self._natives.order(method, self._snapshot.providers(method))
         return dispatch.run(method, handlers, request, self._invoke)

@@ -1,8 +1,12 @@
-"""Loading one plugin: the backend its config asks for, wrapped in the guard, and registered."""
+"""Loading plugins: the backend a config asks for, wrapped in the guard, registered, in parallel."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +21,10 @@ from ..backends.protocol import PluginBackend
 from ..config import HostConfig
 from ..discovery import PluginFile
 from ..envelope import b64encode
+from ..errors import PluginError, RegistrationTimeout
 from .registry import Registration, parse_registration
+
+log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[str, Path, HostHandler], PluginBackend]
 
@@ -115,3 +122,87 @@ def load_plugin(
         raise
     go_runtime = not spec.isolated and built_with_go(pfile.path)
     return Slot(pfile, backend, registration, config_yaml, file_stamp, spec, go_runtime)
+
+
+def warn_go_runtimes(slots: Mapping[str, Slot]) -> None:
+    """Log a warning when more than one in-process plugin carries a Go runtime."""
+    go = sorted(pid for pid, slot in slots.items() if slot.go_runtime)
+    if len(go) > 1:
+        log.warning(
+            "plugins %s are built with Go and run in this process; Go supports one Go "
+            "runtime per process, so they may crash the host: set isolation: process "
+            "for all but one of them",
+            ", ".join(go),
+        )
+
+
+Loaded = list[tuple[str, Slot]]
+
+
+def load_parallel(
+    files: Mapping[str, PluginFile],
+    jobs: Mapping[str, Callable[[], Slot]],
+    timeout: float,
+    close: Callable[[str, GuardedBackend], None],
+) -> Iterator[tuple[Loaded, dict[str, str]]]:
+    """Run every load job at once; yield (loaded, failed) batches as jobs finish.
+
+    `failed` maps a plugin ID to why its load failed. Jobs still running when `timeout`
+    runs out are reported as failed in a last batch; if one finishes later, `close`
+    undoes what it loaded, so a late finish never leaks a library.
+    """
+    deadline = time.monotonic() + timeout
+    starts = {pid: _start(pid, job, close) for pid, job in jobs.items()}
+    by_future = {future: pid for pid, (future, _) in starts.items()}
+    pending = set(by_future)
+    while pending:
+        remaining = max(0.0, deadline - time.monotonic())
+        ready, pending = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+        if not ready:
+            break
+        loaded: Loaded = []
+        failed: dict[str, str] = {}
+        for future in ready:
+            pid = by_future[future]
+            try:
+                loaded.append((pid, future.result()))
+            except PluginError as exc:
+                failed[pid] = str(exc)
+        yield loaded, failed
+    late: dict[str, str] = {}
+    for future in pending:
+        pid = by_future[future]
+        starts[pid][1].set()
+        error = RegistrationTimeout(
+            f"{files[pid].path} did not finish loading and registering within "
+            f"{timeout:g}s; fix the plugin or raise plugins.registration-timeout-seconds",
+            plugin_id=pid,
+            method=Method.REGISTER,
+        )
+        late[pid] = str(error)
+    if late:
+        yield [], late
+
+
+def _start(
+    plugin_id: str, job: Callable[[], Slot], close: Callable[[str, GuardedBackend], None]
+) -> tuple[Future[Slot], threading.Event]:
+    # A daemon thread, not an executor: a plugin stuck in init or register must not
+    # keep the interpreter from exiting.
+    future: Future[Slot] = Future()
+    cancelled = threading.Event()
+
+    def run() -> None:
+        try:
+            slot = job()
+        except BaseException as exc:
+            future.set_exception(exc)
+            return
+        if cancelled.is_set():
+            # The host gave up waiting; a late finish must not leak a loaded library.
+            close(plugin_id, slot.backend)
+            return
+        future.set_result(slot)
+
+    threading.Thread(target=run, name=f"load-{plugin_id}", daemon=True).start()
+    return future, cancelled
