@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .dispatch import Callback, HostCallbacks
+    from .handler import Callback, HostCallbacks
     from .http import HttpBridge
     from .log import host_log
 
@@ -15,8 +15,8 @@ __all__ = ["Callback", "HostCallbacks", "HttpBridge", "host_log"]
 # Imported on first use: the backends import the gate, and an isolated worker process
 # (which loads a backend) must not pay for the HTTP client and the config parser.
 _EXPORTS = {
-    "Callback": ".dispatch",
-    "HostCallbacks": ".dispatch",
+    "Callback": ".handler",
+    "HostCallbacks": ".handler",
     "HttpBridge": ".http",
     "host_log": ".log",
 }
