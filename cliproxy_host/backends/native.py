@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from ..abi import ABI_VERSION, HostHandler, Method, ffi, libc
+from ..binfmt import load_problem
 from ..envelope import failed_call_error
 from ..errors import (
     AbiVersionMismatch,
@@ -46,6 +48,30 @@ def built_with_go(path: Path) -> bool:
             return _GO_BUILDINFO_MAGIC in fh.read()
     except OSError:
         return False
+
+
+# cffi's wording around the loader's message: "cannot load library '<name>': <dlerror>.
+# Additionally, ctypes.util.find_library() did not manage to locate a library called ..."
+_CFFI_PREFIX: Final = re.compile(r"^cannot load library '.*?': ", re.DOTALL)
+_CFFI_SUFFIX: Final = re.compile(
+    r"\.?\s+Additionally, ctypes\.util\.find_library\(\).*$", re.DOTALL
+)
+
+
+def dlopen_reason(exc: OSError, path: Path) -> str:
+    """The dynamic loader's own reason from a cffi dlopen error, in one line.
+
+    cffi wraps dlerror() in its own text and a find_library() note that only applies to
+    bare library names; the loader's reason (e.g. "libfoo.so.1: cannot open shared object
+    file: No such file or directory" for a missing dependency) is what tells what to fix.
+    """
+    text = _CFFI_SUFFIX.sub("", _CFFI_PREFIX.sub("", str(exc)))
+    # dlerror() starts with the path that was opened: the caller names it already.
+    for name in (str(path.absolute()), str(path)):
+        if text.startswith(f"{name}: "):
+            text = text[len(name) + 2 :]
+            break
+    return " ".join(text.split()) or "the dynamic loader gave no reason"
 
 
 class _HostContext:
@@ -186,17 +212,18 @@ class NativePlugin:
         self._closed = False
         self._deferred = False
 
-        if not path.is_file():
-            raise self._load_error(
-                f"plugin file {path} does not exist; check the plugins dir and file name"
-            )
+        # The header first: dlopen's own words for a foreign or broken file mislead
+        # ("No such file or directory" for a file that exists but is for another CPU).
+        problem = load_problem(path)
+        if problem is not None:
+            raise self._load_error(problem)
         try:
             # Absolute: dlopen searches the library path for a bare name like "x.so".
             self._lib = ffi.dlopen(str(path.absolute()), _DLOPEN_FLAGS)
         except OSError as exc:
             raise self._load_error(
-                f"cannot load {path}: {exc}; is it a shared library built for this "
-                "platform and architecture, with its dependencies installed?"
+                f"cannot load {path}: {dlopen_reason(exc, path)}; install the libraries it "
+                f"needs (ldd {path} lists them) or rebuild it for this system"
             ) from None
         try:
             init = getattr(self._lib, INIT_SYMBOL)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ import pytest
 from cliproxy_host import envelope as env
 from cliproxy_host import errors
 from cliproxy_host.backends.native import NativePlugin
+from cliproxy_host.binfmt import host_target, load_problem
 
 from ..conftest import CompilePlugin
 
@@ -60,16 +63,153 @@ def test_missing_file_names_the_file(tmp_path: Path) -> None:
     assert "does not exist" in str(info.value)
 
 
-def test_file_that_is_not_a_shared_library_is_refused_with_the_loader_message(
-    tmp_path: Path,
-) -> None:
+def test_file_that_is_not_a_shared_library_is_refused_before_dlopen(tmp_path: Path) -> None:
+    # Issue 11: said as what the file is, not as the loader's "invalid ELF header".
     fake = tmp_path / "fake.so"
     fake.write_text("#!/bin/sh\necho not a library\n")
     with pytest.raises(errors.PluginLoadError) as info:
         NativePlugin("fake", fake, answer_ok)
     assert str(fake) in str(info.value)
-    assert "cannot load" in str(info.value)
-    assert "invalid ELF header" in str(info.value) or "too short" in str(info.value)
+    assert f"cannot load {fake}: not a shared library (a script)" in str(info.value)
+
+
+# -- what the file's header says, before dlopen (issue 11) ------------------------------
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the files below are built as ELF"
+)
+_SHARED = "build it as a shared library (-shared in C, crate-type cdylib in Rust)"
+
+
+def _load_message(path: Path) -> str:
+    with pytest.raises(errors.PluginLoadError) as info:
+        NativePlugin("bad", path, answer_ok)
+    assert info.value.code == "plugin_load_failed"
+    message = info.value.message
+    assert "\n" not in message
+    assert "find_library" not in message
+    assert "Additionally" not in message
+    return message
+
+
+def _elf_header(machine: int) -> bytes:
+    # ELF spec: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, padding; ET_DYN, e_machine.
+    ident = b"\x7fELF\x02\x01\x01" + bytes(9)
+    return ident + struct.pack("<HHI", 3, machine, 1) + bytes(48)
+
+
+def test_a_library_built_for_this_host_passes_the_header_check(
+    testplugin: Path, load: Callable[..., NativePlugin]
+) -> None:
+    assert load_problem(testplugin) is None
+    assert result(load(testplugin), "echo", {"ok": 1}) == {"ok": 1}
+
+
+@linux_only
+def test_a_library_for_another_architecture_names_both(tmp_path: Path) -> None:
+    host = host_target().machine
+    other, machine = ("x86-64", 62) if host == "aarch64" else ("aarch64", 183)
+    path = tmp_path / "foreign.so"
+    path.write_bytes(_elf_header(machine))
+    assert _load_message(path) == (
+        f"cannot load {path}: built for {other}, this host is {host}; build the plugin for {host}"
+    )
+
+
+def test_an_empty_file_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "empty.so"
+    path.touch()
+    assert _load_message(path) == (
+        f"cannot load {path}: empty file, not a shared library; copy or build the plugin again"
+    )
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("header", "os_name", "kind"),
+    [
+        # MH_MAGIC_64, CPU_TYPE_ARM64, subtype, MH_DYLIB
+        (struct.pack("<IiiIIIII", 0xFEEDFACF, 0x0100000C, 0, 6, 0, 0, 0, 0), "macOS", "a Mach-O"),
+        # DOS stub with e_lfanew = 0x40, "PE\0\0", AMD64, IMAGE_FILE_DLL | EXECUTABLE_IMAGE
+        (
+            b"MZ"
+            + bytes(0x3A)
+            + struct.pack("<I", 0x40)
+            + b"PE\0\0"
+            + struct.pack("<HHIIIHH", 0x8664, 1, 0, 0, 0, 0xF0, 0x2002),
+            "Windows",
+            "a PE",
+        ),
+    ],
+    ids=["mach-o", "pe"],
+)
+def test_a_macos_or_windows_library_names_its_os(
+    tmp_path: Path, header: bytes, os_name: str, kind: str
+) -> None:
+    path = tmp_path / "other-os.so"
+    path.write_bytes(header)
+    assert _load_message(path) == (
+        f"cannot load {path}: built for {os_name} ({kind} shared library), this host is "
+        "Linux; use the plugin's Linux build"
+    )
+
+
+@linux_only
+@pytest.mark.parametrize("pie", [True, False], ids=["pie", "no-pie"])
+def test_an_executable_is_not_a_shared_library(tmp_path: Path, pie: bool) -> None:
+    source = tmp_path / "main.c"
+    source.write_text("int main(void) { return 0; }\n")
+    path = tmp_path / "main.so"
+    cc = shutil.which("cc") or "cc"
+    subprocess.run(
+        [cc, "-pie" if pie else "-no-pie", "-fPIE" if pie else "-fno-pie", "-o", path, source],
+        check=True,
+        capture_output=True,
+    )
+    assert _load_message(path) == (
+        f"cannot load {path}: not a shared library (an ELF executable); {_SHARED}"
+    )
+
+
+def test_a_text_file_is_not_a_shared_library(tmp_path: Path) -> None:
+    path = tmp_path / "notes.so"
+    path.write_text("these are not the bytes you are looking for\n")
+    assert _load_message(path) == (
+        f"cannot load {path}: not a shared library (a text file); {_SHARED}"
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_a_symlink_loop_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "loop.so"
+    path.symlink_to(path.name)
+    assert _load_message(path) == (
+        f"symlink loop at {path}; point the link at a plugin library file"
+    )
+
+
+@linux_only
+def test_a_missing_dependency_keeps_only_the_loaders_reason(tmp_path: Path) -> None:
+    cc = shutil.which("cc") or "cc"
+    (tmp_path / "dep.c").write_text("int dep_fn(void) { return 0; }\n")
+    (tmp_path / "p.c").write_text(
+        "int dep_fn(void);\nint cliproxy_plugin_init(void *h, void *p) "
+        "{ (void)h; (void)p; return dep_fn(); }\n"
+    )
+    dep = tmp_path / "libi11dep.so"
+    path = tmp_path / "needsdep.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", dep, tmp_path / "dep.c"], check=True)
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-o", path, tmp_path / "p.c", f"-L{tmp_path}", "-li11dep"],
+        check=True,
+    )
+    dep.unlink()
+    assert load_problem(path) is None  # the file itself is fine: dlopen is asked
+    assert _load_message(path) == (
+        f"cannot load {path}: libi11dep.so: cannot open shared object file: No such file or "
+        f"directory; install the libraries it needs (ldd {path} lists them) or rebuild it "
+        "for this system"
+    )
 
 
 def test_library_without_init_symbol_is_refused(compile_plugin: CompilePlugin) -> None:
