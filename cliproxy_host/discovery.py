@@ -13,6 +13,8 @@ from functools import cmp_to_key
 from pathlib import Path
 from typing import Final
 
+from .binfmt import unreadable
+
 # The Go host's rules (ABI.md section 5); plugins built for it must be found the same way.
 _ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION_RE: Final = re.compile(r"[0-9][0-9A-Za-z.+-]*")
@@ -173,7 +175,8 @@ class Discovery:
     """What a scan of the plugins directory found.
 
     `files` holds the file taken for each plugin ID; `candidates` every file seen for an
-    ID, in search order; `problems` why an ID that has files has none taken; `errors`
+    ID, in search order; `problems` why an ID that has files has none taken (or
+    only files that cannot be looked at, such as a symlink loop); `errors`
     directories that exist but could not be listed.
     """
 
@@ -183,8 +186,10 @@ class Discovery:
     errors: tuple[str, ...] = ()
 
 
-def _list_dir(directory: Path, suffix: str) -> list[PluginFile]:
+def _list_dir(directory: Path, suffix: str) -> tuple[list[PluginFile], dict[str, str]]:
+    """The plugin files of one directory, and (by ID) those that cannot even be looked at."""
     found: list[PluginFile] = []
+    broken: dict[str, str] = {}
     with os.scandir(directory) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
             parsed = parse_name(entry.name, suffix)
@@ -194,10 +199,11 @@ def _list_dir(directory: Path, suffix: str) -> list[PluginFile]:
                 # Follows symlinks: a link to a regular file counts, a link to a directory not.
                 if not entry.is_file():
                     continue
-            except OSError:
+            except OSError as exc:  # a symlink loop, a file we may not look at
+                broken.setdefault(parsed[0], unreadable(directory / entry.name, exc))
                 continue
             found.append(PluginFile(parsed[0], directory / entry.name, parsed[1]))
-    return found
+    return found, broken
 
 
 def _better(candidate: PluginFile, best: PluginFile) -> bool:
@@ -251,9 +257,10 @@ def discover(
     suffix = suffix or library_suffix(os_name)
     seen: dict[str, list[PluginFile]] = {}
     errors: list[str] = []
+    broken: dict[str, str] = {}
     for directory in search_dirs(root, os_name, arch, variants):
         try:
-            listed = _list_dir(directory, suffix)
+            listed, unlistable = _list_dir(directory, suffix)
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as exc:
@@ -261,6 +268,8 @@ def discover(
             continue
         for plugin_file in listed:
             seen.setdefault(plugin_file.id, []).append(plugin_file)
+        for plugin_id, reason in unlistable.items():
+            broken.setdefault(plugin_id, reason)
 
     normalized_pins = {key: normalize_pin(value) for key, value in (pins or {}).items()}
     result = Discovery(errors=tuple(errors))
@@ -272,4 +281,8 @@ def discover(
             result.files[plugin_id] = chosen
         else:
             result.problems[plugin_id] = chosen
+    # An ID whose only files cannot be looked at says why, instead of vanishing.
+    for plugin_id, reason in broken.items():
+        if plugin_id not in seen:
+            result.problems[plugin_id] = reason
     return result

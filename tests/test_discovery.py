@@ -532,3 +532,27 @@ def test_ids_are_case_sensitive(tmp_path: Path) -> None:
         pytest.skip("case-insensitive file system")
     touch(tmp_path / "plug.so")
     assert set(scan(tmp_path).files) == {"Plug", "plug"}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_a_symlink_loop_is_a_problem_of_its_id_not_silence(tmp_path: Path) -> None:
+    arch_dir = tmp_path / "linux" / "amd64"
+    arch_dir.mkdir(parents=True)
+    loop = arch_dir / "loop.so"
+    loop.symlink_to(loop.name)
+    found = scan(tmp_path)
+    assert "loop" not in found.files
+    assert found.problems == {
+        "loop": f"symlink loop at {loop}; point the link at a plugin library file"
+    }
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_a_symlink_loop_beside_a_good_file_of_its_id_is_passed_over(tmp_path: Path) -> None:
+    loop = tmp_path / "linux" / "amd64" / "p.so"
+    loop.parent.mkdir(parents=True)
+    loop.symlink_to(loop.name)
+    good = touch(tmp_path / "p.so")
+    found = scan(tmp_path)
+    assert found.files["p"].path == good
+    assert found.problems == {}

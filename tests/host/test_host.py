@@ -132,6 +132,20 @@ def test_no_plugin_loads_while_plugins_are_off(
     assert info.value.code == "plugin_not_loaded"
 
 
+def test_a_symlink_loop_is_listed_with_its_error(
+    host_factory: HostFactory, hosts: list[PluginHost]
+) -> None:
+    # Issue 11: it was listed with error None, as if it were merely not there.
+    loop = host_factory.arch_dir / "loop.so"
+    loop.symlink_to(loop.name)
+    host = start(host_factory, hosts, configs={"loop": {"enabled": True}})
+    [info] = host.plugins()
+    assert (info.id, info.registered) == ("loop", False)
+    assert info.error == f"symlink loop at {loop}; point the link at a plugin library file"
+    with pytest.raises(errors.PluginNotLoaded, match="symlink loop at"):
+        host.call("loop", "echo", {})
+
+
 def test_a_plugin_loads_only_when_its_config_enables_it(
     testplugin: Path, host_factory: HostFactory, hosts: list[PluginHost]
 ) -> None:
