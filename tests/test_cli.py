@@ -7,12 +7,24 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cliproxy_host.abi import LIBRARY_SUFFIX
 from cliproxy_host.cli import main
+from cliproxy_host.host.facade import PluginHost
 
 from .conftest import HostFactory
+from .serverutil import run_server
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "simple-c": {"enabled": True, "priority": 10, "mode": "fast"},
+    "simple-rust": {"enabled": True, "priority": 30},
+    "tp": {"enabled": True, "priority": 20},
+    "http-c": {"enabled": False},
+}
+BROKEN = "a-plugin-with-a-long-name-that-fails"
 
 
 @pytest.fixture
@@ -20,41 +32,112 @@ def config(examples: dict[str, Path], testplugin: Path, host_factory: HostFactor
     for pid, lib in examples.items():
         host_factory.add(pid, lib)
     host_factory.add("tp", testplugin)
-    return host_factory.write_config(
-        configs={
-            "simple-c": {"enabled": True, "priority": 10, "mode": "fast"},
-            "simple-rust": {"enabled": True, "priority": 30},
-            "tp": {"enabled": True, "priority": 20},
-            "http-c": {"enabled": False},
-        }
-    )
+    return host_factory.write_config(configs=CONFIGS)
 
 
-def test_plugins_json_lists_every_field_in_priority_order(
+def test_plugins_json_is_the_rest_list_with_the_go_hosts_names(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 11: one naming, one source. It was an array of PluginInfo (PascalCase metadata,
+    # priority order); it is now the body of GET /v0/management/plugins.
+    assert main(["plugins", "--config", str(config), "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert set(listing) == {"plugins_enabled", "plugins_dir", "plugins"}
+    listed = listing["plugins"]
+    assert [p["id"] for p in listed] == ["http-c", "simple-c", "simple-rust", "tp"]
+    assert {"effective_enabled", "supports_oauth", "config_fields", "menus"} <= set(listed[0])
+    simple_c = listed[1]
+    assert set(simple_c["metadata"]) == {
+        "name",
+        "version",
+        "author",
+        "github_repository",
+        "logo",
+        "config_fields",
+    }
+    assert [p["registered"] for p in listed] == [False, True, True, True]
+
+
+def test_plugins_json_entries_equal_the_rest_api_entries(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["plugins", "--config", str(config), "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
-    assert [p["id"] for p in listed] == ["simple-rust", "tp", "simple-c", "http-c"]
-    assert set(listed[0]) == {
-        "id",
-        "path",
-        "version",
-        "configured",
-        "enabled",
-        "registered",
-        "loading",
-        "priority",
-        "metadata",
-        "capabilities",
-        "error",
-        "isolation",
-        "state",
-        "restarts",
-        "last_error",
-        "last_signal",
-    }
-    assert [p["registered"] for p in listed] == [True, True, True, False]
+    from_cli = json.loads(capsys.readouterr().out)
+    with run_server(config) as server:
+        assert server.service.wait_ready(30)
+        from_api = server.client.get("/v0/management/plugins").json()
+    assert from_cli["plugins"] == from_api["plugins"]
+    assert from_cli == from_api
+
+
+def test_the_version_is_the_file_names_else_the_registered_one(
+    examples: dict[str, Path], host_factory: HostFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host_factory.add("simple-c", examples["simple-c"])  # unversioned file: Version 1.0.0
+    host_factory.add("simple-rust", examples["simple-rust"], version="2.5.0")
+    config = host_factory.write_config(
+        configs={"simple-c": {"enabled": True}, "simple-rust": {"enabled": True}}
+    )
+    assert main(["plugins", "--config", str(config), "--json"]) == 0
+    listed = {p["id"]: p for p in json.loads(capsys.readouterr().out)["plugins"]}
+    assert listed["simple-c"]["metadata"]["version"] == "1.0.0"
+    assert listed["simple-c"]["version"] == "1.0.0"
+    assert listed["simple-rust"]["version"] == "2.5.0"
+    assert main(["plugins", "--config", str(config)]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    assert rows["simple-c"][1] == "1.0.0"
+    assert rows["simple-rust"][1] == "2.5.0"
+
+
+@pytest.fixture
+def long_error_config(config: Path, host_factory: HostFactory) -> Path:
+    """The usual plugins plus one that fails to load with a long message."""
+    (host_factory.arch_dir / f"{BROKEN}{LIBRARY_SUFFIX}").write_bytes(b"not a library " * 8)
+    return host_factory.write_config(configs={**CONFIGS, BROKEN: {"enabled": True}})
+
+
+def test_plugins_table_fits_a_narrow_terminal(
+    long_error_config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["plugins", "--config", str(long_error_config)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "\x1b" not in out  # not a terminal: plain text
+    assert max(len(line) for line in lines) <= 80, out
+    assert lines[0].split() == ["ID", "VERSION", "PRIO", "ENABLED", "STATE", "ERROR"]
+    broken = next(line for line in lines if line.startswith(BROKEN))
+    assert "not loaded" in broken
+    assert broken.endswith("…")
+
+
+def test_plugins_wide_shows_every_column_and_the_whole_error(
+    long_error_config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["plugins", "--config", str(long_error_config), "--json"]) == 0
+    entries = {p["id"]: p for p in json.loads(capsys.readouterr().out)["plugins"]}
+    error = entries[BROKEN]["error"]
+    assert error
+    assert main(["plugins", "--config", str(long_error_config), "--wide"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "VERSION",
+        "PRIO",
+        "ENABLED",
+        "STATE",
+        "ISOLATION",
+        "CAPABILITIES",
+        "PATH",
+        "ERROR",
+    ]
+    broken = next(line for line in lines if line.startswith(BROKEN))
+    assert error.removeprefix(f"plugin {BROKEN}: ") in broken
+    assert entries["simple-c"]["path"] in out
+    assert all(line == line.rstrip() for line in lines)
 
 
 def test_plugins_table_shows_one_row_per_plugin(
@@ -62,7 +145,7 @@ def test_plugins_table_shows_one_row_per_plugin(
 ) -> None:
     assert main(["plugins", "--config", str(config)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["ID", "PRIO", "ENABLED", "REGISTERED"]
+    assert lines[0].split()[:5] == ["ID", "VERSION", "PRIO", "ENABLED", "STATE"]
     assert [line.split()[0] for line in lines[1:]] == ["simple-rust", "tp", "simple-c", "http-c"]
 
 
@@ -95,6 +178,23 @@ def test_usage_and_load_errors_exit_two(
 ) -> None:
     assert main([*argv, "--config", str(config)]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("request_text", ["[1,2]", '"text"', "3", "null", "{not json"])
+def test_a_request_that_is_no_json_object_is_a_usage_error_and_reaches_no_plugin(
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    request_text: str,
+) -> None:
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the request was sent to the plugin")
+
+    monkeypatch.setattr(PluginHost, "call", never)
+    assert main(["call", "tp", "echo", request_text, "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "pass a JSON object, e.g. '{}'" in captured.err
 
 
 def test_a_config_error_names_the_line_and_exits_two(

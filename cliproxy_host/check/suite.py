@@ -67,8 +67,15 @@ def backend_factory(isolated: bool) -> BackendFactory:
     return isolated_plugin
 
 
-def run_checks(path: Path, *, isolated: bool = False, cycles: int | None = None) -> Report:
-    """Run every check against the plugin file at `path`."""
+def run_checks(
+    path: Path,
+    *,
+    isolated: bool = False,
+    cycles: int | None = None,
+    progress: Callable[[CheckResult], None] | None = None,
+) -> Report:
+    """Run every check against the plugin file at `path`; `progress` is handed each result
+    as soon as its check is done (the report holds them all at the end)."""
     started = time.monotonic()
     if cycles is None:
         cycles = limits.ISOLATED_CYCLES if isolated else limits.CYCLES
@@ -81,12 +88,18 @@ def run_checks(path: Path, *, isolated: bool = False, cycles: int | None = None)
             if reason is None and check.calls_plugin and run.stuck:
                 reason = run.stuck
             if reason is not None:
-                results.append(CheckResult(check.title, "skip", f"skipped: {reason}"))
+                skipped = CheckResult(check.title, "skip", f"skipped: {reason}")
+                results.append(skipped)
+                if progress is not None:
+                    progress(skipped)
                 blocked[check.key] = reason
                 continue
             check_started = time.monotonic()
             produced = _timed(check.run(run), check_started)
             results.extend(produced)
+            if progress is not None:
+                for result in produced:
+                    progress(result)
             failed = next((r for r in produced if r.status == "fail"), None)
             if failed is not None:
                 blocked[check.key] = f"{failed.name} failed"

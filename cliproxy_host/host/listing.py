@@ -53,7 +53,10 @@ def describe(
     return PluginInfo(
         id=plugin_id,
         path=str(pfile.path) if pfile else None,
-        version=(pfile.version if pfile else None),
+        # The file name's version wins (it is what discovery chose by); an unversioned
+        # file shows the Version its plugin registered, so a listing never says null
+        # for a plugin that told us its version.
+        version=(pfile.version if pfile else None) or (reg.metadata.version if reg else None),
         configured=plugin_id in cfg.plugins.configs,
         enabled=entry.enabled,
         registered=slot is not None,

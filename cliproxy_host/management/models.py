@@ -49,7 +49,9 @@ class PluginEntry(BaseModel):
     menus: list[MenuOut]
     metadata: MetadataOut | None
     priority: int
-    version: str | None = Field(description="the version in the file name, if any")
+    version: str | None = Field(
+        description="the version in the file name, else the registered metadata Version"
+    )
     loading: bool = Field(description="loading or registering right now (busy)")
     error: str | None = Field(description="why it is not registered, if it is not")
     isolation: str = Field(description="inprocess or process")

@@ -11,20 +11,25 @@ from typing import Any, Final
 
 import orjson
 import uvicorn
+from fastapi import Request
 
-from . import __version__
-from .envelope import ok
-from .errors import ConfigError, PluginError, PluginNotFound, PluginNotLoaded
-from .host.facade import PluginHost, PluginInfo
-from .host.service import HostService
-from .management.app import create_app
-from .management.auth import (
+from .. import __version__
+from ..config import HostConfig
+from ..envelope import ok
+from ..errors import ConfigError, PluginError, PluginNotFound, PluginNotLoaded
+from ..host.facade import PluginHost
+from ..host.service import HostService
+from ..management.app import create_app
+from ..management.auth import (
     KeyChecker,
     ManagementAuth,
     generate_key,
     key_from_env,
     protect_secret,
 )
+from ..management.plugin_routes import PluginRoutes
+from ..management.views import plugin_list
+from .table import print_plugins_table
 
 EXIT_OK: Final = 0
 EXIT_ERROR_ENVELOPE: Final = 1
@@ -47,13 +52,25 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list discovered and configured plugins")
     plugins.add_argument("--config", default="config.yaml", help="YAML config file")
-    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plugins.add_argument(
+        "--json",
+        action="store_true",
+        help="print the list as GET /v0/management/plugins answers it, instead of a table",
+    )
+    plugins.add_argument(
+        "--wide",
+        action="store_true",
+        help="every column (isolation, capabilities, path, the whole error), however wide",
+    )
 
     call = sub.add_parser("call", help="call a method of one plugin and print the envelope")
     call.add_argument("plugin_id")
     call.add_argument("method")
     call.add_argument(
-        "request", nargs="?", default="{}", help="request JSON (default {}; - reads stdin)"
+        "request",
+        nargs="?",
+        default="{}",
+        help="the request, a JSON object (default {}; - reads stdin)",
     )
     call.add_argument("--config", default="config.yaml", help="YAML config file")
 
@@ -100,57 +117,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _table(infos: Sequence[PluginInfo]) -> str:
-    headers = (
-        "ID",
-        "PRIO",
-        "ENABLED",
-        "REGISTERED",
-        "STATE",
-        "VERSION",
-        "CAPABILITIES",
-        "PATH / ERROR",
-    )
-    rows = []
-    for info in infos:
-        caps = ",".join(sorted(k for k, v in info.capabilities.items() if v is True)) or "-"
-        version = (info.metadata or {}).get("Version") or info.version or "-"
-        state = info.state or ("loading" if info.loading else "-")
-        if info.restarts:
-            state += f" ({info.restarts} restarts)"
-        problem = info.error or (info.last_error if info.state not in (None, "running") else None)
-        rows.append(
-            (
-                info.id,
-                str(info.priority),
-                "yes" if info.enabled else "no",
-                "yes" if info.registered else "no",
-                state,
-                version,
-                caps,
-                f"error: {problem}" if problem else (info.path or "-"),
+async def _local_only(_request: Request) -> None:
+    """The CLI never serves the app it builds: no request reaches this."""
+
+
+def _cmd_plugins(config: Path, as_json: bool, wide: bool) -> int:
+    # The server's own wiring (its HostService, its plugin-route tables), so that --json is
+    # the REST list itself, entry for entry, and the table shows what the server would.
+    HostConfig.load(config)  # the service reads a missing file as empty: the CLI refuses it
+    service = HostService(config, watch=False)
+    app = create_app(service, _local_only)
+    routes: PluginRoutes = app.state.plugin_routes
+    service.start()
+    try:
+        service.wait_ready()
+        if as_json:
+            listing = plugin_list(service, routes)
+            sys.stdout.write(
+                orjson.dumps(listing.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode()
+                + "\n"
             )
-        )
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in (headers, *rows)
-    ]
-    return "\n".join(lines)
-
-
-def _cmd_plugins(host: PluginHost, as_json: bool) -> int:
-    infos = host.plugins()
-    if as_json:
-        sys.stdout.write(
-            orjson.dumps([i.model_dump() for i in infos], option=orjson.OPT_INDENT_2).decode()
-            + "\n"
-        )
-    elif infos:
-        print(_table(infos))
-    else:
-        print(f"no plugins found under {host.config.plugins_dir()}")
-    return EXIT_OK
+            return EXIT_OK
+        infos = service.host.plugins()
+        if infos:
+            print_plugins_table(infos, wide=wide, file=sys.stdout)
+        else:
+            print(f"no plugins found under {service.config.plugins_dir()}")
+        return EXIT_OK
+    finally:
+        service.stop()
 
 
 def _cmd_call(host: PluginHost, plugin_id: str, method: str, request: Any) -> int:
@@ -200,9 +195,12 @@ def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:
 
 def _cmd_check(path: Path, as_json: bool, isolated: bool) -> int:
     # Imported on use, like .scaffold below: the other commands never need them.
-    from .check import run_checks  # noqa: PLC0415
+    from ..check import run_checks  # noqa: PLC0415
+    from .checklist import live_checklist  # noqa: PLC0415
 
-    report = run_checks(path, isolated=isolated)
+    # With --json the live list goes to stderr, if that is a terminal: stdout stays JSON.
+    with live_checklist(str(path), sys.stdout if not as_json else sys.stderr) as progress:
+        report = run_checks(path, isolated=isolated, progress=progress)
     if as_json:
         sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -211,8 +209,8 @@ def _cmd_check(path: Path, as_json: bool, isolated: bool) -> int:
 
 
 def _cmd_new(name: str, lang: str, capabilities: Sequence[str], parent: Path) -> int:
-    from .abi import LIBRARY_SUFFIX  # noqa: PLC0415
-    from .scaffold.project import ScaffoldError, create_project  # noqa: PLC0415
+    from ..abi import LIBRARY_SUFFIX  # noqa: PLC0415
+    from ..scaffold.project import ScaffoldError, create_project  # noqa: PLC0415
 
     try:
         project = create_project(name, lang, capabilities, parent)
@@ -233,30 +231,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_check(args.path, args.json, args.isolated)
     if args.command == "new":
         return _cmd_new(args.name, args.lang, args.capabilities, args.dir)
+    if args.command == "plugins":
+        try:
+            return _cmd_plugins(Path(args.config), args.json, args.wide)
+        except ConfigError as exc:
+            print(f"cliproxy-host: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.command == "serve":
         try:
             return _cmd_serve(Path(args.config), args.host, args.port, args.log_level)
         except ConfigError as exc:
             print(f"cliproxy-host: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    request: Any = None
-    if args.command == "call":
-        text = sys.stdin.read() if args.request == "-" else args.request
-        try:
-            request = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            print(f"cliproxy-host: request is not valid JSON: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    text = sys.stdin.read() if args.request == "-" else args.request
+    request, problem = _parse_request(text)
+    if problem:
+        # Before the host loads: a request that can never be valid reaches no plugin.
+        print(f"cliproxy-host: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         host = PluginHost.from_config(args.config)
     except ConfigError as exc:
         print(f"cliproxy-host: {exc}", file=sys.stderr)
         return EXIT_USAGE
     with host:
-        if args.command == "plugins":
-            return _cmd_plugins(host, args.json)
         return _cmd_call(host, args.plugin_id, args.method, request)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _parse_request(text: str) -> tuple[dict[str, Any], str | None]:
+    """The request of `call`, or what is wrong with it (every ABI request is a JSON object)."""
+    hint = "pass a JSON object, e.g. '{}' or '{\"Model\": \"m\"}' (- reads it from stdin)"
+    try:
+        request = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return {}, f"request is not valid JSON ({exc}); {hint}"
+    if not isinstance(request, dict):
+        kind = "null" if request is None else type(request).__name__
+        return {}, f"request is a JSON {kind}, not an object; {hint}"
+    return request, None

@@ -1,0 +1,7 @@
+"""`python -m cliproxy_host.cli`: the `cliproxy-host` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
