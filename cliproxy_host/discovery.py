@@ -16,7 +16,8 @@ from typing import Final
 from .binfmt import unreadable
 
 # The Go host's rules (ABI.md section 5); plugins built for it must be found the same way.
-_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ID_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # a whole ID; anchor it for search
+_ID_RE: Final = re.compile(ID_PATTERN)
 _VERSION_RE: Final = re.compile(r"[0-9][0-9A-Za-z.+-]*")
 _VERSION_MARK: Final = "-v"
 

@@ -284,6 +284,13 @@ class ConfigSaveFailed(PluginError):
     code = "config_save_failed"
 
 
+class BodyTooLarge(PluginError):
+    """A request body larger than the management API takes (remote-management.max-body-bytes)."""
+
+    code = "body_too_large"
+    default_http_status = 413
+
+
 # -- host callbacks ----------------------------------------------------------------------
 
 

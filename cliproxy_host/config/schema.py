@@ -65,7 +65,8 @@ class HttpPolicy(_Section):
 
 
 class RemoteManagement(_Section):
-    """The `remote-management:` section: who may use the management API, with which key."""
+    """The `remote-management:` section: who may use the management API, with which key,
+    and how large a request body it takes."""
 
     allow_remote: StrictBool = False
     # Plaintext or a bcrypt hash (`$2b$12$...`); the host replaces plaintext by its hash
@@ -76,6 +77,8 @@ class RemoteManagement(_Section):
     disable_control_panel: StrictBool = False
     disable_auto_update_panel: StrictBool = False
     panel_github_repository: str | None = None
+    # This host's own: larger management request bodies are refused (413) unread.
+    max_body_bytes: StrictInt = Field(default=1024 * 1024, gt=0)
 
 
 class _KeepsKeyOrder(BaseModel):

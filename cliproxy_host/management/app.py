@@ -13,8 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..host.service import HostService
+from .body_limit import BodyLimit
 from .deps import bind
 from .errors import install_error_handlers
+from .openapi import SECURITY, drop_validation_errors
 from .plugin_routes import PluginRoutes
 from .routers import plugin_config, plugin_owned, plugins
 
@@ -51,11 +53,14 @@ def create_app(service: HostService, auth: Auth) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth), *SECURITY],
         # A trailing-slash redirect would answer paths that exist nowhere (like ".." ones).
         redirect_slashes=False,
     )
     install_error_handlers(app)
+    drop_validation_errors(app)
+    # Read per request: a reloaded config's cap applies at once.
+    app.add_middleware(BodyLimit, cap=lambda: service.config.remote_management.max_body_bytes)
     host_routers = (plugins.router, plugin_config.router)
     routes = PluginRoutes(
         service.host, lambda method, path: _is_host_route(host_routers, method, path)

@@ -7,13 +7,20 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Request
 
-from ..discovery import is_valid_id
+from ..discovery import ID_PATTERN, is_valid_id
 from ..errors import InvalidPluginId, PluginNotFound
 from ..host.facade import PluginInfo
 from ..host.service import HostService
 from .plugin_routes import PluginRoutes
 
-PluginId = Annotated[str, Path(description="the plugin ID (file name without extension)")]
+# The pattern is declared, not enforced by FastAPI: find_plugin answers invalid_plugin_id.
+PluginId = Annotated[
+    str,
+    Path(
+        description="the plugin ID (file name without extension)",
+        json_schema_extra={"pattern": f"^{ID_PATTERN}$"},
+    ),
+]
 
 
 def bind(app: FastAPI, service: HostService, routes: PluginRoutes) -> None:

@@ -1,26 +1,75 @@
 """API errors as the Go host writes them, {"error": "<code>", "message": "..."}: every
-failure a route can meet is turned into that body here, and only here."""
+failure a route can meet is turned into that body here, and only here, with one of the codes
+of ERROR_CODES (the README's table and the OpenAPI document list the same)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import errors
 from ..errors import PluginError
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    status: int
+    meaning: str
+
+
+def _tree(cls: type[PluginError], meaning: str) -> tuple[str, ErrorCode]:
+    return cls.code, ErrorCode(cls.default_http_status, meaning)
+
+
+# Every code the management API answers; README.md's error table lists exactly these.
+ERROR_CODES: Final[Mapping[str, ErrorCode]] = dict(
+    sorted(
+        [
+            ("bad_request", ErrorCode(400, "the request could not be parsed at all")),
+            ("invalid_body", ErrorCode(400, "the body is not JSON, too deep, or has a bad field")),
+            _tree(errors.InvalidPluginId, "the path's plugin ID does not match the ID pattern"),
+            _tree(errors.InvalidConfig, "a config value the plugin or the host refuses"),
+            ("missing_management_key", ErrorCode(401, "no management key was sent")),
+            ("invalid_management_key", ErrorCode(401, "the management key sent is wrong")),
+            (
+                "remote_management_disabled",
+                ErrorCode(403, "a client other than loopback, and allow-remote is false"),
+            ),
+            ("management_key_not_set", ErrorCode(403, "the host has no management key")),
+            _tree(errors.PluginNotFound, "no plugin file or config entry has this ID"),
+            ("not_found", ErrorCode(404, "no route or resource has this path")),
+            ("method_not_allowed", ErrorCode(405, "the path exists; `Allow` lists its methods")),
+            # 409, not the class's 503: the host's routes say it of a plugin still loading.
+            (errors.PluginBusy.code, ErrorCode(409, "the plugin is still loading; retry")),
+            _tree(errors.BodyTooLarge, "the body is larger than max-body-bytes; nothing read"),
+            (
+                "unsupported_media_type",
+                ErrorCode(415, "a body that is not Content-Type: application/json"),
+            ),
+            ("too_many_attempts", ErrorCode(429, "too many wrong keys; wait `Retry-After` s")),
+            _tree(errors.ConfigSaveFailed, "the config file or a plugin file was not written"),
+            ("plugin_error", ErrorCode(502, "a plugin-owned route's plugin failed")),
+        ]
+    )
+)
 
 
 class ErrorBody(BaseModel):
     """Every error answer of the management API."""
 
-    error: str
-    message: str
+    error: str = Field(
+        description="what went wrong, as a code of the README's error table",
+        json_schema_extra={"enum": list(ERROR_CODES)},
+    )
+    message: str = Field(description="what went wrong, and what to do about it")
 
 
 class ApiError(Exception):
@@ -48,8 +97,14 @@ class ApiError(Exception):
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI `responses` of a route that can answer these error statuses."""
-    return {s: {"model": ErrorBody, "description": HTTPStatus(s).phrase} for s in statuses}
+    """The OpenAPI `responses` of a route that can answer these error statuses, each with
+    the codes it stands for."""
+    return {s: {"model": ErrorBody, "description": _described(s)} for s in statuses}
+
+
+def _described(status: int) -> str:
+    codes = ", ".join(f"`{c}`" for c, e in ERROR_CODES.items() if e.status == status)
+    return f"{HTTPStatus(status).phrase}: {codes}"
 
 
 def plugin_route_failed(exc: PluginError) -> ApiError:
@@ -77,11 +132,27 @@ async def invalid_body_handler(request: Request, exc: Exception) -> JSONResponse
     return ApiError(400, "invalid_body", f"{where}: {first['msg']}").response()
 
 
+# Starlette's and FastAPI's own answers: no such route, wrong method, a body they could not
+# parse (the JSON routes check bodies first, so that one should not happen).
+_HTTP_CODES: Final = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own answers (no such route, method not allowed) in the same body."""
     assert isinstance(exc, StarletteHTTPException)
-    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-    return ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers).response()
+    code = _HTTP_CODES.get(exc.status_code) or HTTPStatus(exc.status_code).phrase.lower()
+    code = code.replace(" ", "_")
+    headers = dict(exc.headers or {})
+    message = str(exc.detail)
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        message = f"no route {where}"
+    elif exc.status_code == 405 and "Allow" in headers:
+        # Starlette lists the methods in set order; sorted, as the host's own 405 does.
+        allow = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
+        headers["Allow"] = allow
+        message = f"{request.url.path} does not answer {request.method}; use {allow}"
+    return ApiError(exc.status_code, code, message, headers=headers).response()
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -146,6 +146,12 @@ class PluginRoutes:
     def route_owner(self, method: str, path: str) -> str | None:
         return self._tables.routes.get((method.upper(), path.rstrip("/") or "/"))
 
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods a host route or a plugin route answers at path, sorted; [] if none."""
+        key = path.rstrip("/") or "/"
+        routes = self._tables.routes
+        return sorted(m for m in METHODS if (m, key) in routes or self._is_host_route(m, path))
+
     def has_resource(self, plugin_id: str, subpath: str) -> bool:
         return (plugin_id, subpath.rstrip("/") or "/") in self._tables.resources
 

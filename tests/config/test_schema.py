@@ -222,7 +222,8 @@ def test_remote_management_can_be_built_in_python() -> None:
             "remote-management:\n  allow-remote: false\n  allow-remotes: true\n",
             "config.yaml:3: remote-management.allow-remotes: unknown key;"
             " expected one of: allow-remote, secret-key, "
-            "disable-control-panel, disable-auto-update-panel, panel-github-repository",
+            "disable-control-panel, disable-auto-update-panel, panel-github-repository, "
+            "max-body-bytes",
         ),
     ],
 )

@@ -11,12 +11,14 @@ from ...host.registry import check_settings
 from ...host.service import HostService
 from ..deps import PluginId, Service, find_plugin
 from ..errors import error_responses
+from ..json_body import JsonBodyRoute
 from ..models import PluginConfigBody
 from ..plugin_routes import BASE_PATH
 
 CONFIG = f"{BASE_PATH}/plugins/{{plugin_id}}/config"
 
-router = APIRouter()
+# JsonBodyRoute: a body is checked (Content-Type, JSON, depth) before FastAPI parses it.
+router = APIRouter(route_class=JsonBodyRoute)
 
 
 def check_plugin_settings(service: HostService, plugin_id: str, settings: dict[str, Any]) -> None:
@@ -42,7 +44,7 @@ def config_of(service: HostService, plugin_id: str) -> dict[str, Any]:
     CONFIG,
     response_model=PluginConfigBody,
     summary="Read a plugin's config",
-    responses=error_responses(400, 401, 403, 404, 429),
+    responses=error_responses(400, 401, 403, 404, 413, 429),
 )
 def get_config(plugin_id: PluginId, service: Service) -> dict[str, Any]:
     """The plugin's mapping under plugins.configs.<id> ({} when it has none)."""
@@ -54,7 +56,7 @@ def get_config(plugin_id: PluginId, service: Service) -> dict[str, Any]:
     CONFIG,
     response_model=PluginConfigBody,
     summary="Replace a plugin's config",
-    responses=error_responses(400, 401, 403, 404, 409, 429, 500),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 500),
 )
 def put_config(
     plugin_id: PluginId, body: Annotated[dict[str, Any], Body()], service: Service
@@ -70,7 +72,7 @@ def put_config(
     CONFIG,
     response_model=PluginConfigBody,
     summary="Merge into a plugin's config",
-    responses=error_responses(400, 401, 403, 404, 409, 429, 500),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 500),
 )
 def patch_config(
     plugin_id: PluginId, body: Annotated[dict[str, Any], Body()], service: Service

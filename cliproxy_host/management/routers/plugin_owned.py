@@ -19,7 +19,7 @@ router = APIRouter(include_in_schema=False)
 async def plugin_route(request: Request, rest: str, routes: Routes) -> Response:
     owner = routes.route_owner(request.method, request.url.path)
     if owner is None:
-        raise ApiError(404, "not_found", f"no route {request.method} {request.url.path}")
+        raise _unrouted(routes, request.method, request.url.path)
     return await _forward(routes, owner, request)
 
 
@@ -28,6 +28,20 @@ async def plugin_resource(request: Request, plugin_id: str, rest: str, routes: R
     if not routes.has_resource(plugin_id, "/" + rest):
         raise ApiError(404, "not_found", f"plugin {plugin_id} serves no resource /{rest}")
     return await _forward(routes, plugin_id, request)
+
+
+def _unrouted(routes: PluginRoutes, method: str, path: str) -> ApiError:
+    """405 with Allow when another method is served at path, else 404."""
+    allowed = routes.allowed_methods(path)
+    if not allowed:
+        return ApiError(404, "not_found", f"no route {method} {path}")
+    allow = ", ".join(allowed)
+    return ApiError(
+        405,
+        "method_not_allowed",
+        f"{path} does not answer {method}; use {allow}",
+        headers={"Allow": allow},
+    )
 
 
 async def _forward(routes: PluginRoutes, plugin_id: str, request: Request) -> Response:

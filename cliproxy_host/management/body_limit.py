@@ -1,0 +1,86 @@
+"""The cap on management request bodies: a larger one is answered 413 before it is read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import BodyTooLarge
+from .errors import ApiError
+
+CAP_KEY = "remote-management.max-body-bytes"
+
+
+class BodyLimit:
+    """Pure ASGI middleware: bodies over `cap()` bytes never reach the app.
+
+    A declared Content-Length over the cap is refused before one byte of the body is read
+    (the server frames the body by that length, so a smaller one cannot grow). A chunked
+    body is read up to the cap and refused as soon as it passes it; one within the cap is
+    handed to the app as read. `cap` is asked per request, so a reloaded config applies.
+    """
+
+    def __init__(self, app: ASGIApp, cap: Callable[[], int]) -> None:
+        self.app = app
+        self.cap = cap
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        cap = self.cap()
+        length = headers.get("content-length")
+        if length is not None:
+            # A malformed length never gets here: the server refuses it.
+            if length.isdigit() and int(length) > cap:
+                await _refuse(scope, receive, send, f"{int(length)} bytes", cap)
+                return
+            await self.app(scope, receive, send)
+            return
+        if "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body at all
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away while sending
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > cap:
+                await _refuse(scope, receive, send, f"more than {cap} bytes", cap)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over the body read already, then what the server says next."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, size: str, cap: int) -> None:
+    error = ApiError(
+        BodyTooLarge.default_http_status,
+        BodyTooLarge.code,
+        f"the request body is {size}; the management API takes at most {cap} bytes "
+        f"({CAP_KEY}): send a smaller body or raise {CAP_KEY} in the config",
+        # The unread rest of the body makes the connection unusable for another request.
+        headers={"Connection": "close"},
+    )
+    await error.response()(scope, receive, send)
