@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 import uvicorn
+from fastapi import Depends
 
 from cliproxy_host.host.service import HostService
 from cliproxy_host.management.app import create_app
@@ -39,7 +40,8 @@ def main() -> None:
     auth = ManagementAuth(KeyChecker(None, args.key), allow_remote=False)
     app = create_app(service, auth)
 
-    @app.get(PING_PATH, include_in_schema=False)
+    # The management routes' own gate: routes added to the app get none by default.
+    @app.get(PING_PATH, include_in_schema=False, dependencies=[Depends(auth)])
     def ping() -> dict[str, str]:
         return {}
 

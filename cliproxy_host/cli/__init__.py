@@ -11,7 +11,6 @@ from typing import Any, Final
 
 import orjson
 import uvicorn
-from fastapi import Request
 
 from .. import __version__
 from ..config import HostConfig
@@ -117,22 +116,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _local_only(_request: Request) -> None:
-    """The CLI never serves the app it builds: no request reaches this."""
-
-
 def _cmd_plugins(config: Path, as_json: bool, wide: bool) -> int:
     # The server's own wiring (its HostService, its plugin-route tables), so that --json is
     # the REST list itself, entry for entry, and the table shows what the server would.
     HostConfig.load(config)  # the service reads a missing file as empty: the CLI refuses it
     service = HostService(config, watch=False)
-    app = create_app(service, _local_only)
+    # Never served: a gate without a key, that would refuse every request.
+    app = create_app(service, ManagementAuth(KeyChecker(None), allow_remote=False))
     routes: PluginRoutes = app.state.plugin_routes
     service.start()
     try:
         service.wait_ready()
         if as_json:
-            listing = plugin_list(service, routes)
+            # No links: none that this process signed would open anything on a server.
+            listing = plugin_list(service, routes, None)
             sys.stdout.write(
                 orjson.dumps(listing.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode()
                 + "\n"

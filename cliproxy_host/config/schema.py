@@ -79,6 +79,11 @@ class RemoteManagement(_Section):
     panel_github_repository: str | None = None
     # This host's own: larger management request bodies are refused (413) unread.
     max_body_bytes: StrictInt = Field(default=1024 * 1024, gt=0)
+    # How long a signed resource link in the plugin list stays valid: long enough to click,
+    # at most a day, so a leaked link does not open a resource for long.
+    resource_link_ttl: StrictInt = Field(default=300, ge=10, le=86_400)
+    # The Go host serves /v0/resource/plugins/... without a key; true does the same here.
+    open_plugin_resources: StrictBool = False
 
 
 class _KeepsKeyOrder(BaseModel):

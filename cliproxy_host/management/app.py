@@ -4,33 +4,41 @@ factory that puts the routers, the error handlers and the auth dependency togeth
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import logging
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..host.service import HostService
+from .auth import ManagementAuth
 from .body_limit import BodyLimit
 from .deps import bind
+from .docs_ui import docs_router
 from .errors import install_error_handlers
 from .openapi import SECURITY, drop_validation_errors
 from .plugin_routes import PluginRoutes
+from .resource_links import ResourceGate, ResourceLinks
 from .routers import plugin_config, plugin_owned, plugins
 
-Auth = Callable[[Request], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "List, enable, configure and remove native plugins; plugin-owned routes are served "
-    "under /v0/management and /v0/resource/plugins/<id>. Every route requires the "
-    "management key (Authorization: Bearer <key> or X-Management-Key)."
+    "under /v0/management and /v0/resource/plugins/<id>. Every /v0/management route "
+    "requires the management key (Authorization: Bearer <key> or X-Management-Key). "
+    "A plugin resource takes the key or the signed link of its list entry "
+    "(resource_links). These docs and this document need no key."
 )
 
 
-def create_app(service: HostService, auth: Auth) -> FastAPI:
-    """The app serving `service`; every route requires `auth` to pass.
+def create_app(service: HostService, auth: ManagementAuth) -> FastAPI:
+    """The app serving `service`. Every route passes `auth`'s network rule; the management
+    routes need its key; plugin resources the key or a signed link (or nothing, with
+    remote-management.open-plugin-resources); the docs pages no key.
 
     The service starts with the app (plugins load in the background) and stops with it.
     """
@@ -53,7 +61,10 @@ def create_app(service: HostService, auth: Auth) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        dependencies=[Depends(auth), *SECURITY],
+        # docs_ui serves the docs from local files, under the network rule.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
         # A trailing-slash redirect would answer paths that exist nowhere (like ".." ones).
         redirect_slashes=False,
     )
@@ -66,10 +77,21 @@ def create_app(service: HostService, auth: Auth) -> FastAPI:
         service.host, lambda method, path: _is_host_route(host_routers, method, path)
     )
     service.host.add_listener(routes.rebuild)
-    bind(app, service, routes)
+    # Read once, like the key and allow-remote: access rules change with a restart.
+    open_resources = service.config.remote_management.open_plugin_resources
+    if open_resources:
+        log.warning(
+            "remote-management.open-plugin-resources is true: plugin resources under "
+            "/v0/resource/plugins/ are served without the management key or a signed link"
+        )
+    links = ResourceLinks(open_resources=open_resources)
+    bind(app, service, routes, links)
+    keyed = [Depends(auth), *SECURITY]
     # The host's own resources first: plugin_owned's catch-all must not shadow them.
     for router in (*host_routers, plugin_owned.router):
-        app.include_router(router)
+        app.include_router(router, dependencies=keyed)
+    app.include_router(plugin_owned.resources, dependencies=[Depends(ResourceGate(auth, links))])
+    app.include_router(docs_router(app, auth.network))
     return app
 
 

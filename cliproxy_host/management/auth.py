@@ -288,7 +288,9 @@ class ManagementAuth:
         self.allow_remote = allow_remote
         self.limiter = limiter if limiter is not None else FailureLimiter()
 
-    async def __call__(self, request: Request) -> None:
+    async def network(self, request: Request) -> None:
+        """The rule on who may connect at all, before any key: loopback clients only, unless
+        allow_remote. Every route passes it, the docs pages included."""
         host = request.client.host if request.client else None
         if not self.allow_remote and not is_loopback(host):
             log.warning("management request refused: client %r is not loopback", host)
@@ -298,6 +300,10 @@ class ManagementAuth:
                 "management is only served to loopback clients; "
                 "set remote-management.allow-remote: true to allow others",
             )
+
+    async def __call__(self, request: Request) -> None:
+        await self.network(request)
+        host = request.client.host if request.client else None
         client = host or "unknown"
         wait = self.limiter.check(client)
         if wait is not None:

@@ -12,6 +12,7 @@ from ..errors import InvalidPluginId, PluginNotFound
 from ..host.facade import PluginInfo
 from ..host.service import HostService
 from .plugin_routes import PluginRoutes
+from .resource_links import ResourceLinks
 
 # The pattern is declared, not enforced by FastAPI: find_plugin answers invalid_plugin_id.
 PluginId = Annotated[
@@ -23,10 +24,14 @@ PluginId = Annotated[
 ]
 
 
-def bind(app: FastAPI, service: HostService, routes: PluginRoutes) -> None:
-    """Make `service` and `routes` what the dependencies below hand to every route of app."""
+def bind(
+    app: FastAPI, service: HostService, routes: PluginRoutes, links: ResourceLinks | None
+) -> None:
+    """Make `service`, `routes` and `links` what the dependencies below hand to every route
+    of app (links None: an app that is never served, whose list has no resource URLs)."""
     app.state.service = service
     app.state.plugin_routes = routes
+    app.state.resource_links = links
 
 
 # async: FastAPI would run a plain function in its thread pool, a hand-off that costs
@@ -41,8 +46,14 @@ async def _routes(request: Request) -> PluginRoutes:
     return routes
 
 
+async def _links(request: Request) -> ResourceLinks | None:
+    links: ResourceLinks | None = request.app.state.resource_links
+    return links
+
+
 Service = Annotated[HostService, Depends(_service)]
 Routes = Annotated[PluginRoutes, Depends(_routes)]
+Links = Annotated[ResourceLinks | None, Depends(_links)]
 
 
 def find_plugin(service: HostService, plugin_id: str) -> PluginInfo:

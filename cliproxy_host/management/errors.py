@@ -39,6 +39,11 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = dict(
             _tree(errors.InvalidConfig, "a config value the plugin or the host refuses"),
             ("missing_management_key", ErrorCode(401, "no management key was sent")),
             ("invalid_management_key", ErrorCode(401, "the management key sent is wrong")),
+            ("resource_link_expired", ErrorCode(401, "a signed resource link past its expiry")),
+            (
+                "invalid_resource_link",
+                ErrorCode(403, "a resource link tampered with, or for another path or method"),
+            ),
             (
                 "remote_management_disabled",
                 ErrorCode(403, "a client other than loopback, and allow-remote is false"),

@@ -31,6 +31,18 @@ class MenuOut(BaseModel):
     description: str
 
 
+class ResourceLinkOut(BaseModel):
+    """A resource the plugin serves, with a link a browser can open without a header."""
+
+    path: str = Field(description="the resource's full path")
+    url: str | None = Field(
+        description="path and query to open (same origin): signed and short-lived, or the "
+        "plain path when remote-management.open-plugin-resources is true; null in "
+        "`plugins --json`, which no server signs"
+    )
+    expires_at: int | None = Field(description="Unix seconds when url stops working; null: never")
+
+
 class PluginEntry(BaseModel):
     """One plugin in the list, as the Go host reports it (plus a few host extras)."""
 
@@ -47,6 +59,9 @@ class PluginEntry(BaseModel):
     logo: str
     config_fields: list[ConfigFieldOut]
     menus: list[MenuOut]
+    resource_links: list[ResourceLinkOut] = Field(
+        description="this host's: a link for each resource the plugin declared"
+    )
     metadata: MetadataOut | None
     priority: int
     version: str | None = Field(

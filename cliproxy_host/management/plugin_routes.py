@@ -152,6 +152,12 @@ class PluginRoutes:
         routes = self._tables.routes
         return sorted(m for m in METHODS if (m, key) in routes or self._is_host_route(m, path))
 
+    def resources(self, plugin_id: str) -> list[str]:
+        """The full paths of the resources plugin_id serves, sorted."""
+        return sorted(
+            f"{RESOURCE_BASE}/{pid}{sub}" for pid, sub in self._tables.resources if pid == plugin_id
+        )
+
     def has_resource(self, plugin_id: str, subpath: str) -> bool:
         return (plugin_id, subpath.rstrip("/") or "/") in self._tables.resources
 

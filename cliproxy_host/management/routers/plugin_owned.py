@@ -13,6 +13,8 @@ from ..plugin_routes import BASE_PATH, METHODS, RESOURCE_BASE, PluginRoutes
 
 # Included after every host router: its catch-all path must not shadow a host route.
 router = APIRouter(include_in_schema=False)
+# Apart: resources have a gate of their own (a key, a signed link, or open; app.py).
+resources = APIRouter(include_in_schema=False)
 
 
 @router.api_route(f"{BASE_PATH}/{{rest:path}}", methods=sorted(METHODS))
@@ -23,7 +25,7 @@ async def plugin_route(request: Request, rest: str, routes: Routes) -> Response:
     return await _forward(routes, owner, request)
 
 
-@router.api_route(f"{RESOURCE_BASE}/{{plugin_id}}/{{rest:path}}", methods=["GET", "HEAD"])
+@resources.api_route(f"{RESOURCE_BASE}/{{plugin_id}}/{{rest:path}}", methods=["GET", "HEAD"])
 async def plugin_resource(request: Request, plugin_id: str, rest: str, routes: Routes) -> Response:
     if not routes.has_resource(plugin_id, "/" + rest):
         raise ApiError(404, "not_found", f"plugin {plugin_id} serves no resource /{rest}")

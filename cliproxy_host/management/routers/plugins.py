@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from ..deps import PluginId, Routes, Service, find_plugin
+from ..deps import Links, PluginId, Routes, Service, find_plugin
 from ..errors import error_responses
 from ..json_body import JsonBodyRoute
 from ..models import DeleteResult, EnabledBody, PluginEntry, PluginList
@@ -23,12 +23,12 @@ router = APIRouter(route_class=JsonBodyRoute)
     summary="List plugins",
     responses=error_responses(401, 403, 413, 429, 500),
 )
-async def list_plugins(service: Service, routes: Routes) -> Response:
+async def list_plugins(service: Service, routes: Routes, links: Links) -> Response:
     """Every discovered, configured or registered plugin, sorted by ID."""
     # On the event loop, not the thread pool: it takes only short locks (the host's
     # state, each plugin's health), and a hand-off to a pool thread then contending
     # for the GIL cost more than the listing itself.
-    listing = plugin_list(service, routes)
+    listing = plugin_list(service, routes, links)
     # Serialised here: the model was validated as it was built, and FastAPI would
     # validate it again against response_model (about half the cost of the request
     # with 50 plugins). response_model still documents it.
@@ -59,9 +59,9 @@ def delete_plugin(plugin_id: PluginId, service: Service) -> DeleteResult:
     responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 500),
 )
 def set_enabled(
-    plugin_id: PluginId, body: EnabledBody, service: Service, routes: Routes
+    plugin_id: PluginId, body: EnabledBody, service: Service, routes: Routes, links: Links
 ) -> PluginEntry:
     """Write `enabled` to the config file and load or unload the plugin accordingly."""
     find_plugin(service, plugin_id)
     service.set_enabled(plugin_id, body.enabled)
-    return plugin_entry(service, routes, find_plugin(service, plugin_id))
+    return plugin_entry(service, routes, links, find_plugin(service, plugin_id))
