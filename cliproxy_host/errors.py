@@ -291,6 +291,13 @@ class BodyTooLarge(PluginError):
     default_http_status = 413
 
 
+class HeadersTooLarge(PluginError):
+    """A management request with too many headers, or too many bytes of them (431)."""
+
+    code = "headers_too_large"
+    default_http_status = 431
+
+
 # -- host callbacks ----------------------------------------------------------------------
 
 

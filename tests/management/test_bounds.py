@@ -1,0 +1,81 @@
+"""Sizes a client or a plugin controls on the management API have a cap and a typed answer:
+request headers (count and bytes), and the routes, resources and menus a plugin registers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cliproxy_host.management.errors import ERROR_CODES
+from cliproxy_host.management.header_limit import MAX_HEADER_BYTES, MAX_HEADERS
+
+from ..conftest import HostFactory
+from ..serverutil import RunningServer, run_server
+
+PLUGINS = "/v0/management/plugins"
+
+
+@pytest.fixture
+def server(examples: dict[str, Path], host_factory: HostFactory) -> Iterator[RunningServer]:
+    host_factory.add("simple-c", examples["simple-c"])
+    host_factory.write_config(configs={"simple-c": {"enabled": True}})
+    with run_server(host_factory.config_path) as running:
+        assert running.service.wait_ready(30)
+        yield running
+
+
+def error_of(response: httpx.Response) -> tuple[int, str, str]:
+    body = response.json()
+    assert set(body) == {"error", "message"}
+    assert ERROR_CODES[body["error"]].status == response.status_code
+    return response.status_code, body["error"], body["message"]
+
+
+def padding(count: int, client: httpx.Client) -> dict[str, str]:
+    """Extra headers that bring a request of `client` to `count` headers in all."""
+    base = len(client.build_request("GET", PLUGINS).headers)
+    return {f"X-Pad-{i}": "1" for i in range(count - base)}
+
+
+# -- request headers -----------------------------------------------------------------------
+
+
+def test_one_header_too_many_is_431_naming_the_limit(server: RunningServer) -> None:
+    response = server.client.get(PLUGINS, headers=padding(MAX_HEADERS + 1, server.client))
+    status, code, message = error_of(response)
+    assert (status, code) == (431, "headers_too_large")
+    assert f"{MAX_HEADERS + 1} headers" in message
+    assert f"at most {MAX_HEADERS}" in message
+
+
+def test_the_most_headers_allowed_are_taken(server: RunningServer) -> None:
+    response = server.client.get(PLUGINS, headers=padding(MAX_HEADERS, server.client))
+    assert response.status_code == 200
+
+
+def test_headers_over_the_byte_cap_are_431_with_the_json_body(server: RunningServer) -> None:
+    response = server.client.get(PLUGINS, headers={"X-Big": "x" * MAX_HEADER_BYTES})
+    status, code, message = error_of(response)
+    assert (status, code) == (431, "headers_too_large")
+    assert f"at most {MAX_HEADER_BYTES} bytes" in message
+
+
+def test_headers_just_under_the_byte_cap_are_taken(server: RunningServer) -> None:
+    response = server.client.get(PLUGINS, headers={"X-Big": "x" * (MAX_HEADER_BYTES - 1024)})
+    assert response.status_code == 200
+
+
+def test_the_header_cap_answers_before_the_key_is_checked(server: RunningServer) -> None:
+    response = server.anonymous.get(PLUGINS, headers=padding(MAX_HEADERS + 1, server.anonymous))
+    assert error_of(response)[:2] == (431, "headers_too_large")
+
+
+def test_every_host_route_declares_431(server: RunningServer) -> None:
+    document: dict[str, Any] = server.anonymous.get("/openapi.json").json()
+    for item in document["paths"].values():
+        for operation in item.values():
+            assert "431" in operation["responses"]
