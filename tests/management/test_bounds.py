@@ -3,6 +3,8 @@ request headers (count and bytes), and the routes, resources and menus a plugin 
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,9 @@ import pytest
 
 from cliproxy_host.management.errors import ERROR_CODES
 from cliproxy_host.management.header_limit import MAX_HEADER_BYTES, MAX_HEADERS
+from cliproxy_host.management.plugin_routes import MAX_MENUS, MAX_RESOURCES, MAX_ROUTES
 
-from ..conftest import HostFactory
+from ..conftest import CompilePlugin, HostFactory
 from ..serverutil import RunningServer, run_server
 
 PLUGINS = "/v0/management/plugins"
@@ -79,3 +82,56 @@ def test_every_host_route_declares_431(server: RunningServer) -> None:
     for item in document["paths"].values():
         for operation in item.values():
             assert "431" in operation["responses"]
+
+
+# -- what a plugin registers ------------------------------------------------------------
+
+
+def _write_json(path: Path, value: Any) -> Path:
+    path.write_text(json.dumps(value))
+    return path
+
+
+def test_routes_resources_and_menus_over_the_cap_are_refused_naming_the_plugin(
+    compile_plugin: CompilePlugin,
+    host_factory: HostFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    extra = 10
+    routes = [
+        {"Method": "GET", "Path": f"/r{i}", "Menu": f"r{i}"} for i in range(MAX_ROUTES + extra)
+    ]
+    resources = [{"Path": f"/s{i}", "Menu": f"s{i}"} for i in range(MAX_RESOURCES + extra)]
+    registration = {
+        "metadata": {"Name": "greedy", "Version": "1", "Author": "t", "GitHubRepository": "x"},
+        "capabilities": {"management_api": True},
+    }
+    library = compile_plugin(
+        TP_NAME="greedy",
+        TP_REGISTRATION_FILE=_write_json(tmp_path / "reg.json", registration),
+        TP_MANAGEMENT_FILE=_write_json(
+            tmp_path / "routes.json", {"Routes": routes, "Resources": resources}
+        ),
+    )
+    host_factory.add("greedy", library)
+    host_factory.write_config(configs={"greedy": {"enabled": True}})
+    caplog.set_level(logging.WARNING, logger="cliproxy_host.management.plugin_routes")
+    with run_server(host_factory.config_path) as running:
+        assert running.service.wait_ready(30)
+        get = running.client.get
+        assert get(f"/v0/management/r{MAX_ROUTES - 1}").status_code == 200
+        assert get(f"/v0/management/r{MAX_ROUTES}").status_code == 404
+        resource = "/v0/resource/plugins/greedy/s"
+        assert get(f"{resource}{MAX_RESOURCES - 1}").status_code == 200
+        assert get(f"{resource}{MAX_RESOURCES}").status_code == 404
+        (entry,) = get(PLUGINS).json()["plugins"]
+        assert len(entry["menus"]) == MAX_MENUS
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for what, given, cap in (
+        ("routes", MAX_ROUTES + extra, MAX_ROUTES),
+        ("resources", MAX_RESOURCES + extra, MAX_RESOURCES),
+        ("menus", MAX_ROUTES + MAX_RESOURCES, MAX_MENUS),
+    ):
+        wanted = f"plugin greedy: management.register answered {given} {what}; only the first {cap}"
+        assert any(w.startswith(wanted) for w in warnings), (wanted, warnings)
