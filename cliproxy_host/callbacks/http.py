@@ -37,6 +37,13 @@ UPSTREAM_ERROR: Final = "upstream_error"
 
 log = logging.getLogger(__name__)
 
+# What one host.http.do or do_stream request of a plugin may hold; more is invalid_request,
+# refused before anything is sent. Headers count each value (a list of 3 is 3 headers).
+MAX_REQUEST_HEADERS: Final = 256
+MAX_REQUEST_HEADER_BYTES: Final = 64 * 1024  # names and values, summed
+MAX_URL_LENGTH: Final = 16 * 1024  # characters
+MAX_REQUEST_BODY_BYTES: Final = 32 * 1024 * 1024  # decoded
+
 # RFC 9110 token: what HTTP methods and header names are made of.
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Go's client ignores these in a request's header map and writes its own, as we do: a
@@ -327,6 +334,12 @@ def _url(value: Any, problems: list[str]) -> httpx.URL | None:
     if not isinstance(value, str) or not value:
         problems.append("field 'url' is required: an absolute http or https URL")
         return None
+    if len(value) > MAX_URL_LENGTH:
+        problems.append(
+            f"url is {len(value)} characters long; host.http takes at most {MAX_URL_LENGTH}: "
+            "send long data in the body"
+        )
+        return None
     try:
         url = httpx.URL(value)
     except httpx.InvalidURL as exc:
@@ -357,10 +370,32 @@ def _request_headers(value: Any, problems: list[str]) -> list[tuple[bytes, bytes
             continue
         # Go sends header strings as their UTF-8 bytes; httpx would insist on ASCII.
         headers.extend((name.encode("utf-8"), v.encode("utf-8")) for v in values)
+        if len(headers) > MAX_REQUEST_HEADERS:
+            problems.append(
+                f"more than {MAX_REQUEST_HEADERS} header values; host.http sends at most "
+                f"{MAX_REQUEST_HEADERS}: send fewer headers"
+            )
+            return []
+    size = sum(len(name) + len(v) for name, v in headers)
+    if size > MAX_REQUEST_HEADER_BYTES:
+        problems.append(
+            f"the headers are {size} bytes; host.http sends at most {MAX_REQUEST_HEADER_BYTES} "
+            "bytes of them: send fewer or shorter headers"
+        )
+        return []
     return headers
 
 
 def _body(value: Any, problems: list[str]) -> bytes:
+    # Judged by its base64 length, before decoding: 4 characters carry 3 bytes, less the
+    # padding.
+    size = len(value) // 4 * 3 - value[-2:].count("=") if isinstance(value, str) else 0
+    if size > MAX_REQUEST_BODY_BYTES:
+        problems.append(
+            f"body is {size} bytes; host.http sends at most "
+            f"{MAX_REQUEST_BODY_BYTES} bytes: send a smaller body"
+        )
+        return b""
     try:
         return b64decode(value, "body")
     except ValueError:
