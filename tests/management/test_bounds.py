@@ -135,3 +135,29 @@ def test_routes_resources_and_menus_over_the_cap_are_refused_naming_the_plugin(
     ):
         wanted = f"plugin greedy: management.register answered {given} {what}; only the first {cap}"
         assert any(w.startswith(wanted) for w in warnings), (wanted, warnings)
+
+
+def test_a_plugin_routes_answer_over_max_response_bytes_is_a_502_not_served(
+    compile_plugin: CompilePlugin, host_factory: HostFactory, tmp_path: Path
+) -> None:
+    # management.handle answers X-Plugin: <TP_NAME>: a long name makes its answer larger
+    # than the cap, while the registration answers stay under it.
+    cap = 400
+    registration = {
+        "metadata": {"Name": "big", "Version": "1", "Author": "t", "GitHubRepository": "x"},
+        "capabilities": {"management_api": True},
+    }
+    library = compile_plugin(
+        TP_NAME="n" * cap,
+        TP_REGISTRATION_FILE=_write_json(tmp_path / "reg.json", registration),
+        TP_MANAGEMENT_FILE=_write_json(
+            tmp_path / "routes.json", {"Routes": [{"Path": "/big"}], "Resources": []}
+        ),
+    )
+    host_factory.add("big", library)
+    host_factory.write_config(configs={"big": {"enabled": True, "max_response_bytes": cap}})
+    with run_server(host_factory.config_path) as running:
+        assert running.service.wait_ready(30)
+        status, code, message = error_of(running.client.get("/v0/management/big"))
+    assert (status, code) == (502, "plugin_error")
+    assert f"max_response_bytes ({cap})" in message
