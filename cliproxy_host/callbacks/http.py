@@ -43,6 +43,10 @@ MAX_REQUEST_HEADERS: Final = 256
 MAX_REQUEST_HEADER_BYTES: Final = 64 * 1024  # names and values, summed
 MAX_URL_LENGTH: Final = 16 * 1024  # characters
 MAX_REQUEST_BODY_BYTES: Final = 32 * 1024 * 1024  # decoded
+# Open host.http streams per plugin: each holds a connection of the client all plugins
+# share (httpx's pool holds 100), so one plugin that never closes its streams cannot take
+# every connection.
+MAX_OPEN_STREAMS: Final = 32
 
 # RFC 9110 token: what HTTP methods and header names are made of.
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -153,16 +157,22 @@ class HttpBridge:
     def do_stream(self, plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """host.http.do_stream: status and headers now, the body through stream_read."""
         outgoing = self._build(plugin_id, request)
+        with self._lock:
+            full = self._open_streams(plugin_id) >= MAX_OPEN_STREAMS
+        if full:
+            raise _too_many_streams()
         response = self._send(outgoing)
         stream = _Stream(plugin_id, outgoing.url.host, response, response.iter_raw())
         stream_id = uuid.uuid4().hex
         with self._lock:
-            accepted = not self._closed
+            # Counted again: other threads of the plugin may have opened streams meanwhile.
+            full = self._open_streams(plugin_id) >= MAX_OPEN_STREAMS
+            accepted = not self._closed and not full
             if accepted:
                 self._streams[stream_id] = stream
         if not accepted:
             response.close()
-            raise _shutting_down()
+            raise _too_many_streams() if full else _shutting_down()
         log.debug(
             "plugin %s: %s %s%s -> %d, streaming as %s",
             plugin_id,
@@ -217,6 +227,10 @@ class HttpBridge:
             del self._streams[stream_id]
         _shut(stream)
         return {}
+
+    def _open_streams(self, plugin_id: str) -> int:
+        """How many streams the plugin has open; the caller holds the lock."""
+        return sum(1 for stream in self._streams.values() if stream.owner == plugin_id)
 
     def close_plugin(self, plugin_id: str) -> None:
         """Close every stream the plugin still has open (it is being unloaded)."""
@@ -449,6 +463,15 @@ def _unknown_stream(stream_id: str) -> PluginError:
         f"no open stream {stream_id!r}: it was closed, finished, or never opened by this plugin",
         retryable=False,
         http_status=404,
+    )
+
+
+def _too_many_streams() -> PluginError:
+    return HostCallFailed(
+        f"the plugin has {MAX_OPEN_STREAMS} host.http streams open, the most it may: read "
+        "them to the end or close them with host.http.stream_close first",
+        retryable=True,
+        http_status=429,
     )
 
 

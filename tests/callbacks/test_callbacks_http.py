@@ -14,6 +14,7 @@ import pytest
 
 from cliproxy_host.callbacks import HostCallbacks
 from cliproxy_host.callbacks.http import (
+    MAX_OPEN_STREAMS,
     MAX_REQUEST_BODY_BYTES,
     MAX_REQUEST_HEADER_BYTES,
     MAX_REQUEST_HEADERS,
@@ -514,6 +515,31 @@ def test_stream_reads_to_done_then_is_gone(callbacks: HostCallbacks, server: Loc
     assert (
         result(call(callbacks, "host.http.stream_close", {"stream_id": opened["stream_id"]})) == {}
     )
+
+
+def test_a_plugin_has_at_most_max_open_streams(
+    callbacks: HostCallbacks, server: LocalServer
+) -> None:
+    url = server.url("/stream?count=2&interval=0.01")
+    opened = [
+        result(call(callbacks, "host.http.do_stream", {"url": url}))["stream_id"]
+        for _ in range(MAX_OPEN_STREAMS)
+    ]
+    hits = len(server.hits)
+    err = failure(call(callbacks, "host.http.do_stream", {"url": url}), "host_call_failed")
+    assert f"{MAX_OPEN_STREAMS} host.http streams open" in err["message"]
+    assert "host.http.stream_close" in err["message"]
+    assert err["retryable"] is True
+    assert len(server.hits) == hits  # refused before it was sent
+    # Another plugin is not held back, and a closed stream frees its place.
+    other = call(callbacks, "host.http.do_stream", {"url": url}, "p2")
+    result(
+        call(callbacks, "host.http.stream_close", {"stream_id": result(other)["stream_id"]}, "p2")
+    )
+    result(call(callbacks, "host.http.stream_close", {"stream_id": opened.pop()}))
+    opened.append(result(call(callbacks, "host.http.do_stream", {"url": url}))["stream_id"])
+    for stream_id in opened:
+        result(call(callbacks, "host.http.stream_close", {"stream_id": stream_id}))
 
 
 def test_stream_of_an_empty_body_is_done_at_once(
