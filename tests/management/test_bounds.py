@@ -13,7 +13,11 @@ import httpx
 import pytest
 
 from cliproxy_host.management.errors import ERROR_CODES
-from cliproxy_host.management.header_limit import MAX_HEADER_BYTES, MAX_HEADERS
+from cliproxy_host.management.header_limit import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_TARGET_BYTES,
+)
 from cliproxy_host.management.plugin_routes import MAX_MENUS, MAX_RESOURCES, MAX_ROUTES
 
 from ..conftest import CompilePlugin, HostFactory
@@ -77,11 +81,37 @@ def test_the_header_cap_answers_before_the_key_is_checked(server: RunningServer)
     assert error_of(response)[:2] == (431, "headers_too_large")
 
 
-def test_every_host_route_declares_431(server: RunningServer) -> None:
+def test_every_host_route_declares_414_and_431(server: RunningServer) -> None:
     document: dict[str, Any] = server.anonymous.get("/openapi.json").json()
     for item in document["paths"].values():
         for operation in item.values():
-            assert "431" in operation["responses"]
+            assert {"414", "431"} <= set(operation["responses"])
+
+
+# -- the URL -------------------------------------------------------------------------------
+
+
+def target_of_length(path: str, length: int) -> str:
+    head = f"{path}?pad="
+    return head + "x" * (length - len(head))
+
+
+@pytest.mark.parametrize("path", [PLUGINS, "/v0/management/nobody-serves-this"])
+def test_a_url_over_the_cap_is_414_and_not_echoed(server: RunningServer, path: str) -> None:
+    response = server.client.get(target_of_length(path, MAX_TARGET_BYTES + 1))
+    status, code, message = error_of(response)
+    assert (status, code) == (414, "uri_too_long")
+    assert f"at most {MAX_TARGET_BYTES}" in message
+    assert len(message) < 200
+
+
+def test_a_long_path_without_a_query_is_414_too(server: RunningServer) -> None:
+    response = server.client.get("/v0/management/" + "a" * MAX_TARGET_BYTES)
+    assert error_of(response)[:2] == (414, "uri_too_long")
+
+
+def test_a_url_at_the_cap_is_taken(server: RunningServer) -> None:
+    assert server.client.get(target_of_length(PLUGINS, MAX_TARGET_BYTES)).status_code == 200
 
 
 # -- what a plugin registers ------------------------------------------------------------
