@@ -291,6 +291,20 @@ class BodyTooLarge(PluginError):
     default_http_status = 413
 
 
+class UriTooLong(PluginError):
+    """A management request whose path and query are longer than the API takes (414)."""
+
+    code = "uri_too_long"
+    default_http_status = 414
+
+
+class HeadersTooLarge(PluginError):
+    """A management request with too many headers, or too many bytes of them (431)."""
+
+    code = "headers_too_large"
+    default_http_status = 431
+
+
 # -- host callbacks ----------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import uvicorn
 from cliproxy_host.host.service import HostService
 from cliproxy_host.management.app import create_app
 from cliproxy_host.management.auth import KeyChecker, ManagementAuth, protect_secret
+from cliproxy_host.management.header_limit import SERVER_HEAD_BYTES
 
 KEY = "test-management-key"
 
@@ -40,7 +41,13 @@ def run_server(config_path: Path, *, key: str = KEY) -> Iterator[RunningServer]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", log_config=None, timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            log_config=None,
+            timeout_graceful_shutdown=5,
+            h11_max_incomplete_event_size=SERVER_HEAD_BYTES,
+        )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

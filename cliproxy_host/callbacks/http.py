@@ -37,6 +37,17 @@ UPSTREAM_ERROR: Final = "upstream_error"
 
 log = logging.getLogger(__name__)
 
+# What one host.http.do or do_stream request of a plugin may hold; more is invalid_request,
+# refused before anything is sent. Headers count each value (a list of 3 is 3 headers).
+MAX_REQUEST_HEADERS: Final = 256
+MAX_REQUEST_HEADER_BYTES: Final = 64 * 1024  # names and values, summed
+MAX_URL_LENGTH: Final = 16 * 1024  # characters
+MAX_REQUEST_BODY_BYTES: Final = 32 * 1024 * 1024  # decoded
+# Open host.http streams per plugin: each holds a connection of the client all plugins
+# share (httpx's pool holds 100), so one plugin that never closes its streams cannot take
+# every connection.
+MAX_OPEN_STREAMS: Final = 32
+
 # RFC 9110 token: what HTTP methods and header names are made of.
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Go's client ignores these in a request's header map and writes its own, as we do: a
@@ -146,16 +157,22 @@ class HttpBridge:
     def do_stream(self, plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """host.http.do_stream: status and headers now, the body through stream_read."""
         outgoing = self._build(plugin_id, request)
+        with self._lock:
+            full = self._open_streams(plugin_id) >= MAX_OPEN_STREAMS
+        if full:
+            raise _too_many_streams()
         response = self._send(outgoing)
         stream = _Stream(plugin_id, outgoing.url.host, response, response.iter_raw())
         stream_id = uuid.uuid4().hex
         with self._lock:
-            accepted = not self._closed
+            # Counted again: other threads of the plugin may have opened streams meanwhile.
+            full = self._open_streams(plugin_id) >= MAX_OPEN_STREAMS
+            accepted = not self._closed and not full
             if accepted:
                 self._streams[stream_id] = stream
         if not accepted:
             response.close()
-            raise _shutting_down()
+            raise _too_many_streams() if full else _shutting_down()
         log.debug(
             "plugin %s: %s %s%s -> %d, streaming as %s",
             plugin_id,
@@ -210,6 +227,10 @@ class HttpBridge:
             del self._streams[stream_id]
         _shut(stream)
         return {}
+
+    def _open_streams(self, plugin_id: str) -> int:
+        """How many streams the plugin has open; the caller holds the lock."""
+        return sum(1 for stream in self._streams.values() if stream.owner == plugin_id)
 
     def close_plugin(self, plugin_id: str) -> None:
         """Close every stream the plugin still has open (it is being unloaded)."""
@@ -327,6 +348,12 @@ def _url(value: Any, problems: list[str]) -> httpx.URL | None:
     if not isinstance(value, str) or not value:
         problems.append("field 'url' is required: an absolute http or https URL")
         return None
+    if len(value) > MAX_URL_LENGTH:
+        problems.append(
+            f"url is {len(value)} characters long; host.http takes at most {MAX_URL_LENGTH}: "
+            "send long data in the body"
+        )
+        return None
     try:
         url = httpx.URL(value)
     except httpx.InvalidURL as exc:
@@ -357,10 +384,32 @@ def _request_headers(value: Any, problems: list[str]) -> list[tuple[bytes, bytes
             continue
         # Go sends header strings as their UTF-8 bytes; httpx would insist on ASCII.
         headers.extend((name.encode("utf-8"), v.encode("utf-8")) for v in values)
+        if len(headers) > MAX_REQUEST_HEADERS:
+            problems.append(
+                f"more than {MAX_REQUEST_HEADERS} header values; host.http sends at most "
+                f"{MAX_REQUEST_HEADERS}: send fewer headers"
+            )
+            return []
+    size = sum(len(name) + len(v) for name, v in headers)
+    if size > MAX_REQUEST_HEADER_BYTES:
+        problems.append(
+            f"the headers are {size} bytes; host.http sends at most {MAX_REQUEST_HEADER_BYTES} "
+            "bytes of them: send fewer or shorter headers"
+        )
+        return []
     return headers
 
 
 def _body(value: Any, problems: list[str]) -> bytes:
+    # Judged by its base64 length, before decoding: 4 characters carry 3 bytes, less the
+    # padding.
+    size = len(value) // 4 * 3 - value[-2:].count("=") if isinstance(value, str) else 0
+    if size > MAX_REQUEST_BODY_BYTES:
+        problems.append(
+            f"body is {size} bytes; host.http sends at most "
+            f"{MAX_REQUEST_BODY_BYTES} bytes: send a smaller body"
+        )
+        return b""
     try:
         return b64decode(value, "body")
     except ValueError:
@@ -414,6 +463,15 @@ def _unknown_stream(stream_id: str) -> PluginError:
         f"no open stream {stream_id!r}: it was closed, finished, or never opened by this plugin",
         retryable=False,
         http_status=404,
+    )
+
+
+def _too_many_streams() -> PluginError:
+    return HostCallFailed(
+        f"the plugin has {MAX_OPEN_STREAMS} host.http streams open, the most it may: read "
+        "them to the end or close them with host.http.stream_close first",
+        retryable=True,
+        http_status=429,
     )
 
 

@@ -26,6 +26,7 @@ from ..management.auth import (
     key_from_env,
     protect_secret,
 )
+from ..management.header_limit import SERVER_HEAD_BYTES
 from ..management.plugin_routes import PluginRoutes
 from ..management.views import plugin_list
 from .table import print_plugins_table
@@ -186,6 +187,7 @@ def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:
         log_level=log_level.lower(),
         log_config=None,
         timeout_graceful_shutdown=10,
+        h11_max_incomplete_event_size=SERVER_HEAD_BYTES,
     )
     return EXIT_OK
 

@@ -19,6 +19,7 @@ from .body_limit import BodyLimit
 from .deps import bind
 from .docs_ui import docs_router
 from .errors import install_error_handlers
+from .header_limit import HeaderLimit
 from .openapi import SECURITY, drop_validation_errors
 from .plugin_routes import PluginRoutes
 from .resource_links import ResourceGate, ResourceLinks
@@ -72,6 +73,7 @@ def create_app(service: HostService, auth: ManagementAuth) -> FastAPI:
     drop_validation_errors(app)
     # Read per request: a reloaded config's cap applies at once.
     app.add_middleware(BodyLimit, cap=lambda: service.config.remote_management.max_body_bytes)
+    app.add_middleware(HeaderLimit)  # added last: it runs first
     host_routers = (plugins.router, plugin_config.router)
     routes = PluginRoutes(
         service.host, lambda method, path: _is_host_route(host_routers, method, path)

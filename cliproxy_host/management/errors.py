@@ -55,6 +55,8 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = dict(
             # 409, not the class's 503: the host's routes say it of a plugin still loading.
             (errors.PluginBusy.code, ErrorCode(409, "the plugin is still loading; retry")),
             _tree(errors.BodyTooLarge, "the body is larger than max-body-bytes; nothing read"),
+            _tree(errors.UriTooLong, "the path and query are longer than 8 KiB"),
+            _tree(errors.HeadersTooLarge, "more than 100 headers or 64 KiB of them"),
             (
                 "unsupported_media_type",
                 ErrorCode(415, "a body that is not Content-Type: application/json"),

@@ -17,6 +17,12 @@ log = logging.getLogger(__name__)
 BASE_PATH: Final = "/v0/management"
 RESOURCE_BASE: Final = "/v0/resource/plugins"
 METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+# What one plugin may register; the rest is refused with a warning naming the plugin. Each
+# route and resource is a table entry every request may be matched against, each menu a
+# line of every list answer.
+MAX_ROUTES: Final = 256
+MAX_RESOURCES: Final = 256
+MAX_MENUS: Final = 256
 # Never forwarded to a plugin: they carry the operator's management key.
 PRIVATE_HEADERS: Final = frozenset({"authorization", "x-management-key", "cookie"})
 
@@ -102,9 +108,14 @@ class PluginRoutes:
             log.warning("plugin %s: management.register answered no object; ignored", pid)
             return
         menus: list[Menu] = []
-        for route in ci_get(answer, "Routes") or []:
+        served = 0
+        routes = _listed(pid, answer, "Routes")
+        for route in routes:
             if not isinstance(route, Mapping):
                 continue
+            if served == MAX_ROUTES:
+                _refuse_excess(pid, "routes", len(routes), MAX_ROUTES)
+                break
             method = str(ci_get(route, "Method") or "GET").upper()
             path = _clean_path(ci_get(route, "Path"))
             if path is None or method not in METHODS:
@@ -131,16 +142,26 @@ class PluginRoutes:
                 )
                 continue
             tables.routes[key] = pid
+            served += 1
             _add_menu(menus, full, route)
-        for resource in ci_get(answer, "Resources") or []:
+        served = 0
+        resources = _listed(pid, answer, "Resources")
+        for resource in resources:
             if not isinstance(resource, Mapping):
                 continue
+            if served == MAX_RESOURCES:
+                _refuse_excess(pid, "resources", len(resources), MAX_RESOURCES)
+                break
             path = _clean_path(ci_get(resource, "Path"))
             if path is None:
                 log.warning("plugin %s: resource %r rejected", pid, ci_get(resource, "Path"))
                 continue
             tables.resources.add((pid, path))
+            served += 1
             _add_menu(menus, f"{RESOURCE_BASE}/{pid}{path}", resource)
+        if len(menus) > MAX_MENUS:
+            _refuse_excess(pid, "menus", len(menus), MAX_MENUS)
+            del menus[MAX_MENUS:]
         tables.menus[pid] = menus
 
     def route_owner(self, method: str, path: str) -> str | None:
@@ -205,6 +226,25 @@ class PluginRoutes:
                 str(exc), plugin_id=plugin_id, method="management.handle"
             ) from None
         return status, out_headers, data
+
+
+def _refuse_excess(pid: str, what: str, given: int, cap: int) -> None:
+    log.warning(
+        "plugin %s: management.register answered %d %s; only the first %d are served "
+        "(the most one plugin may register): register fewer",
+        pid,
+        given,
+        what,
+        cap,
+    )
+
+
+def _listed(pid: str, answer: Mapping[str, Any], key: str) -> list[Any]:
+    value = ci_get(answer, key)
+    if value is None or isinstance(value, list):
+        return value or []
+    log.warning("plugin %s: management.register's %s is not a list; ignored", pid, key)
+    return []
 
 
 def _add_menu(menus: list[Menu], path: str, spec: Mapping[str, Any]) -> None:

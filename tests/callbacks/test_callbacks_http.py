@@ -13,6 +13,14 @@ import orjson
 import pytest
 
 from cliproxy_host.callbacks import HostCallbacks
+from cliproxy_host.callbacks.http import (
+    MAX_OPEN_STREAMS,
+    MAX_REQUEST_BODY_BYTES,
+    MAX_REQUEST_HEADER_BYTES,
+    MAX_REQUEST_HEADERS,
+    MAX_URL_LENGTH,
+    read_request,
+)
 from cliproxy_host.config.schema import HttpPolicy
 from cliproxy_host.gate import gated
 
@@ -375,6 +383,65 @@ def test_malformed_http_requests_answer_invalid_request(
         assert mentions in err["message"]
 
 
+def _url_of_length(server: LocalServer, length: int) -> str:
+    base = server.url("/echo?q=")
+    return base + "x" * (length - len(base))
+
+
+def _oversized(server: LocalServer, what: str) -> dict[str, Any]:
+    """A request one step over the cap of `what`."""
+    url = server.url("/echo")
+    if what == "header values":
+        return {"url": url, "headers": {"X-Many": ["v"] * (MAX_REQUEST_HEADERS + 1)}}
+    if what == "header bytes":
+        return {"url": url, "headers": {"X-Big": "x" * MAX_REQUEST_HEADER_BYTES}}
+    if what == "url":
+        return {"url": _url_of_length(server, MAX_URL_LENGTH + 1)}
+    return {"url": url, "method": "POST", "body": b64(b"x" * (MAX_REQUEST_BODY_BYTES + 1))}
+
+
+@pytest.mark.parametrize(
+    ("what", "mentions"),
+    [
+        ("header values", f"at most {MAX_REQUEST_HEADERS}"),
+        ("header bytes", f"at most {MAX_REQUEST_HEADER_BYTES} bytes"),
+        ("url", f"at most {MAX_URL_LENGTH}"),
+        ("body", f"at most {MAX_REQUEST_BODY_BYTES} bytes"),
+    ],
+)
+def test_requests_over_a_cap_are_invalid_and_never_sent(
+    callbacks: HostCallbacks, server: LocalServer, what: str, mentions: str
+) -> None:
+    request = _oversized(server, what)
+    before = len(server.hits)
+    for method in ("host.http.do", "host.http.do_stream"):
+        err = failure(call(callbacks, method, request), "invalid_request")
+        assert mentions in err["message"]
+    assert len(server.hits) == before
+
+
+def test_requests_at_every_cap_are_taken(server: LocalServer) -> None:
+    at_caps = {
+        "url": _url_of_length(server, MAX_URL_LENGTH),
+        "method": "POST",
+        "headers": {"X-Many": ["v"] * (MAX_REQUEST_HEADERS - 1), "X-Big": "x" * 1000},
+        "body": b64(b"x" * MAX_REQUEST_BODY_BYTES),
+    }
+    outgoing, problems = read_request(at_caps)
+    assert problems == []
+    assert outgoing is not None
+    assert len(outgoing.headers) == MAX_REQUEST_HEADERS
+    assert len(outgoing.body) == MAX_REQUEST_BODY_BYTES
+    big = {"url": server.url("/echo"), "headers": {"X-Big": "x" * (MAX_REQUEST_HEADER_BYTES - 5)}}
+    assert read_request(big)[1] == []
+
+
+def test_a_long_url_is_sent(callbacks: HostCallbacks, server: LocalServer) -> None:
+    # Well under the cap, but past the sizes where a client or server might cut a line.
+    url = _url_of_length(server, 8000)
+    assert result(call(callbacks, "host.http.do", {"url": url}))["StatusCode"] == 200
+
+
 @pytest.mark.parametrize(
     "method",
     ["host.http.do", "host.http.do_stream", "host.http.stream_read", "host.http.stream_close"],
@@ -448,6 +515,31 @@ def test_stream_reads_to_done_then_is_gone(callbacks: HostCallbacks, server: Loc
     assert (
         result(call(callbacks, "host.http.stream_close", {"stream_id": opened["stream_id"]})) == {}
     )
+
+
+def test_a_plugin_has_at_most_max_open_streams(
+    callbacks: HostCallbacks, server: LocalServer
+) -> None:
+    url = server.url("/stream?count=2&interval=0.01")
+    opened = [
+        result(call(callbacks, "host.http.do_stream", {"url": url}))["stream_id"]
+        for _ in range(MAX_OPEN_STREAMS)
+    ]
+    hits = len(server.hits)
+    err = failure(call(callbacks, "host.http.do_stream", {"url": url}), "host_call_failed")
+    assert f"{MAX_OPEN_STREAMS} host.http streams open" in err["message"]
+    assert "host.http.stream_close" in err["message"]
+    assert err["retryable"] is True
+    assert len(server.hits) == hits  # refused before it was sent
+    # Another plugin is not held back, and a closed stream frees its place.
+    other = call(callbacks, "host.http.do_stream", {"url": url}, "p2")
+    result(
+        call(callbacks, "host.http.stream_close", {"stream_id": result(other)["stream_id"]}, "p2")
+    )
+    result(call(callbacks, "host.http.stream_close", {"stream_id": opened.pop()}))
+    opened.append(result(call(callbacks, "host.http.do_stream", {"url": url}))["stream_id"])
+    for stream_id in opened:
+        result(call(callbacks, "host.http.stream_close", {"stream_id": stream_id}))
 
 
 def test_stream_of_an_empty_body_is_done_at_once(

@@ -44,7 +44,7 @@ def config_of(service: HostService, plugin_id: str) -> dict[str, Any]:
     CONFIG,
     response_model=PluginConfigBody,
     summary="Read a plugin's config",
-    responses=error_responses(400, 401, 403, 404, 413, 429),
+    responses=error_responses(400, 401, 403, 404, 413, 414, 429, 431),
 )
 def get_config(plugin_id: PluginId, service: Service) -> dict[str, Any]:
     """The plugin's mapping under plugins.configs.<id> ({} when it has none)."""
@@ -56,7 +56,7 @@ def get_config(plugin_id: PluginId, service: Service) -> dict[str, Any]:
     CONFIG,
     response_model=PluginConfigBody,
     summary="Replace a plugin's config",
-    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 500),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 414, 415, 429, 431, 500),
 )
 def put_config(
     plugin_id: PluginId, body: Annotated[dict[str, Any], Body()], service: Service
@@ -72,7 +72,7 @@ def put_config(
     CONFIG,
     response_model=PluginConfigBody,
     summary="Merge into a plugin's config",
-    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 500),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 414, 415, 429, 431, 500),
 )
 def patch_config(
     plugin_id: PluginId, body: Annotated[dict[str, Any], Body()], service: Service

@@ -21,7 +21,7 @@ router = APIRouter(route_class=JsonBodyRoute)
     PLUGINS,
     response_model=PluginList,
     summary="List plugins",
-    responses=error_responses(401, 403, 413, 429, 500),
+    responses=error_responses(401, 403, 413, 414, 429, 431, 500),
 )
 async def list_plugins(service: Service, routes: Routes, links: Links) -> Response:
     """Every discovered, configured or registered plugin, sorted by ID."""
@@ -39,7 +39,7 @@ async def list_plugins(service: Service, routes: Routes, links: Links) -> Respon
     f"{PLUGINS}/{{plugin_id}}",
     response_model=DeleteResult,
     summary="Delete a plugin",
-    responses=error_responses(400, 401, 403, 404, 409, 413, 429, 500),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 414, 429, 431, 500),
 )
 def delete_plugin(plugin_id: PluginId, service: Service) -> DeleteResult:
     """Unload the plugin, delete its files (every version) and drop its config entry."""
@@ -56,7 +56,7 @@ def delete_plugin(plugin_id: PluginId, service: Service) -> DeleteResult:
     f"{PLUGINS}/{{plugin_id}}/enabled",
     response_model=PluginEntry,
     summary="Enable or disable a plugin",
-    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 429, 500),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 414, 415, 429, 431, 500),
 )
 def set_enabled(
     plugin_id: PluginId, body: EnabledBody, service: Service, routes: Routes, links: Links
