@@ -110,6 +110,12 @@ class _KeepsKeyOrder(BaseModel):
 
 PositiveStrictInt = Annotated[StrictInt, Field(gt=0)]
 
+# The Go host decodes `priority` into a Go `int`, 64 bits on every platform it ships for
+# (amd64, arm64): a value outside int64 fails to decode there, and is refused here alike.
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+Priority = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
+
 
 class StoreConfig(_KeepsKeyOrder):
     """`plugins.configs.<id>.store`: where the plugin's file comes from, and its pinned version."""
@@ -127,7 +133,7 @@ class PluginConfig(_KeepsKeyOrder):
     model_config = ConfigDict(extra="allow")
 
     enabled: StrictBool = False
-    priority: StrictInt = 0
+    priority: Priority = 0
     store: StoreConfig | None = None
     # How a new file of a loaded plugin takes over: "swap" loads and registers the new
     # library before the old one is retired (no gap); "restart" shuts the old one down
@@ -274,6 +280,11 @@ class HostConfig(BaseModel):
             return cls.model_validate(ours, strict=True)
         except ValidationError as exc:
             raise ConfigError(validation_message(source, data, exc, cls)) from None
+
+    @property
+    def source_path(self) -> Path | None:
+        """The file the config was read from (absolute); None for one made in memory."""
+        return self._path
 
     def plugins_dir(self) -> Path:
         """The plugins directory; a relative `plugins.dir` is taken from the config's folder."""

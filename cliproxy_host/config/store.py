@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -14,7 +15,14 @@ from ruamel.yaml.comments import CommentedMap
 
 from ..errors import ConfigError
 from .comments import attach_comments_to_keys
-from .files import FileText, read_existing_file, read_file, stamp_of, write_atomically
+from .files import (
+    FileText,
+    read_existing_file,
+    read_file,
+    remove_stale_temps,
+    stamp_of,
+    write_atomically,
+)
 from .problems import yaml_name
 from .schema import HostConfig, RemoteManagement
 from .yamledit import (
@@ -27,6 +35,8 @@ from .yamledit import (
     round_trip_yaml,
     section,
 )
+
+log = logging.getLogger(__name__)
 
 
 class ConfigStore:
@@ -57,6 +67,8 @@ class ConfigStore:
         self._source = os.fspath(path)
         self._protect_secret = protect_secret
         self._lock = threading.Lock()
+        for temp in remove_stale_temps(self._path):
+            log.info("removed %s, left by a write to %s that did not finish", temp, self._source)
         # What was last read or written; a missing file reads as an empty one.
         self._file = read_file(self._path, self._source) or FileText("", False, None)
         self._yaml, self._document, self._config = self._parse(self._file)
