@@ -103,12 +103,18 @@ def test_an_empty_config_saved_into_a_running_server_warns_and_lists_why(
 
 
 def test_the_plugins_table_says_why_nothing_loads(
-    examples: dict[str, Path], host_factory: HostFactory, capsys: pytest.CaptureFixture[str]
+    examples: dict[str, Path],
+    host_factory: HostFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     host_factory.add("simple-c", examples["simple-c"])
     host_factory.config_path.write_text("")
+    monkeypatch.setenv("COLUMNS", "60")  # a narrow terminal cuts the ERROR cells short
     assert main(["plugins", "--config", str(host_factory.config_path)]) == 0
-    assert "plugins.enabled is not set and defaults to false" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines()[:2])) <= 60
+    assert "plugins.enabled is not set and defaults to false" in out.splitlines()[-1]
 
 
 # -- 4. ConfigFields: the same rule for the file as for the API ---------------------------
