@@ -37,17 +37,23 @@ class FileText:
     stamp: Stamp | None  # None: there is no file
 
 
-def read_file(path: Path, source: str) -> FileText | None:
-    """The file's text, or None if there is no such file."""
+def read_file(path: Path, source: str, *, limit: int) -> FileText | None:
+    """The file's text, or None if there is no such file; a file over `limit` bytes is
+    refused unread beyond the limit."""
     try:
         with path.open("rb") as file:
             # Taken from the open file, so the stamp belongs to exactly these bytes.
             taken = stamp(os.fstat(file.fileno()))
-            raw = file.read()
+            raw = file.read(limit + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from None
+    if len(raw) > limit:
+        raise ConfigError(
+            f"{source}: config file is larger than {limit} bytes, the limit of a config file:"
+            " move large plugin data to files of their own"
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -56,9 +62,9 @@ def read_file(path: Path, source: str) -> FileText | None:
     return FileText(text.replace("\r\n", "\n").replace("\r", "\n"), crlf, taken)
 
 
-def read_existing_file(path: Path, source: str) -> FileText:
+def read_existing_file(path: Path, source: str, *, limit: int) -> FileText:
     """The file's text; a missing file is an error."""
-    file = read_file(path, source)
+    file = read_file(path, source, limit=limit)
     if file is None:
         raise ConfigError(f"{source}: config file not found")
     return file

@@ -40,9 +40,10 @@ def error_of(response: httpx.Response) -> tuple[int, str, str]:
 
 
 def json_body_of_size(size: int) -> bytes:
-    """A JSON object of exactly `size` bytes."""
-    head, tail = b'{"enabled": true, "blob": "', b'"}'
-    return head + b"x" * (size - len(head) - len(tail)) + tail
+    """A JSON object of exactly `size` bytes, most of them blanks: its value stays within
+    the config's limits (a string of at most MAX_STRING_CHARS characters)."""
+    head, tail = b'{"enabled": true, "blob": "' + b"x" * 100 + b'"', b"}"
+    return head + b" " * (size - len(head) - len(tail)) + tail
 
 
 # -- the body cap ------------------------------------------------------------------------
