@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.scalarfloat import ScalarFloat
 from ruamel.yaml.scalarstring import (
     DoubleQuotedScalarString,
     LiteralScalarString,
@@ -124,9 +126,32 @@ def _writes_blocks(yaml: YAML) -> YAML:
     return yaml
 
 
+class _FileRepresenter(RoundTripRepresenter):
+    """ruamel's round-trip writer, except that a float is never written as another number."""
+
+
+def _represent_exact_float(representer: RoundTripRepresenter, data: ScalarFloat) -> Any:
+    # ruamel re-creates a float from the digits, width and exponent it read, and gets the
+    # last digit wrong for some (5.219248898251513e+299 came back ...512e+299): where its
+    # text does not read back as the same number, Python's shortest exact form is written.
+    node = representer.represent_scalar_float(data)
+    if math.isfinite(data):
+        try:
+            exact = float(node.value) == float(data)
+        except ValueError:
+            exact = False
+        if not exact:
+            return representer.represent_scalar("tag:yaml.org,2002:float", repr(float(data)))
+    return node
+
+
+_FileRepresenter.add_representer(ScalarFloat, _represent_exact_float)
+
+
 def round_trip_yaml(text: str) -> YAML:
     """A ruamel parser and writer for `text` that writes it back in the file's own style."""
     yaml = YAML(typ="rt")
+    yaml.Representer = _FileRepresenter
     yaml.preserve_quotes = True
     _writes_blocks(yaml)
     mapping, sequence, offset = _indentation(text)
