@@ -136,9 +136,10 @@ class PluginHost:
                 steps = reconcile.plan(cfg, slots)
             except ConfigError as exc:
                 # An unusable plugins dir: keep what is loaded, and the config it runs with.
+                # Logged first: whoever sees the error in the listing finds it in the log.
+                log.error("%s; the previous config stays in force", exc)
                 with self._state:
                     self._dir_error = str(exc)
-                log.error("%s; the previous config stays in force", exc)
                 raise
             off = plugins_off_reason(cfg)
             if off is not None and slots:
