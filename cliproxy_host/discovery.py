@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import stat
 import struct
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -232,6 +233,21 @@ def _select(files: tuple[PluginFile, ...], pin: str | None) -> PluginFile | str:
         if _better(candidate, best):
             best = candidate
     return best
+
+
+def plugins_dir_problem(root: Path) -> str | None:
+    """Why `root` cannot serve as the plugins directory (missing, not a directory,
+    unreadable), or None when it can."""
+    fix = "set plugins.dir to the directory that holds the plugin files"
+    try:
+        mode = os.stat(root).st_mode
+    except FileNotFoundError:
+        return f"plugins dir {root} does not exist: create it, or {fix}"
+    except OSError as exc:  # a symlink loop, a file on the way, a permission denied
+        return f"plugins dir {root} cannot be used ({exc.strerror or exc}): {fix}"
+    if not stat.S_ISDIR(mode):
+        return f"plugins dir {root} is not a directory: {fix}"
+    return None
 
 
 def discover(

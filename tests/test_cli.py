@@ -42,7 +42,10 @@ def test_plugins_json_is_the_rest_list_with_the_go_hosts_names(
     # priority order); it is now the body of GET /v0/management/plugins.
     assert main(["plugins", "--config", str(config), "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert set(listing) == {"plugins_enabled", "plugins_dir", "plugins"}
+    # The Go host's three keys, and plugins_dir_error (issue 11: an unusable plugins dir is
+    # an error in the list), null while the dir is usable.
+    assert set(listing) == {"plugins_enabled", "plugins_dir", "plugins_dir_error", "plugins"}
+    assert listing["plugins_dir_error"] is None
     listed = listing["plugins"]
     assert [p["id"] for p in listed] == ["http-c", "simple-c", "simple-rust", "tp"]
     assert {"effective_enabled", "supports_oauth", "config_fields", "menus"} <= set(listed[0])

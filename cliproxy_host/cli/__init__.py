@@ -17,6 +17,7 @@ from ..config import HostConfig
 from ..envelope import ok
 from ..errors import ConfigError, PluginError, PluginNotFound, PluginNotLoaded
 from ..host.facade import PluginHost
+from ..host.listing import plugins_off_reason
 from ..host.service import HostService
 from ..management.app import create_app
 from ..management.auth import (
@@ -141,6 +142,10 @@ def _cmd_plugins(config: Path, as_json: bool, wide: bool) -> int:
             print_plugins_table(infos, wide=wide, file=sys.stdout)
         else:
             print(f"no plugins found under {service.config.plugins_dir()}")
+        off = plugins_off_reason(service.config)
+        if off is not None:
+            # Whole, under the table: a narrow terminal cuts the rows' ERROR cells short.
+            print(f"nothing loads: {off}")
         return EXIT_OK
     finally:
         service.stop()

@@ -7,6 +7,7 @@ import os
 import stat
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,17 +37,23 @@ class FileText:
     stamp: Stamp | None  # None: there is no file
 
 
-def read_file(path: Path, source: str) -> FileText | None:
-    """The file's text, or None if there is no such file."""
+def read_file(path: Path, source: str, *, limit: int) -> FileText | None:
+    """The file's text, or None if there is no such file; a file over `limit` bytes is
+    refused unread beyond the limit."""
     try:
         with path.open("rb") as file:
             # Taken from the open file, so the stamp belongs to exactly these bytes.
             taken = stamp(os.fstat(file.fileno()))
-            raw = file.read()
+            raw = file.read(limit + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from None
+    if len(raw) > limit:
+        raise ConfigError(
+            f"{source}: config file is larger than {limit} bytes, the limit of a config file:"
+            " move large plugin data to files of their own"
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -55,12 +62,41 @@ def read_file(path: Path, source: str) -> FileText | None:
     return FileText(text.replace("\r\n", "\n").replace("\r", "\n"), crlf, taken)
 
 
-def read_existing_file(path: Path, source: str) -> FileText:
+def read_existing_file(path: Path, source: str, *, limit: int) -> FileText:
     """The file's text; a missing file is an error."""
-    file = read_file(path, source)
+    file = read_file(path, source, limit=limit)
     if file is None:
         raise ConfigError(f"{source}: config file not found")
     return file
+
+
+_TEMP_SUFFIX = ".tmp"
+# A temp file this old is left by a write that was killed (a write takes milliseconds).
+STALE_TEMP_SECONDS = 60.0
+
+
+def remove_stale_temps(path: Path, *, older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete the temp files of writes to `path` that a killed process left behind:
+    ours by name (`.<name>.<random>.tmp` beside the file) and older than `older_than`
+    seconds. Answers those deleted; one that cannot be deleted is left alone."""
+    target = path.resolve()
+    prefix = _temp_prefix(target)
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(_TEMP_SUFFIX)):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and (
+                now - entry.stat(follow_symlinks=False).st_mtime > older_than
+            ):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 # A new file may come to hold the management key's hash: readable by its owner only.
@@ -76,7 +112,21 @@ def write_atomically(path: Path, data: bytes) -> Stamp:
         mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
         mode = _NEW_FILE_MODE
-    handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        return _write_via_temp(target, data, mode)
+    except OSError as exc:
+        # Named after the file the operator knows, not our temp file beside it.
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from exc
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
+def _write_via_temp(target: Path, data: bytes, mode: int) -> Stamp:
+    handle, temp = tempfile.mkstemp(
+        prefix=_temp_prefix(target), suffix=_TEMP_SUFFIX, dir=target.parent
+    )
     try:
         with os.fdopen(handle, "wb") as file:
             os.chmod(temp, mode)

@@ -28,7 +28,7 @@ from ..discovery import is_valid_id, normalize_pin
 from ..errors import ConfigError
 from .files import read_existing_file
 from .problems import broken_rule, describe, line_of, validation_message, where, yaml_name
-from .yamledit import dump_for_plugin, parse_yaml, plain
+from .yamledit import dump_for_plugin, is_list, parse_yaml, plain
 
 __all__ = [
     "HOST_KEYS",
@@ -115,6 +115,26 @@ class _KeepsKeyOrder(BaseModel):
 
 PositiveStrictInt = Annotated[StrictInt, Field(gt=0)]
 
+# -- bounds: every size a config file or a management request controls (README "Limits") --
+# The config file; the management API's writes may not grow it past this either.
+MAX_CONFIG_FILE_BYTES: Final = 4 * 1024 * 1024
+# A plugin's entry (`plugins.configs.<id>`): its keys and values, each counted as the UTF-8
+# text of the scalar plus one; about the size of the config_yaml it is sent.
+MAX_PLUGIN_SETTINGS_BYTES: Final = 256 * 1024
+# One string (a key or a value), in characters.
+MAX_STRING_CHARS: Final = 64 * 1024
+# Levels of mappings and lists, the top-level mapping being the first. A management body
+# (at most 32 levels) becomes `plugins.configs.<id>` at level 4, so 35 levels fit.
+MAX_NESTING_DEPTH: Final = 40
+# Entries under `plugins.configs`.
+MAX_PLUGIN_ENTRIES: Final = 1024
+
+# The Go host decodes `priority` into a Go `int`, 64 bits on every platform it ships for
+# (amd64, arm64): a value outside int64 fails to decode there, and is refused here alike.
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+Priority = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
+
 
 class StoreConfig(_KeepsKeyOrder):
     """`plugins.configs.<id>.store`: where the plugin's file comes from, and its pinned version."""
@@ -132,7 +152,7 @@ class PluginConfig(_KeepsKeyOrder):
     model_config = ConfigDict(extra="allow")
 
     enabled: StrictBool = False
-    priority: StrictInt = 0
+    priority: Priority = 0
     store: StoreConfig | None = None
     # How a new file of a loaded plugin takes over: "swap" loads and registers the new
     # library before the old one is retired (no gap); "restart" shuts the old one down
@@ -257,8 +277,8 @@ class HostConfig(BaseModel):
     def load(cls, path: str | os.PathLike[str]) -> HostConfig:
         """Read and validate a YAML config file; an empty file gives the defaults."""
         source = os.fspath(path)
-        file = read_existing_file(Path(path), source)
-        document = parse_yaml(YAML(typ="rt"), file.text, source)
+        file = read_existing_file(Path(path), source, limit=MAX_CONFIG_FILE_BYTES)
+        document = parse_yaml(YAML(typ="rt"), file.text, source, max_depth=MAX_NESTING_DEPTH)
         config = cls.from_mapping(document, source)
         config._path = Path(path).absolute()
         return config
@@ -273,12 +293,20 @@ class HostConfig(BaseModel):
                 f"{where(source, line_of(data, ()))}: expected a mapping at the top level,"
                 f" got {describe(data)}"
             )
+        problem = _bounds_problem(data)
+        if problem is not None:
+            raise ConfigError(f"{source}: {problem}")
         # Only string keys can be ours; anything else belongs to another program.
         ours = {key: value for key, value in plain(data).items() if isinstance(key, str)}
         try:
             return cls.model_validate(ours, strict=True)
         except ValidationError as exc:
             raise ConfigError(validation_message(source, data, exc, cls)) from None
+
+    @property
+    def source_path(self) -> Path | None:
+        """The file the config was read from (absolute); None for one made in memory."""
+        return self._path
 
     def plugins_dir(self) -> Path:
         """The plugins directory; a relative `plugins.dir` is taken from the config's folder."""
@@ -294,3 +322,66 @@ class HostConfig(BaseModel):
         """The `config_yaml` bytes sent to a plugin: `enabled: false\npriority: 0\n`
         for one the config does not mention (ABI.md section 3)."""
         return self.plugin_entry(plugin_id).config_yaml()
+
+
+# Up to 3900 decimal digits or so (str() takes 4300); about 3.32 bits a digit.
+_INT_BITS_WITHIN_STR: Final = 13_000
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in path) or "the top level"
+
+
+def _bounds_problem(data: Any) -> str | None:
+    """The first bound (MAX_* above) that `data` breaks, naming its key; None when it keeps
+    them all. Walks no deeper than the depth bound, so it never overflows the stack."""
+    sizes: dict[Any, int] = {}  # plugin ID -> the size of its entry so far
+
+    def walk(value: Any, path: tuple[Any, ...], depth: int) -> str | None:
+        entry = path[2] if len(path) >= 3 and path[:2] == ("plugins", "configs") else None
+        if isinstance(value, Mapping) or is_list(value):
+            if depth + 1 > MAX_NESTING_DEPTH:
+                return (
+                    f"{_dotted(path)}: nested deeper than {MAX_NESTING_DEPTH} levels"
+                    " (MAX_NESTING_DEPTH): flatten it"
+                )
+            if path == ("plugins", "configs") and len(value) > MAX_PLUGIN_ENTRIES:
+                return (
+                    f"plugins.configs: {len(value)} entries, more than the"
+                    f" {MAX_PLUGIN_ENTRIES} allowed (MAX_PLUGIN_ENTRIES): remove unused ones"
+                )
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for key, item in items:
+                if isinstance(value, Mapping):
+                    problem = scalar(key, (*path, key), entry)
+                    if problem is not None:
+                        return problem
+                problem = walk(item, (*path, key), depth + 1)
+                if problem is not None:
+                    return problem
+            return None
+        return scalar(value, path, entry)
+
+    def scalar(value: Any, path: tuple[Any, ...], entry: Any) -> str | None:
+        if isinstance(value, int) and value.bit_length() > _INT_BITS_WITHIN_STR:
+            # str() refuses ints of more than 4300 digits; such an int is too long anyway.
+            return f"{_dotted(path)}: an integer of more than 3900 digits, too long for a setting"
+        text = value if isinstance(value, str) else str(value)
+        if len(text) > MAX_STRING_CHARS:
+            return (
+                f"{_dotted(path)}: a string of {len(text)} characters, more than the"
+                f" {MAX_STRING_CHARS} allowed (MAX_STRING_CHARS): keep long data in a file"
+            )
+        if entry is None:
+            return None
+        size = sizes.get(entry, 0) + len(text.encode("utf-8", "surrogatepass")) + 1
+        sizes[entry] = size
+        if size > MAX_PLUGIN_SETTINGS_BYTES:
+            return (
+                f"plugins.configs.{entry}: its settings are larger than"
+                f" {MAX_PLUGIN_SETTINGS_BYTES} bytes (MAX_PLUGIN_SETTINGS_BYTES):"
+                " keep large data in a file the plugin reads"
+            )
+        return None
+
+    return walk(data, (), 0)

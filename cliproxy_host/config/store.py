@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -14,9 +15,16 @@ from ruamel.yaml.comments import CommentedMap
 
 from ..errors import ConfigError
 from .comments import attach_comments_to_keys
-from .files import FileText, read_existing_file, read_file, stamp_of, write_atomically
+from .files import (
+    FileText,
+    read_existing_file,
+    read_file,
+    remove_stale_temps,
+    stamp_of,
+    write_atomically,
+)
 from .problems import yaml_name
-from .schema import HostConfig, RemoteManagement
+from .schema import MAX_CONFIG_FILE_BYTES, MAX_NESTING_DEPTH, HostConfig, RemoteManagement
 from .yamledit import (
     delete,
     empty_document,
@@ -27,6 +35,8 @@ from .yamledit import (
     round_trip_yaml,
     section,
 )
+
+log = logging.getLogger(__name__)
 
 
 class ConfigStore:
@@ -57,8 +67,12 @@ class ConfigStore:
         self._source = os.fspath(path)
         self._protect_secret = protect_secret
         self._lock = threading.Lock()
+        for temp in remove_stale_temps(self._path):
+            log.info("removed %s, left by a write to %s that did not finish", temp, self._source)
         # What was last read or written; a missing file reads as an empty one.
-        self._file = read_file(self._path, self._source) or FileText("", False, None)
+        self._file = read_file(self._path, self._source, limit=MAX_CONFIG_FILE_BYTES) or FileText(
+            "", False, None
+        )
         self._yaml, self._document, self._config = self._parse(self._file)
 
     @property
@@ -127,14 +141,14 @@ class ConfigStore:
             return self._reload()
 
     def _reload(self) -> HostConfig:
-        file = read_existing_file(self._path, self._source)
+        file = read_existing_file(self._path, self._source, limit=MAX_CONFIG_FILE_BYTES)
         self._yaml, self._document, self._config = self._parse(file)
         self._file = file
         return self._config
 
     def _parse(self, file: FileText) -> tuple[YAML, CommentedMap, HostConfig]:
         yaml = round_trip_yaml(file.text)
-        document = parse_yaml(yaml, file.text, self._source)
+        document = parse_yaml(yaml, file.text, self._source, max_depth=MAX_NESTING_DEPTH)
         config = self._snapshot(document)
         if not isinstance(document, CommentedMap):
             return yaml, empty_document(file.text), config
@@ -162,7 +176,14 @@ class ConfigStore:
                 # Without line numbers: they would point into a file that is not written.
                 config = self._snapshot(plain(self._document))
                 data = text.replace("\n", "\r\n") if self._file.crlf else text
-                stamp = write_atomically(self._path, data.encode("utf-8"))
+                raw = data.encode("utf-8")
+                if len(raw) > MAX_CONFIG_FILE_BYTES:
+                    raise ConfigError(
+                        f"{self._source}: the change would make the config file"
+                        f" {len(raw)} bytes, more than the {MAX_CONFIG_FILE_BYTES} allowed"
+                        " (MAX_CONFIG_FILE_BYTES): nothing written"
+                    )
+                stamp = write_atomically(self._path, raw)
             except BaseException:
                 # The edit may be half applied: go back to what the file holds.
                 self._yaml, self._document, _ = self._parse(self._file)

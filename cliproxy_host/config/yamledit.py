@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import datetime
 import io
+import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ruamel.yaml import YAML
+from ruamel.yaml import YAML, tokens
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar, merge_attrib
 from ruamel.yaml.error import CommentMark, MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.scalarfloat import ScalarFloat
 from ruamel.yaml.scalarstring import (
     DoubleQuotedScalarString,
     LiteralScalarString,
@@ -28,14 +30,55 @@ from ..errors import ConfigError
 # -- reading -------------------------------------------------------------------------------
 
 
-def parse_yaml(yaml: YAML, text: str, source: str) -> Any:
-    """The document in `text`; invalid YAML raises ConfigError naming the file and line."""
+_OPENS: Final = (
+    tokens.BlockMappingStartToken,
+    tokens.BlockSequenceStartToken,
+    tokens.FlowMappingStartToken,
+    tokens.FlowSequenceStartToken,
+)
+_CLOSES: Final = (tokens.BlockEndToken, tokens.FlowMappingEndToken, tokens.FlowSequenceEndToken)
+
+
+def _too_deep(text: str, max_depth: int) -> int | None:
+    """The 1-based line where `text` nests deeper than `max_depth` collections, or None.
+
+    Scanned token by token before ruamel composes the document: its scanner slows down
+    with the nesting depth (quadratically), its composer recurses once per level, and the
+    scan stops at the first level too many."""
+    depth = 0
+    for token in YAML(typ="rt").scan(text):
+        if isinstance(token, _OPENS):
+            depth += 1
+            if depth > max_depth:
+                return int(token.start_mark.line) + 1
+        elif isinstance(token, _CLOSES):
+            depth -= 1
+    return None
+
+
+def parse_yaml(yaml: YAML, text: str, source: str, *, max_depth: int) -> Any:
+    """The document in `text`; invalid YAML, or YAML nested deeper than `max_depth`
+    collections, raises ConfigError naming the file and line."""
     try:
+        line = _too_deep(text, max_depth)
+        if line is not None:
+            raise ConfigError(
+                f"{source}:{line}: nested deeper than {max_depth} levels"
+                " (MAX_NESTING_DEPTH): flatten it"
+            )
         return yaml.load(text)
     except MarkedYAMLError as exc:
         raise ConfigError(_yaml_error_message(source, exc)) from None
     except YAMLError as exc:
         raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+    except ValueError as exc:
+        # A scalar ruamel cannot construct: an integer over Python's 4300 digits, a date
+        # that does not exist. ruamel gives no line for these.
+        raise ConfigError(f"{source}: invalid YAML value: {exc}") from None
+    except RecursionError:
+        # ruamel composes nested nodes recursively: a document nested a few hundred levels
+        # deep overflows it (far past the depth the schema allows).
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from None
 
 
 def _yaml_error_message(source: str, exc: MarkedYAMLError) -> str:
@@ -83,9 +126,32 @@ def _writes_blocks(yaml: YAML) -> YAML:
     return yaml
 
 
+class _FileRepresenter(RoundTripRepresenter):
+    """ruamel's round-trip writer, except that a float is never written as another number."""
+
+
+def _represent_exact_float(representer: RoundTripRepresenter, data: ScalarFloat) -> Any:
+    # ruamel re-creates a float from the digits, width and exponent it read, and gets the
+    # last digit wrong for some (5.219248898251513e+299 came back ...512e+299): where its
+    # text does not read back as the same number, Python's shortest exact form is written.
+    node = representer.represent_scalar_float(data)
+    if math.isfinite(data):
+        try:
+            exact = float(node.value) == float(data)
+        except ValueError:
+            exact = False
+        if not exact:
+            return representer.represent_scalar("tag:yaml.org,2002:float", repr(float(data)))
+    return node
+
+
+_FileRepresenter.add_representer(ScalarFloat, _represent_exact_float)
+
+
 def round_trip_yaml(text: str) -> YAML:
     """A ruamel parser and writer for `text` that writes it back in the file's own style."""
     yaml = YAML(typ="rt")
+    yaml.Representer = _FileRepresenter
     yaml.preserve_quotes = True
     _writes_blocks(yaml)
     mapping, sequence, offset = _indentation(text)

@@ -16,10 +16,10 @@ from ..backends.protocol import Health
 from ..callbacks import HostCallbacks
 from ..config import HostConfig
 from ..discovery import PluginFile
-from ..errors import PluginError, PluginUnloading
+from ..errors import ConfigError, PluginError, PluginUnloading
 from . import dispatch, reconcile
 from .dispatch import NOT_HANDLED, BroadcastResult, NativeHandlers, encode
-from .listing import PluginInfo, describe, unavailable
+from .listing import PluginInfo, describe, plugins_off_reason, unavailable
 from .loader import (
     BackendFactory,
     Slot,
@@ -72,6 +72,7 @@ class PluginHost:
         self._slots: dict[str, Slot] = {}
         self._files: dict[str, PluginFile] = {}
         self._errors: dict[str, str] = {}
+        self._dir_error: str | None = None
         self._loading: set[str] = set()
         self._natives = NativeHandlers()
         self._listeners: list[Callable[[], None]] = []
@@ -83,12 +84,23 @@ class PluginHost:
     def from_config(cls, path: str | Path, **kwargs: Any) -> PluginHost:
         """Read the YAML config at `path`, then discover, load and register its plugins."""
         host = cls(HostConfig.load(Path(path)), **kwargs)
-        host.apply()
+        try:
+            host.apply()
+        except BaseException:
+            host.close()
+            raise
         return host
 
     @property
     def config(self) -> HostConfig:
         return self._config
+
+    @property
+    def plugins_dir_error(self) -> str | None:
+        """Why the last apply could not use the plugins dir (the config before it stays
+        in force); None when it could."""
+        with self._state:
+            return self._dir_error
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call `listener()` after every change of the loaded plugins (from the changing thread)."""
@@ -118,12 +130,23 @@ class PluginHost:
             with self._state:
                 if self._closed:
                     return
-                if config is not None:
-                    self._config = config
-                cfg = self._config
+                cfg = self._config if config is None else config
                 slots = dict(self._slots)
-            steps = reconcile.plan(cfg, slots)
+            try:
+                steps = reconcile.plan(cfg, slots)
+            except ConfigError as exc:
+                # An unusable plugins dir: keep what is loaded, and the config it runs with.
+                # Logged first: whoever sees the error in the listing finds it in the log.
+                log.error("%s; the previous config stays in force", exc)
+                with self._state:
+                    self._dir_error = str(exc)
+                raise
+            off = plugins_off_reason(cfg)
+            if off is not None and slots:
+                log.warning("%s: unloading %s", off, ", ".join(sorted(slots)))
             with self._state:
+                self._config = cfg
+                self._dir_error = None
                 self._files = steps.files
                 self._errors = steps.problems
             for pid in steps.reconfigure:
@@ -198,7 +221,8 @@ class PluginHost:
         batches = load_parallel(
             files, jobs, cfg.plugins.registration_timeout_seconds, self._close_backend
         )
-        for loaded, failed in batches:
+        for ready, failed in batches:
+            loaded = self._fitting(ready, cfg)
             for pid, reason in failed.items():
                 self._fail(pid, reason)
             with self._state:
@@ -220,6 +244,20 @@ class PluginHost:
                 )
         return replaced
 
+    def _fitting(self, ready: list[tuple[str, Slot]], cfg: HostConfig) -> list[tuple[str, Slot]]:
+        """The plugins just loaded whose settings fit their ConfigFields; the others are
+        shut down again with the reason as their error (only a registration says which
+        fields a plugin has, so a plugin's config is checked when it loads)."""
+        fitting = []
+        for pid, slot in ready:
+            problem = reconcile.settings_error(pid, slot.registration, cfg.plugin_entry(pid))
+            if problem is None:
+                fitting.append((pid, slot))
+                continue
+            self._close_backend(pid, slot.backend)
+            self._fail(pid, f"not loaded, its config breaks its ConfigFields: {problem}")
+        return fitting
+
     def _fail(self, plugin_id: str, reason: str) -> None:
         with self._state:
             self._errors[plugin_id] = reason
@@ -239,6 +277,13 @@ class PluginHost:
         )
 
     def _reconfigure(self, plugin_id: str, slot: Slot) -> None:
+        problem = reconcile.settings_error(
+            plugin_id, slot.registration, self._config.plugin_entry(plugin_id)
+        )
+        if problem is not None:
+            # The rule the management API applies before writing, applied to a hand edit.
+            self._fail(plugin_id, f"config not applied, previous config kept: {problem}")
+            return
         config_yaml = self._config.config_yaml(plugin_id)
         try:
             result = slot.backend.call(Method.RECONFIGURE, lifecycle_request(config_yaml))

@@ -35,6 +35,20 @@ class PluginInfo(BaseModel):
     last_signal: str | None  # the signal that killed its worker last, if any
 
 
+def plugins_off_reason(cfg: HostConfig) -> str | None:
+    """Why no plugin loads at all when `plugins.enabled` is false, naming the file; a key
+    left out (an empty file) is said to default to false, since nothing else shows it."""
+    if cfg.plugins.enabled:
+        return None
+    source = cfg.source_path or "<memory>"
+    if "enabled" in cfg.plugins.model_fields_set:
+        return f"{source}: plugins.enabled is false, so no plugin loads"
+    return (
+        f"{source}: plugins.enabled is not set and defaults to false, so no plugin loads;"
+        " set plugins.enabled: true"
+    )
+
+
 def describe(
     plugin_id: str,
     cfg: HostConfig,
@@ -46,6 +60,8 @@ def describe(
 ) -> PluginInfo:
     """The listing entry of one plugin from what the host knows of it."""
     entry = cfg.plugin_entry(plugin_id)
+    if error is None and slot is None and not loading:
+        error = plugins_off_reason(cfg)
     if slot is not None:
         pfile = slot.file
     reg = slot.registration if slot else None

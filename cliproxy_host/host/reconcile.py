@@ -6,9 +6,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..backends.protocol import State
-from ..config import HostConfig
-from ..discovery import PluginFile, discover
+from ..config import HostConfig, PluginConfig
+from ..discovery import PluginFile, discover, plugins_dir_problem
+from ..errors import ConfigError
 from .loader import Slot, Spec, stamp
+from .registry import Registration, check_settings
+
+
+def plugins_dir_error(cfg: HostConfig) -> str | None:
+    """Why the config's plugins dir cannot be used, naming the config file; None when it
+    can, or when plugins are off (then nothing is read from it)."""
+    if not cfg.plugins.enabled:
+        return None
+    problem = plugins_dir_problem(cfg.plugins_dir())
+    if problem is None:
+        return None
+    return f"{cfg.source_path or '<memory>'}: plugins.dir: {problem}"
+
+
+def settings_error(plugin_id: str, registration: Registration, entry: PluginConfig) -> str | None:
+    """How a plugin's settings break the ConfigFields it declared, worded as the management
+    API words it (`plugins.configs.<id>.<key>: ...`); None when they fit."""
+    problems = check_settings(registration.metadata.config_fields, entry.settings)
+    if not problems:
+        return None
+    prefix = f"plugins.configs.{plugin_id}."
+    return prefix + f"; {prefix}".join(problems)
 
 
 @dataclass
@@ -32,7 +55,14 @@ def plan(cfg: HostConfig, slots: Mapping[str, Slot]) -> Plan:
     dynamic loader would hand back the library already loaded under that name). A change
     of limits or isolation needs a new backend too; a fused plugin gets a fresh start
     when its config changes. Anything else whose config changed is reconfigured.
+
+    Raises ConfigError, planning nothing, when plugins are on and the plugins dir is
+    missing or not a directory.
     """
+    dir_error = plugins_dir_error(cfg)
+    if dir_error is not None:
+        # Nothing is planned: an unusable dir would otherwise read as "every plugin gone".
+        raise ConfigError(dir_error)
     pins = {
         pid: pin
         for pid in cfg.plugins.configs

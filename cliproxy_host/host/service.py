@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from ..errors import (
     PluginNotFound,
 )
 from .facade import PluginHost
+from .reconcile import plugins_dir_error
 from .watch import Changes, Watcher
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class HostService:
     ) -> None:
         self.config_path = config_path
         self.store = ConfigStore(config_path, protect_secret=protect_secret)
+        dir_error = plugins_dir_error(self.store.config)
+        if dir_error is not None:
+            # Refused at start, where the operator sees it; later it keeps the config in force.
+            raise ConfigError(dir_error)
         self._protects_secret = protect_secret is not None
         self.host = host_factory(self.store.config)
         self._watch = watch
@@ -88,6 +93,8 @@ class HostService:
         try:
             with self._changing:
                 self.host.apply(self.store.config)
+        except ConfigError:
+            pass  # the plugins dir went away since start; the host has logged why
         finally:
             self._ready.set()
 
@@ -119,7 +126,8 @@ class HostService:
                 log.info("config file changed; applying it")
             if files:
                 log.info("plugin files changed: %s", ", ".join(sorted(map(str, files))))
-            self.host.apply(self.store.config)
+            with suppress(ConfigError):  # the plugins dir is unusable: the host logged it
+                self.host.apply(self.store.config)
 
     def _not_own(self, paths: frozenset[Path]) -> list[Path]:
         """The changed plugin files, less this service's own deletions echoed back."""
@@ -166,7 +174,21 @@ class HostService:
         return self.host.plugin(plugin_id) is not None or plugin_id in self.config.plugins.configs
 
     def replace_config(self, plugin_id: str, settings: Mapping[str, Any]) -> HostConfig:
+        """Make `settings` the plugin's whole entry, as the Go host's PUT does (a key left
+        out is gone, `enabled` then false), except that a PUT which would disable an
+        enabled plugin only because it left `enabled` out is refused (InvalidConfig)."""
         with self._change(plugin_id):
+            # The entry's own errors first, worded as the file's; then the enablement rule.
+            HostConfig.from_mapping(
+                {"plugins": {"configs": {plugin_id: dict(settings)}}}, str(self.config_path)
+            )
+            if "enabled" not in settings and self.config.plugin_entry(plugin_id).enabled:
+                raise InvalidConfig(
+                    f"plugins.configs.{plugin_id}.enabled: left out, and PUT replaces the whole"
+                    f' entry, which would disable {plugin_id}: send "enabled": true to keep it'
+                    " enabled (or false to disable it), or PATCH only the keys to change",
+                    plugin_id=plugin_id,
+                )
             cfg = self.store.replace_plugin_config(plugin_id, settings)
             self.host.apply(cfg)
         return cfg

@@ -79,6 +79,8 @@ class PluginEntry(BaseModel):
 class PluginList(BaseModel):
     plugins_enabled: bool
     plugins_dir: str
+    # Why the plugins dir cannot be used (missing, a file); the config before stays in force.
+    plugins_dir_error: str | None = None
     plugins: list[PluginEntry]
 
 

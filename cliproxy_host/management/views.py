@@ -27,6 +27,7 @@ def plugin_list(
     return PluginList(
         plugins_enabled=cfg.plugins.enabled,
         plugins_dir=str(cfg.plugins_dir()),
+        plugins_dir_error=service.host.plugins_dir_error,
         plugins=[plugin_entry(service, routes, links, i) for i in infos],
     )
 

@@ -795,3 +795,16 @@ def test_an_invalid_remote_management_section_is_refused(tmp_path: Path) -> None
     assert str(caught.value) == (
         f"{path}:2: remote-management.secret-key: expected a string, got 1234 (put it in quotes)"
     )
+
+
+@pytest.mark.parametrize(
+    "number", ["5.219248898251513e+299", "8.53013247571732e+299", "-3.954605396479424e+298"]
+)
+def test_a_write_never_changes_a_float_it_did_not_touch(tmp_path: Path, number: str) -> None:
+    # Found by the property test: ruamel rebuilt these from their digits one ulp off.
+    text = f"other-program: {number}\nplugins:\n  configs:\n    x:\n      rate: [{number}]\n"
+    store, path = make_store(tmp_path, text)
+    store.patch_plugin_config("x", {"mode": "fast"})
+    written = HostConfig.load(path)
+    assert written.model_extra == {"other-program": float(number)}
+    assert written.plugin_entry("x").settings == {"rate": [float(number)], "mode": "fast"}

@@ -40,9 +40,10 @@ def error_of(response: httpx.Response) -> tuple[int, str, str]:
 
 
 def json_body_of_size(size: int) -> bytes:
-    """A JSON object of exactly `size` bytes."""
-    head, tail = b'{"blob": "', b'"}'
-    return head + b"x" * (size - len(head) - len(tail)) + tail
+    """A JSON object of exactly `size` bytes, most of them blanks: its value stays within
+    the config's limits (a string of at most MAX_STRING_CHARS characters)."""
+    head, tail = b'{"enabled": true, "blob": "' + b"x" * 100 + b'"', b"}"
+    return head + b" " * (size - len(head) - len(tail)) + tail
 
 
 # -- the body cap ------------------------------------------------------------------------
@@ -97,7 +98,8 @@ def test_the_cap_is_read_from_the_config(
         fh.write("remote-management:\n  max-body-bytes: 2000\n")
     with run_server(host_factory.config_path) as running:
         assert running.service.wait_ready(30)
-        small = running.client.put(CONFIG, json={"mode": "fast"})
+        # `enabled` said: a PUT leaving it out would disable simple-c, which is refused.
+        small = running.client.put(CONFIG, json={"enabled": True, "mode": "fast"})
         assert small.status_code == 200, small.text
         big = running.client.put(CONFIG, json={"mode": "x" * 2000})
         assert error_of(big)[:2] == (413, "body_too_large")
@@ -155,7 +157,7 @@ def test_a_body_nested_too_deep_is_refused_naming_the_limit(
 
 def test_a_body_at_the_depth_limit_is_taken(server: RunningServer) -> None:
     # The object itself is the first level.
-    response = server.client.put(CONFIG, json={"deep": nested(MAX_DEPTH - 1)})
+    response = server.client.put(CONFIG, json={"enabled": True, "deep": nested(MAX_DEPTH - 1)})
     assert response.status_code == 200, response.text
 
 
