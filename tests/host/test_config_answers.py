@@ -75,7 +75,7 @@ def test_a_running_server_keeps_its_plugins_when_the_dir_becomes_unusable(
         for r in caplog.records
     )
     routes = PluginRoutes(service.host, lambda method, path: False)
-    listing = plugin_list(service, routes)
+    listing = plugin_list(service, routes, None)
     assert listing.plugins_dir_error == service.host.plugins_dir_error
     # An edit of the config while the dir is unusable is not applied either.
     service.config_path.write_text(service.config_path.read_text().replace("safe", "fast"))
