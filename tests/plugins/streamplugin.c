@@ -23,6 +23,9 @@
  *
  * host_call {"method", "request": {...}}: calls the host from the calling thread and
  * answers {"envelope": <the host's answer, as a string>}.
+ *
+ * executor.http_request: logs "scoped" through host.log echoing the request's
+ * host_callback_id, then answers the request as it came (a method the host scopes).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -263,6 +266,20 @@ static void sp_host_call(const char* req, size_t len, cpx_buf* out) {
     free(method);
 }
 
+static void sp_scoped_echo(const char* req, size_t len, cpx_buf* out) {
+    char* callback_id = cpx_json_get_string(req, len, "host_callback_id", NULL);
+    cpx_buf log = {0};
+    cpx_buf_puts(&log, "{\"level\":\"info\",\"message\":\"scoped\",\"host_callback_id\":");
+    cpx_buf_json_cstring(&log, callback_id ? callback_id : "");
+    cpx_buf_puts(&log, "}");
+    if (!log.failed) sp_host("host.log", log.data, log.len, NULL, 0);
+    cpx_buf_free(&log);
+    free(callback_id);
+    cpx_ok_begin(out);
+    cpx_buf_append(out, len ? req : "{}", len ? len : 2);
+    cpx_ok_end(out);
+}
+
 static int sp_call(const char* method, const uint8_t* request, size_t request_len,
                    cliproxy_buffer* response) {
     if (!response) return 1;
@@ -286,6 +303,8 @@ static int sp_call(const char* method, const uint8_t* request, size_t request_le
         sp_execute_stream(req, len, &out);
     } else if (strcmp(method, "executor.execute") == 0) {
         cpx_buf_puts(&out, "{\"ok\":true,\"result\":{\"Payload\":\"dDAtMA==\"}}");
+    } else if (strcmp(method, "executor.http_request") == 0) {
+        sp_scoped_echo(req, len, &out);
     } else if (strcmp(method, "stats") == 0) {
         sp_stats(&out);
     } else if (strcmp(method, "host_call") == 0) {
