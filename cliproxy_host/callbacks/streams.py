@@ -61,6 +61,7 @@ class ExecutorStream:
         "_queue",
         "_readable",
         "_received",
+        "_timeout",
         "_waker",
         "_writable",
         "owner",
@@ -68,9 +69,19 @@ class ExecutorStream:
         "tag",
     )
 
-    def __init__(self, stream_id: str, owner: str, max_bytes: int, tag: object = None) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        owner: str,
+        max_bytes: int,
+        tag: object = None,
+        timeout: float | None = None,
+    ) -> None:
         self.stream_id = stream_id
         self.owner = owner
+        # How long an emit waits for room: a plugin that emits more than the buffer from
+        # the thread running execute_stream would otherwise wait for itself forever.
+        self._timeout = timeout
         self.tag = tag  # what the caller opened it for (the host: the plugin's backend)
         self._max_bytes = max_bytes
         self._received = 0
@@ -92,7 +103,12 @@ class ExecutorStream:
                     raise not_open(self.stream_id)
                 if len(self._queue) < STREAM_BUFFER:
                     break
-                self._writable.wait()
+                if not self._writable.wait(self._timeout):
+                    raise HostCallFailed(
+                        f"stream {self.stream_id}: the consumer took no chunk within "
+                        f"{self._timeout:g} s while {STREAM_BUFFER} waited; emit from a thread "
+                        "of your own after answering execute_stream, not before"
+                    )
             self._received += len(chunk.payload)
             if self._received > self._max_bytes:
                 error = ResponseTooLarge(
@@ -186,9 +202,14 @@ class StreamTable:
         self._lock = threading.Lock()
         self._closed = False
 
-    def open(self, owner: str, max_bytes: int, tag: object = None) -> ExecutorStream:
-        """A new stream for `owner`'s execute_stream call, capped at `max_bytes` in total."""
-        stream = ExecutorStream(str(next(self._ids)), owner, max_bytes, tag)
+    def open(
+        self, owner: str, max_bytes: int, tag: object = None, timeout: float | None = None
+    ) -> ExecutorStream:
+        """A new stream for `owner`'s execute_stream call, capped at `max_bytes` in total.
+
+        An emit waits at most `timeout` seconds for room in the buffer.
+        """
+        stream = ExecutorStream(str(next(self._ids)), owner, max_bytes, tag, timeout)
         with self._lock:
             if self._closed:
                 raise HostCallFailed("the host is shutting down; no stream can be opened")

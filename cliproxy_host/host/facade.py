@@ -388,7 +388,9 @@ class PluginHost:
         # Waiting for a chunk runs no plugin code, so every plugin's stream is timed.
         timeout_s = (entry.timeout_ms or defaults.timeout_ms) / 1000
         max_bytes = entry.max_response_bytes or defaults.max_response_bytes
-        stream = self._streams.open(plugin_id, max_bytes, record.backend)
+        # Half the timeout for an emit waiting for room, so that a plugin stuck emitting
+        # before it answers still answers within the call's own timeout.
+        stream = self._streams.open(plugin_id, max_bytes, record.backend, timeout_s / 2)
         outer = self._scopes.get(callback_id) if callback_id is not None else None
         scope: Scope = outer or self._scopes.open(plugin_id, method)
         self._scopes.add_cleanup(scope.callback_id, partial(self._streams.forget, stream))

@@ -22,6 +22,13 @@ from ..conftest import CompilePlugin, HostFactory
 from .streamutil import settled, stats, stream_host, stream_plugin, wait_for
 
 
+@pytest.fixture(params=["inprocess", "process"])
+def isolation(request: pytest.FixtureRequest) -> str:
+    """Every stream test runs in-process and with the plugin in a worker process."""
+    mode: str = request.param
+    return mode
+
+
 def _texts(stream: PluginStream) -> list[str]:
     return [chunk.payload.decode() for chunk in stream]
 
@@ -36,9 +43,9 @@ def test_the_consumer_interface_is_public() -> None:
 
 
 def test_sync_answer_is_the_whole_stream(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
         stream = host.call_stream("sp", "executor.execute_stream", {"mode": "sync", "count": 3})
         assert stream.headers == {"X-Mode": ["sync"]}
         assert _texts(stream) == ["t0-0", "t0-1", "t0-2"]
@@ -46,9 +53,9 @@ def test_sync_answer_is_the_whole_stream(
 
 
 def test_async_stream_delivers_emitted_chunks_in_order_then_ends(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
         first = host.call_stream("sp", "executor.execute_stream", {"count": 5, "delay_ms": 20})
         assert first.headers["X-Mode"] == ["async"]
         stream_id = first.headers["X-Stream-Id"][0]
@@ -66,17 +73,17 @@ def test_async_stream_delivers_emitted_chunks_in_order_then_ends(
 
 
 def test_emits_from_the_calling_thread_before_the_answer(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
         stream = host.call_stream("sp", "executor.execute_stream", {"mode": "inline", "count": 4})
         assert _texts(stream) == [f"t0-{i}" for i in range(4)]
 
 
 def test_emit_blocks_while_sixteen_chunks_wait(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
         stream = host.call_stream("sp", "executor.execute_stream", {"count": 40})
         assert next(stream).payload == b"t0-0"
         # One taken, sixteen waiting: the 18th emit blocks until the consumer reads.
@@ -89,8 +96,24 @@ def test_emit_blocks_while_sixteen_chunks_wait(
         assert settled(host)["emits_failed"] == 0
 
 
-def test_error_chunk_is_terminal(compile_plugin: CompilePlugin, host_factory: HostFactory) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+def test_emitting_past_the_buffer_before_answering_fails_at_the_timeout(
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
+) -> None:
+    with stream_host(
+        host_factory, stream_plugin(compile_plugin), isolation=isolation, timeout_ms=2000
+    ) as host:
+        started = time.monotonic()
+        request = {"mode": "inline", "count": 20}
+        stream = host.call_stream("sp", "executor.execute_stream", request)
+        assert 0.9 < time.monotonic() - started < 2  # the 17th emit waited, then failed
+        assert _texts(stream) == [f"t0-{i}" for i in range(16)]
+        assert "took no chunk within 1 s" in settled(host)["last_failure"]
+
+
+def test_error_chunk_is_terminal(
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
+) -> None:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
         request = {"count": 3, "emit_error": "upstream went away"}
         chunks = list(host.call_stream("sp", "executor.execute_stream", request))
         assert chunks == [
@@ -101,9 +124,9 @@ def test_error_chunk_is_terminal(compile_plugin: CompilePlugin, host_factory: Ho
 
 
 def test_close_with_an_error_is_delivered_after_the_queued_chunks(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
         request = {"count": 2, "close_error": "quota exceeded"}
         chunks = list(host.call_stream("sp", "executor.execute_stream", request))
         assert chunks == [
@@ -114,9 +137,9 @@ def test_close_with_an_error_is_delivered_after_the_queued_chunks(
 
 
 def test_consumer_closing_early_aborts_the_stream(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
         with host.call_stream("sp", "executor.execute_stream", {"count": 1000}) as stream:
             assert next(stream).payload == b"t0-0"
             wait_for(lambda: stats(host)["emits_ok"] >= 17)  # the plugin is blocked in emit
@@ -131,9 +154,9 @@ def test_consumer_closing_early_aborts_the_stream(
 
 
 def test_emit_after_close_and_close_twice(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
         request = {"count": 2, "close_twice": 1, "after_close": 1}
         stream = host.call_stream("sp", "executor.execute_stream", request)
         assert _texts(stream) == ["t0-0", "t0-1"]
@@ -146,9 +169,9 @@ def test_emit_after_close_and_close_twice(
 
 
 def test_emit_to_an_unknown_stream_is_refused(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
         for method, request, answer in [
             ("host.stream.emit", {"stream_id": "999999", "payload": ""}, "not open"),
             ("host.stream.emit", {"payload": "eA=="}, "stream_id"),
@@ -165,9 +188,11 @@ def test_emit_to_an_unknown_stream_is_refused(
 
 
 def test_a_stream_never_closed_ends_at_the_timeout(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin), timeout_ms=300) as host:
+    with stream_host(
+        host_factory, stream_plugin(compile_plugin), isolation=isolation, timeout_ms=300
+    ) as host:
         stream = host.call_stream("sp", "executor.execute_stream", {"count": 2, "close": 0})
         assert _texts_until_error(stream) == ["t0-0", "t0-1"]
         # The scope's end closed it: nothing is left open, and a later emit fails.
@@ -195,7 +220,7 @@ def _texts_until_error(stream: PluginStream) -> list[str]:
 
 
 def test_emitting_over_the_response_cap_ends_that_stream_only(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
     with stream_host(host_factory, stream_plugin(compile_plugin), max_response_bytes=4096) as host:
         other = host.call_stream("sp", "executor.execute_stream", {"count": 3, "delay_ms": 100})
@@ -210,8 +235,10 @@ def test_emitting_over_the_response_cap_ends_that_stream_only(
         assert failure["error"]["code"] == "response_too_large"
 
 
-def test_async_consumer(compile_plugin: CompilePlugin, host_factory: HostFactory) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+def test_async_consumer(
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
+) -> None:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
 
         async def consume() -> list[bytes]:
             stream = host.call_stream(
@@ -219,15 +246,20 @@ def test_async_consumer(compile_plugin: CompilePlugin, host_factory: HostFactory
             )
             threads = threading.active_count()
             out = [chunk.payload async for chunk in stream]
-            # Woken by the loop, not by a thread per chunk.
-            assert threading.active_count() <= threads
+            # Woken by the loop, not by a thread per chunk (an isolated plugin's host
+            # calls may start a pool thread or two).
+            assert threading.active_count() <= threads + 3
             return out
 
         assert asyncio.run(consume()) == [f"t0-{i}".encode() for i in range(30)]
 
 
-def test_async_consumer_times_out(compile_plugin: CompilePlugin, host_factory: HostFactory) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin), timeout_ms=200) as host:
+def test_async_consumer_times_out(
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
+) -> None:
+    with stream_host(
+        host_factory, stream_plugin(compile_plugin), isolation=isolation, timeout_ms=200
+    ) as host:
 
         async def consume() -> list[bytes]:
             stream = host.call_stream("sp", "executor.execute_stream", {"count": 1, "close": 0})
@@ -245,9 +277,9 @@ def test_async_consumer_times_out(compile_plugin: CompilePlugin, host_factory: H
 
 
 def test_call_stream_errors_are_typed(
-    compile_plugin: CompilePlugin, host_factory: HostFactory
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
 ) -> None:
-    with stream_host(host_factory, stream_plugin(compile_plugin)) as host:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
         with pytest.raises(PluginNotFound):
             host.call_stream("nope", "executor.execute_stream", {})
         with pytest.raises(PluginResponseError, match="chunks"):
