@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -19,7 +20,14 @@ from cliproxy_host import (
 )
 
 from ..conftest import CompilePlugin, HostFactory
-from .streamutil import settled, stats, stream_host, stream_plugin, wait_for
+from .streamutil import (
+    build_stream_rust,
+    settled,
+    stats,
+    stream_host,
+    stream_plugin,
+    wait_for,
+)
 
 
 @pytest.fixture(params=["inprocess", "process"])
@@ -286,3 +294,33 @@ def test_call_stream_errors_are_typed(
             host.call_stream("sp", "echo", {"chunks": 5})
         # A failed call leaves nothing open.
         assert len(host.scopes) == 0
+
+
+@pytest.fixture(scope="session")
+def stream_rust() -> Path:
+    return build_stream_rust()
+
+
+def test_rust_plugin_streams_from_its_own_thread(
+    stream_rust: Path, host_factory: HostFactory, isolation: str
+) -> None:
+    with stream_host(host_factory, stream_rust, "stream-rust", isolation=isolation) as host:
+        stream = host.call_stream("stream-rust", "executor.execute_stream", {"count": 20})
+        assert stream.headers == {"X-Plugin": ["stream-rust"]}
+        assert _texts(stream) == [f"r{i}" for i in range(20)]
+        counts = settled(host, "stream-rust")
+        assert counts["emits_ok"] == 20
+        assert counts["emits_failed"] == 0
+
+
+def test_rust_plugin_sees_emits_fail_after_the_consumer_stops(
+    stream_rust: Path, host_factory: HostFactory, isolation: str
+) -> None:
+    with stream_host(host_factory, stream_rust, "stream-rust", isolation=isolation) as host:
+        request = {"count": 10000, "interval_ms": 1}
+        with host.call_stream("stream-rust", "executor.execute_stream", request) as stream:
+            assert [next(stream).payload for _ in range(3)] == [b"r0", b"r1", b"r2"]
+        counts = settled(host, "stream-rust")
+        assert counts["emits_failed"] == 1
+        assert counts["emits_ok"] < 10000
+        assert f"stream {stream.stream_id} is not open" in counts["last_failure"]
