@@ -14,6 +14,7 @@
  *   interval_us  pause between emits
  *   close        0: never call host.stream.close (default 1)
  *   close_twice  1: call host.stream.close twice
+ *   close_each   1: every thread closes the stream when it is done (closes race emits)
  *   close_error  the error host.stream.close carries
  *   emit_error   an error sent with the last emit of thread 0
  *   after_close  1: emit once more after closing (its answer is counted as a failure)
@@ -49,7 +50,7 @@ static char g_last_failure[512];
 typedef struct {
     char               stream_id[32];
     unsigned long long count, size, interval_us, delay_ms, thread;
-    int                close, close_twice, after_close, last_thread;
+    int                close, close_twice, close_each, after_close;
     char*              close_error; /* owned by the last thread to finish (see sp_done) */
     char*              emit_error;
     atomic_int*        remaining;   /* shared by the stream's threads */
@@ -136,6 +137,7 @@ static void sp_run(sp_job* job) {
         if (!sp_emit(job, i, error)) break;
         if (job->interval_us) sp_sleep_us(job->interval_us);
     }
+    if (job->close_each) sp_close(job);
     if (atomic_fetch_sub(job->remaining, 1) == 1) {
         if (job->close) sp_close(job);
         if (job->close_twice) sp_close(job);
@@ -166,6 +168,7 @@ static void sp_execute_stream(const char* req, size_t len, cpx_buf* out) {
     base.delay_ms = cpx_json_get_uint(req, len, "delay_ms", 0);
     base.close = (int)cpx_json_get_uint(req, len, "close", 1);
     base.close_twice = (int)cpx_json_get_uint(req, len, "close_twice", 0);
+    base.close_each = (int)cpx_json_get_uint(req, len, "close_each", 0);
     base.after_close = (int)cpx_json_get_uint(req, len, "after_close", 0);
     base.close_error = cpx_json_get_string(req, len, "close_error", NULL);
     base.emit_error = cpx_json_get_string(req, len, "emit_error", NULL);
