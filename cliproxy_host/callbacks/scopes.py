@@ -6,7 +6,6 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Final
 
 log = logging.getLogger(__name__)
@@ -35,18 +34,25 @@ SCOPED_METHODS: Final = frozenset(
 FIELD: Final = "host_callback_id"
 
 
-@dataclass(eq=False)
 class Scope:
     """One plugin call's scope: from just before the call until it returns, or its stream ends."""
 
-    callback_id: str
-    plugin_id: str
-    method: str
-    cleanups: list[Callable[[], object]] = field(default_factory=list)
+    __slots__ = ("callback_id", "cleanups", "ended", "method", "plugin_id")
+
+    def __init__(self, callback_id: str, plugin_id: str, method: str) -> None:
+        self.callback_id = callback_id
+        self.plugin_id = plugin_id
+        self.method = method
+        self.cleanups: list[Callable[[], object]] = []
+        self.ended = False
 
 
 class ScopeTable:
-    """The open scopes by host_callback_id (decimal strings, a per-host counter). Thread-safe."""
+    """The open scopes by host_callback_id (decimal strings, a per-host counter). Thread-safe.
+
+    IDs are never reused, so opening and looking up need no lock (one dict operation
+    each); the lock only orders a cleanup being added against the scope's end.
+    """
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
@@ -55,8 +61,7 @@ class ScopeTable:
 
     def open(self, plugin_id: str, method: str) -> Scope:
         scope = Scope(str(next(self._ids)), plugin_id, method)
-        with self._lock:
-            self._scopes[scope.callback_id] = scope
+        self._scopes[scope.callback_id] = scope
         return scope
 
     def get(self, callback_id: object) -> Scope | None:
@@ -67,21 +72,25 @@ class ScopeTable:
 
     def add_cleanup(self, callback_id: str, cleanup: Callable[[], object]) -> bool:
         """Run `cleanup` when the scope ends; at once (answering False) if it is not open."""
-        with self._lock:
-            scope = self._scopes.get(callback_id)
-            if scope is not None:
-                scope.cleanups.append(cleanup)
-                return True
+        scope = self._scopes.get(callback_id)
+        if scope is not None:
+            with self._lock:
+                if not scope.ended:
+                    scope.cleanups.append(cleanup)
+                    return True
         _run(cleanup)
         return False
 
     def end(self, callback_id: str) -> None:
         """End the scope: its cleanups run, in the order they were added. Idempotent."""
+        scope = self._scopes.pop(callback_id, None)
+        if scope is None:
+            return
         with self._lock:
-            scope = self._scopes.pop(callback_id, None)
-        if scope is not None:
-            for cleanup in scope.cleanups:
-                _run(cleanup)
+            scope.ended = True
+            cleanups = scope.cleanups
+        for cleanup in cleanups:
+            _run(cleanup)
 
     def __len__(self) -> int:
         return len(self._scopes)

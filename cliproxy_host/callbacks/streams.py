@@ -87,9 +87,10 @@ class ExecutorStream:
         self._received = 0
         self._queue: deque[StreamChunk] = deque()
         self._lock = threading.Lock()
-        # Two conditions on one lock: a chunk wakes only the consumer, a take only an emitter.
-        self._readable = threading.Condition(self._lock)
-        self._writable = threading.Condition(self._lock)
+        # Two conditions on one lock: a chunk wakes only the consumer, a take only an
+        # emitter. Made on first wait: most streams never wait, and a Condition costs.
+        self._readable: threading.Condition | None = None
+        self._writable: threading.Condition | None = None
         self._closed = False  # the plugin closed it (or broke the cap): no more emits
         self._aborted = False  # the consumer is gone: nothing more is delivered
         # An async consumer's wake-up (loop.call_soon_threadsafe); called under the lock.
@@ -103,6 +104,8 @@ class ExecutorStream:
                     raise not_open(self.stream_id)
                 if len(self._queue) < STREAM_BUFFER:
                     break
+                if self._writable is None:
+                    self._writable = threading.Condition(self._lock)
                 if not self._writable.wait(self._timeout):
                     raise HostCallFailed(
                         f"stream {self.stream_id}: the consumer took no chunk within "
@@ -121,7 +124,8 @@ class ExecutorStream:
                 self._wake_all()
                 raise error
             self._queue.append(chunk)
-            self._readable.notify()
+            if self._readable is not None:
+                self._readable.notify()
             if self._waker is not None:
                 self._waker()
 
@@ -153,6 +157,8 @@ class ExecutorStream:
         """The next chunk, END when the stream is over, None after `timeout` seconds."""
         with self._lock:
             if not self._queue and not (self._closed or self._aborted):
+                if self._readable is None:
+                    self._readable = threading.Condition(self._lock)
                 self._readable.wait_for(self._ready, timeout)
             return self._next()
 
@@ -176,15 +182,18 @@ class ExecutorStream:
         # The caller holds the lock.
         if self._queue:
             chunk = self._queue.popleft()
-            self._writable.notify()
+            if self._writable is not None:
+                self._writable.notify()
             return chunk
         if self._closed or self._aborted:
             return END
         return None
 
     def _wake_all(self) -> None:
-        self._readable.notify_all()
-        self._writable.notify_all()
+        if self._readable is not None:
+            self._readable.notify_all()
+        if self._writable is not None:
+            self._writable.notify_all()
         if self._waker is not None:
             self._waker()
 
@@ -194,12 +203,13 @@ class StreamTable:
 
     IDs are decimal strings from a per-host counter, as the Go host's. A stream belongs to
     the plugin whose execute_stream opened it: another plugin's emits find it not open.
+    IDs are never reused, so each change of the table is one dict operation, atomic
+    without a lock.
     """
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
         self._streams: dict[str, ExecutorStream] = {}
-        self._lock = threading.Lock()
         self._closed = False
 
     def open(
@@ -210,17 +220,15 @@ class StreamTable:
         An emit waits at most `timeout` seconds for room in the buffer.
         """
         stream = ExecutorStream(str(next(self._ids)), owner, max_bytes, tag, timeout)
-        with self._lock:
-            if self._closed:
-                raise HostCallFailed("the host is shutting down; no stream can be opened")
-            self._streams[stream.stream_id] = stream
+        self._streams[stream.stream_id] = stream
+        if self._closed:  # after the insert: shutdown() either sees it or we see the flag
+            self.forget(stream)
+            raise HostCallFailed("the host is shutting down; no stream can be opened")
         return stream
 
     def forget(self, stream: ExecutorStream, error: str = "") -> None:
         """Take the stream out of the table and abort it (its consumer is done)."""
-        with self._lock:
-            if self._streams.get(stream.stream_id) is stream:
-                del self._streams[stream.stream_id]
+        self._streams.pop(stream.stream_id, None)
         stream.abort(error)
 
     def __len__(self) -> int:
@@ -248,11 +256,10 @@ class StreamTable:
         error = ci_get(request, "error") or ""
         if not isinstance(stream_id, str) or not isinstance(error, str):
             return {}
-        with self._lock:
-            stream = self._streams.get(stream_id)
-            if stream is None or stream.owner != plugin_id:
-                return {}
-            del self._streams[stream_id]
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.owner != plugin_id:
+            return {}
+        self._streams.pop(stream_id, None)
         stream.close(error)
         return {}
 
@@ -262,23 +269,20 @@ class StreamTable:
         With `tag`, only the streams opened with it: a plugin swapped for a new version
         keeps the new version's streams.
         """
-        with self._lock:
-            owned = [
-                s
-                for s in self._streams.values()
-                if s.owner == plugin_id and (tag is None or s.tag is tag)
-            ]
-            for stream in owned:
-                del self._streams[stream.stream_id]
+        owned = [
+            s
+            for s in list(self._streams.values())  # list(): one atomic copy
+            if s.owner == plugin_id and (tag is None or s.tag is tag)
+        ]
         for stream in owned:
+            self._streams.pop(stream.stream_id, None)
             stream.abort(f"plugin {plugin_id} was unloaded while streaming")
 
     def shutdown(self) -> None:
         """Abort every stream and open no more (the host is shutting down)."""
-        with self._lock:
-            self._closed = True
-            streams = list(self._streams.values())
-            self._streams.clear()
+        self._closed = True
+        streams = list(self._streams.values())
+        self._streams.clear()
         for stream in streams:
             stream.abort("the host is shutting down")
 

@@ -393,13 +393,14 @@ class PluginHost:
         stream = self._streams.open(plugin_id, max_bytes, record.backend, timeout_s / 2)
         outer = self._scopes.get(callback_id) if callback_id is not None else None
         scope: Scope = outer or self._scopes.open(plugin_id, method)
-        self._scopes.add_cleanup(scope.callback_id, partial(self._streams.forget, stream))
+        if outer is not None:
+            # The caller's scope may end first (its request timed out): the stream too.
+            self._scopes.add_cleanup(scope.callback_id, partial(self._streams.forget, stream))
 
         def finish() -> None:
+            self._streams.forget(stream)
             if outer is None:
                 self._scopes.end(scope.callback_id)
-            else:
-                self._streams.forget(stream)
 
         body = {**request, "stream_id": stream.stream_id, FIELD: scope.callback_id}
         try:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -45,7 +44,6 @@ class PluginStream:
         self._plugin_id = plugin_id
         self._method = method
         self._done = False
-        self._lock = threading.Lock()
 
     @property
     def stream_id(self) -> str:
@@ -54,10 +52,10 @@ class PluginStream:
 
     def close(self) -> None:
         """Stop reading: abort the stream and end its scope. Idempotent."""
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
+        # No lock: `finish` is idempotent itself, so two racing closes are harmless.
+        if self._done:
+            return
+        self._done = True
         self._chunks.clear()
         self._finish()
 
@@ -157,21 +155,29 @@ def parse_answer(
     """The headers and the chunks of an execute_stream answer `{"headers", "chunks"}`."""
     if result is None:
         result = {}
-    if not isinstance(result, Mapping):
+    if not isinstance(result, dict):
         raise _bad(plugin_id, method, "the result must be an object with headers and chunks")
     headers = ci_get(result, "headers") or {}
     raw_chunks = ci_get(result, "chunks") or []
-    if not isinstance(headers, Mapping) or not isinstance(raw_chunks, list):
+    if not isinstance(headers, dict) or not isinstance(raw_chunks, list):
         raise _bad(plugin_id, method, "'headers' must be an object and 'chunks' a list")
     chunks = []
     for n, raw in enumerate(raw_chunks):
-        if not isinstance(raw, Mapping):
+        if not isinstance(raw, dict):
             raise _bad(plugin_id, method, f"chunks[{n}] must be an object with a Payload")
+        # One pass over the keys, case-insensitively as Go reads them.
+        encoded: Any = None
+        error: Any = ""
+        for key, value in raw.items():
+            folded = key.casefold() if isinstance(key, str) else key
+            if folded == "payload":
+                encoded = value
+            elif folded in ("error", "err") and value:
+                error = value
         try:
-            payload = b64decode(ci_get(raw, "payload"), f"chunks[{n}].Payload")
+            payload = b64decode(encoded, f"chunks[{n}].Payload")
         except ValueError as exc:
             raise _bad(plugin_id, method, str(exc)) from None
-        error = ci_get(raw, "error") or ci_get(raw, "err") or ""
         chunks.append(StreamChunk(payload, error if isinstance(error, str) else str(error)))
     return dict(headers), chunks
 
