@@ -55,7 +55,8 @@ class HostCallbacks:
 
     def _log(self, plugin_id: str, request: Mapping[str, Any]) -> object:
         # An echoed host_callback_id names the request the line belongs to.
-        return host_log(plugin_id, request, self.scopes.get(request.get(FIELD)))
+        scope = self.scopes.get(request[FIELD]) if FIELD in request else None
+        return host_log(plugin_id, request, scope)
 
     def _http_stream(self, plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
         answer = self.http.do_stream(plugin_id, request)

@@ -324,3 +324,19 @@ def test_rust_plugin_sees_emits_fail_after_the_consumer_stops(
         assert counts["emits_failed"] == 1
         assert counts["emits_ok"] < 10000
         assert f"stream {stream.stream_id} is not open" in counts["last_failure"]
+
+
+def test_unloading_the_plugin_aborts_its_streams(
+    compile_plugin: CompilePlugin, host_factory: HostFactory, isolation: str
+) -> None:
+    with stream_host(host_factory, stream_plugin(compile_plugin), isolation=isolation) as host:
+        stream = host.call_stream("sp", "executor.execute_stream", {"count": 1000})
+        assert next(stream).payload == b"t0-0"
+        wait_for(lambda: stats(host)["emits_ok"] >= 17)  # its thread is blocked in emit
+        started = time.monotonic()
+        assert host.unload("sp")
+        # The blocked emit was failed first, so the plugin's shutdown did not wait for it.
+        assert time.monotonic() - started < 3
+        chunks = list(stream)
+        assert chunks[-1].error == "plugin sp was unloaded while streaming"
+        assert all(c.error == "" for c in chunks[:-1])
