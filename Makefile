@@ -24,9 +24,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-# The full stress run of tests/test_stress.py (CI runs a reduced load inside `make test`).
+# The full stress runs (CI runs a reduced load inside `make test`).
 stress: $(STAMP)
-	STRESS_CALLS=10000 STRESS_RELOADS=200 $(BIN)/pytest -q tests/test_stress.py
+	STRESS_CALLS=10000 STRESS_RELOADS=200 $(BIN)/pytest -q tests/host/test_stress.py
+	STREAM_STREAMS=10000 STREAM_RACES=1000 $(BIN)/pytest -q tests/host/test_stream_races.py
 
 # Benchmarks: every figure a ratio against a baseline measured in the same run, written to
 # bench/RESULTS.md (a few minutes). BENCH_ARGS passes options, e.g. "--only 1,2" or

@@ -23,6 +23,7 @@ INCLUDES = (REPO / "include", REPO / "cliproxy_host" / "scaffold" / "templates" 
 BENCH_PLUGIN_SRC = REPO / "bench" / "plugins" / "bench_plugin.c"
 SIMPLE_C_SRC = REPO / "examples" / "c" / "simple_c.c"
 TESTPLUGIN_SRC = REPO / "tests" / "plugins" / "testplugin.c"
+STREAMPLUGIN_SRC = REPO / "tests" / "plugins" / "streamplugin.c"
 
 CFLAGS = ("-shared", "-fPIC", "-O2", "-pthread", "-Wall", "-Wextra", "-fvisibility=hidden")
 
@@ -53,6 +54,10 @@ def compile_plugin(source: Path, name: str, *flags: str, build_dir: Path = BUILD
 
 def bench_plugin() -> Path:
     return compile_plugin(BENCH_PLUGIN_SRC, "bench_plugin")
+
+
+def stream_plugin() -> Path:
+    return compile_plugin(STREAMPLUGIN_SRC, "streamplugin")
 
 
 def simple_c() -> Path:

@@ -41,7 +41,14 @@ from .errors import (
 if TYPE_CHECKING:
     from .abi import ABI_VERSION, SCHEMA_VERSION
     from .config import HostConfig
-    from .host import NOT_HANDLED, BroadcastResult, PluginHost, PluginInfo
+    from .host import (
+        NOT_HANDLED,
+        BroadcastResult,
+        PluginHost,
+        PluginInfo,
+        PluginStream,
+        StreamChunk,
+    )
 
 try:
     __version__ = version("cliproxy-host")
@@ -59,6 +66,8 @@ _EXPORTS = {
     "BroadcastResult": ".host",
     "PluginHost": ".host",
     "PluginInfo": ".host",
+    "PluginStream": ".host",
+    "StreamChunk": ".host",
 }
 
 
@@ -100,11 +109,13 @@ __all__ = [
     "PluginNotFound",
     "PluginNotLoaded",
     "PluginResponseError",
+    "PluginStream",
     "PluginTimeout",
     "PluginUnavailable",
     "PluginUnloading",
     "RegistrationTimeout",
     "ResponseTooLarge",
+    "StreamChunk",
     "UnknownStream",
     "UpstreamError",
     "UpstreamTimeout",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from cliproxy_host.cli import main
 from cliproxy_host.host.facade import PluginHost
 
 from .conftest import HostFactory
+from .host.streamutil import STREAMPLUGIN_SRC
 from .serverutil import run_server
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -236,3 +238,41 @@ def test_console_script_runs_as_a_separate_process(config: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"ok": True, "result": {"Body": "QUJD"}}
+
+
+def test_call_prints_a_stream_one_json_line_per_chunk_as_it_arrives(
+    compile_plugin: Any, host_factory: HostFactory
+) -> None:
+    host_factory.add("sp", compile_plugin(STREAMPLUGIN_SRC))
+    config = host_factory.write_config(configs={"sp": {"enabled": True}})
+    request = json.dumps({"count": 3, "interval_us": 400_000})
+    cmd = [sys.executable, "-m", "cliproxy_host.cli", "call", "sp", "executor.execute_stream"]
+    with subprocess.Popen(
+        [*cmd, request, "--config", str(config)], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        headers = json.loads(proc.stdout.readline())
+        first = json.loads(proc.stdout.readline())
+        # The first chunk is printed while the plugin is still emitting the others.
+        assert proc.poll() is None
+        rest = [json.loads(line) for line in proc.stdout]
+        assert proc.wait(timeout=30) == 0
+    assert headers["headers"]["X-Mode"] == ["async"]
+    payloads = [base64.b64decode(c["payload"]) for c in [first, *rest]]
+    assert payloads == [b"t0-0", b"t0-1", b"t0-2"]
+
+
+def test_call_stream_error_chunk_exits_one(
+    compile_plugin: Any, host_factory: HostFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host_factory.add("sp", compile_plugin(STREAMPLUGIN_SRC))
+    config = host_factory.write_config(configs={"sp": {"enabled": True}})
+    request = json.dumps({"count": 2, "close_error": "quota"})
+    args = ["call", "sp", "executor.execute_stream", request, "--config", str(config)]
+    assert main(args) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[1:] == [
+        {"payload": "dDAtMA=="},
+        {"payload": "dDAtMQ=="},
+        {"payload": "", "error": "quota"},
+    ]

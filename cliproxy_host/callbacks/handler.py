@@ -12,6 +12,8 @@ from ..envelope import ok
 from ..errors import HostCallFailed, InvalidRequest, PluginError
 from .http import HttpBridge
 from .log import host_log
+from .scopes import FIELD, ScopeTable
+from .streams import StreamTable
 
 # (plugin ID, parsed request object) -> result object; raises PluginError to answer an error.
 Callback = Callable[[str, Mapping[str, Any]], object]
@@ -26,12 +28,16 @@ class HostCallbacks:
 
     def __init__(self, policy: HttpPolicy) -> None:
         self.http = HttpBridge(policy)
+        self.streams = StreamTable()
+        self.scopes = ScopeTable()
         self._callbacks: dict[str, Callback] = {
-            "host.log": host_log,
+            "host.log": self._log,
             "host.http.do": self.http.do,
-            "host.http.do_stream": self.http.do_stream,
+            "host.http.do_stream": self._http_stream,
             "host.http.stream_read": self.http.stream_read,
             "host.http.stream_close": self.http.stream_close,
+            "host.stream.emit": self.streams.emit,
+            "host.stream.close": self.streams.close_stream,
         }
 
     def __call__(self, plugin_id: str, method: str, request: bytes) -> bytes:
@@ -47,12 +53,29 @@ class HostCallbacks:
             raise _invalid(f"{method}: the request must be a JSON object")
         return ok(callback(plugin_id, body))
 
+    def _log(self, plugin_id: str, request: Mapping[str, Any]) -> object:
+        # An echoed host_callback_id names the request the line belongs to.
+        scope = self.scopes.get(request[FIELD]) if FIELD in request else None
+        return host_log(plugin_id, request, scope)
+
+    def _http_stream(self, plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        answer = self.http.do_stream(plugin_id, request)
+        scope = self.scopes.get(request.get(FIELD))
+        if scope is not None:
+            # Opened for a request: it ends with the request's scope if the plugin forgets it.
+            close = {"stream_id": answer["stream_id"]}
+            self.scopes.add_cleanup(
+                scope.callback_id, lambda: self.http.stream_close(plugin_id, close)
+            )
+        return answer
+
     def plugin_unloaded(self, plugin_id: str) -> None:
         """Release what the plugin still holds: its open HTTP streams."""
         self.http.close_plugin(plugin_id)
 
     def close(self) -> None:
         """Close every open stream and the HTTP client (the host is shutting down)."""
+        self.streams.shutdown()
         self.http.close()
 
 

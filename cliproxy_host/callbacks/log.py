@@ -10,6 +10,7 @@ from typing import Any, Final
 import orjson
 
 from ..envelope import ci_get
+from .scopes import Scope
 
 TRACE: Final = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -46,8 +47,14 @@ def plugin_logger(plugin_id: str) -> logging.Logger:
     return logger
 
 
-def host_log(plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
-    """Answer host.log: log the line with the plugin ID and fields attached; result `{}`."""
+def host_log(
+    plugin_id: str, request: Mapping[str, Any], scope: Scope | None = None
+) -> dict[str, Any]:
+    """Answer host.log: log the line with the plugin ID and fields attached; result `{}`.
+
+    With the scope of an echoed host_callback_id, the record also names the call it
+    belongs to (`host_callback_id`, `request_plugin`, `request_method`).
+    """
     name = request["level"] if "level" in request else ci_get(request, "level")
     level = _LEVELS.get(name) if isinstance(name, str) else logging.DEBUG
     if level is None:  # not spelled in lower case, or unknown
@@ -65,11 +72,12 @@ def host_log(plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
             fields = {}
         elif not isinstance(fields, dict):
             fields = {"fields": fields}
-        logger.log(
-            level,
-            message + _render_fields(fields),
-            extra={"plugin_id": plugin_id, "plugin_fields": fields},
-        )
+        extra = {"plugin_id": plugin_id, "plugin_fields": fields}
+        if scope is not None:
+            extra["host_callback_id"] = scope.callback_id
+            extra["request_plugin"] = scope.plugin_id
+            extra["request_method"] = scope.method
+        logger.log(level, message + _render_fields(fields), extra=extra)
     return {}
 
 

@@ -14,11 +14,12 @@ import uvicorn
 
 from .. import __version__
 from ..config import HostConfig
-from ..envelope import ok
+from ..envelope import b64encode, ok
 from ..errors import ConfigError, PluginError, PluginNotFound, PluginNotLoaded
 from ..host.facade import PluginHost
 from ..host.listing import plugins_off_reason
 from ..host.service import HostService
+from ..host.stream import PluginStream
 from ..management.app import create_app
 from ..management.auth import (
     KeyChecker,
@@ -64,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         help="every column (isolation, capabilities, path, the whole error), however wide",
     )
 
-    call = sub.add_parser("call", help="call a method of one plugin and print the envelope")
+    call = sub.add_parser(
+        "call",
+        help="call a method of one plugin and print the envelope "
+        "(executor.execute_stream: one JSON line per chunk, as it arrives)",
+    )
     call.add_argument("plugin_id")
     call.add_argument("method")
     call.add_argument(
@@ -151,8 +156,14 @@ def _cmd_plugins(config: Path, as_json: bool, wide: bool) -> int:
         service.stop()
 
 
+# Methods whose answer is a stream: `call` prints it chunk by chunk.
+STREAMED_METHODS: Final = frozenset({"executor.execute_stream"})
+
+
 def _cmd_call(host: PluginHost, plugin_id: str, method: str, request: Any) -> int:
     try:
+        if method in STREAMED_METHODS:
+            return _print_stream(host.call_stream(plugin_id, method, request))
         result = host.call(plugin_id, method, request)
     except PluginError as exc:
         if isinstance(exc, PluginNotFound | PluginNotLoaded):
@@ -162,6 +173,25 @@ def _cmd_call(host: PluginHost, plugin_id: str, method: str, request: Any) -> in
         return EXIT_ERROR_ENVELOPE
     sys.stdout.write(ok(result).decode() + "\n")
     return EXIT_OK
+
+
+def _print_stream(stream: PluginStream) -> int:
+    """One JSON line for the headers, then one per chunk as it arrives; 1 after an error chunk."""
+    with stream:
+        _line({"headers": stream.headers})
+        for chunk in stream:
+            line: dict[str, Any] = {"payload": b64encode(chunk.payload)}
+            if chunk.error:
+                line["error"] = chunk.error
+                _line(line)
+                return EXIT_ERROR_ENVELOPE
+            _line(line)
+    return EXIT_OK
+
+
+def _line(value: object) -> None:
+    sys.stdout.write(orjson.dumps(value).decode() + "\n")
+    sys.stdout.flush()  # each chunk as it arrives, also into a pipe
 
 
 def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:

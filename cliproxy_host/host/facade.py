@@ -14,6 +14,8 @@ from ..backends.guard import GuardedBackend
 from ..backends.native import NativePlugin
 from ..backends.protocol import Health
 from ..callbacks import HostCallbacks
+from ..callbacks.scopes import FIELD, SCOPED_METHODS, Scope, ScopeTable
+from ..callbacks.streams import StreamTable
 from ..config import HostConfig
 from ..discovery import PluginFile
 from ..errors import ConfigError, PluginError, PluginUnloading
@@ -36,6 +38,7 @@ from .registry import (
     Snapshot,
     parse_registration,
 )
+from .stream import PluginStream, parse_answer
 
 __all__ = ["NOT_HANDLED", "BroadcastResult", "PluginHost", "PluginInfo", "lifecycle_request"]
 
@@ -63,6 +66,12 @@ class PluginHost:
         if callbacks is None:
             callbacks = self._owned_callbacks = HostCallbacks(config.http)
         self._callbacks = callbacks
+        # Streams and scopes live in the callbacks that answer host.stream.* and read
+        # echoed ids; a host given other callbacks keeps its own (its plugins cannot emit).
+        if isinstance(callbacks, HostCallbacks):
+            self._streams, self._scopes = callbacks.streams, callbacks.scopes
+        else:
+            self._streams, self._scopes = StreamTable(), ScopeTable()
         self._factory = backend_factory
         # Applies are serialised by _apply_lock, which may be held while plugins load;
         # _state guards the fields below and is only ever held briefly, so listing and
@@ -311,6 +320,8 @@ class PluginHost:
         log.info("plugin %s unloaded (%s)", plugin_id, slot.file.path)
 
     def _close_backend(self, plugin_id: str, backend: GuardedBackend) -> None:
+        # Its streams first: an emit blocked on a full stream would hold up its shutdown.
+        self._streams.close_plugin(plugin_id, backend)
         try:
             backend.close()
         except Exception:
@@ -329,6 +340,7 @@ class PluginHost:
                 self._snapshot = Snapshot()
             for pid, slot in slots.items():
                 self._retire(pid, slot)
+            self._streams.shutdown()
             if self._owned_callbacks is not None:
                 self._owned_callbacks.close()
 
@@ -376,12 +388,83 @@ class PluginHost:
 
     # -- calling ---------------------------------------------------------------------
 
+    @property
+    def scopes(self) -> ScopeTable:
+        """The open host_callback_id scopes (a caller may open one to pass as callback_id)."""
+        return self._scopes
+
     def call(self, plugin_id: str, method: str, request: Any = None) -> Any:
-        """Call one plugin directly; answer its result or raise its PluginError."""
+        """Call one plugin directly; answer its result or raise its PluginError.
+
+        A method of ABI.md's host_callback_id list gets a fresh `host_callback_id` in its
+        request (unless it has one), whose scope lasts for the call.
+        """
         record = self._snapshot.get(plugin_id)
         if record is None:
             raise self._unavailable(plugin_id, method)
+        if method in SCOPED_METHODS and isinstance(request, Mapping) and FIELD not in request:
+            scope = self._scopes.open(plugin_id, method)
+            try:
+                return self._invoke(record, method, encode({**request, FIELD: scope.callback_id}))
+            finally:
+                self._scopes.end(scope.callback_id)
         return self._invoke(record, method, encode(request))
+
+    def call_stream(
+        self,
+        plugin_id: str,
+        method: str,
+        request: Mapping[str, Any],
+        *,
+        callback_id: str | None = None,
+    ) -> PluginStream:
+        """Call `executor.execute_stream` (or a method like it) and stream its chunks.
+
+        The request gets `stream_id` (a decimal string from a per-host counter) and
+        `host_callback_id`: `callback_id` if that scope is open (the stream is then also
+        aborted when that scope ends), else a fresh scope that ends with the stream. An
+        answer with chunks is the whole stream; an answer without is an async stream
+        the plugin feeds with host.stream.emit and ends with host.stream.close.
+        """
+        record = self._snapshot.get(plugin_id)
+        if record is None:
+            raise self._unavailable(plugin_id, method)
+        entry, defaults = self._config.plugin_entry(plugin_id), self._config.plugins
+        # Waiting for a chunk runs no plugin code, so every plugin's stream is timed.
+        timeout_s = (entry.timeout_ms or defaults.timeout_ms) / 1000
+        max_bytes = entry.max_response_bytes or defaults.max_response_bytes
+        # Half the timeout for an emit waiting for room, so that a plugin stuck emitting
+        # before it answers still answers within the call's own timeout.
+        stream = self._streams.open(plugin_id, max_bytes, record.backend, timeout_s / 2)
+        outer = self._scopes.get(callback_id) if callback_id is not None else None
+        scope: Scope = outer or self._scopes.open(plugin_id, method)
+        if outer is not None:
+            # The caller's scope may end first (its request timed out): the stream too.
+            self._scopes.add_cleanup(scope.callback_id, partial(self._streams.forget, stream))
+
+        def finish() -> None:
+            self._streams.forget(stream)
+            if outer is None:
+                self._scopes.end(scope.callback_id)
+
+        body = {**request, "stream_id": stream.stream_id, FIELD: scope.callback_id}
+        try:
+            result = self._invoke(record, method, encode(body))
+            headers, chunks = parse_answer(result, plugin_id, method)
+        except BaseException:
+            finish()
+            raise
+        if chunks:  # the synchronous form: the answer is the whole stream
+            finish()
+            return PluginStream(headers, chunks=chunks, plugin_id=plugin_id, method=method)
+        return PluginStream(
+            headers,
+            stream=stream,
+            timeout=timeout_s,
+            finish=finish,
+            plugin_id=plugin_id,
+            method=method,
+        )
 
     def _invoke(self, record: Record, method: str, data: bytes) -> Any:
         """The result of one call through the plugin's guard, which decodes and counts it."""
@@ -421,4 +504,24 @@ class PluginHost:
         BROADCAST a BroadcastResult per observer (see host/dispatch.py).
         """
         handlers = self._natives.order(method, self._snapshot.providers(method))
-        return dispatch.run(method, handlers, request, self._invoke)
+        scoped = method in SCOPED_METHODS and FIELD not in request
+        return dispatch.run(method, handlers, request, self._scoped if scoped else self._invoke)
+
+    def _scoped(self, record: Record, method: str, data: bytes) -> Any:
+        """`_invoke` in a fresh host_callback_id scope of this plugin for this call."""
+        scope = self._scopes.open(record.plugin_id, method)
+        try:
+            return self._invoke(record, method, with_callback_id(data, scope.callback_id))
+        finally:
+            self._scopes.end(scope.callback_id)
+
+
+def with_callback_id(data: bytes, callback_id: str) -> bytes:
+    """A JSON object's bytes (as `encode` writes them) with host_callback_id added.
+
+    Spliced rather than re-encoded: dispatch encodes a request once for all its handlers.
+    """
+    if not data.startswith(b"{") or not data.endswith(b"}"):
+        return data
+    field = b'"host_callback_id":"' + callback_id.encode("ascii") + b'"'
+    return b"{" + field + (b"}" if data == b"{}" else b"," + data[1:])
