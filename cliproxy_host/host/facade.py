@@ -32,6 +32,7 @@ from .loader import (
     warn_go_runtimes,
 )
 from .registry import (
+    ConfigField,
     NativeHandler,
     Record,
     Registration,
@@ -81,6 +82,9 @@ class PluginHost:
         self._slots: dict[str, Slot] = {}
         self._files: dict[str, PluginFile] = {}
         self._errors: dict[str, str] = {}
+        # The ConfigFields each plugin declared when it last registered in this process:
+        # a disabled plugin's config is checked against them, as a loaded one's is.
+        self._declared: dict[str, tuple[ConfigField, ...]] = {}
         self._dir_error: str | None = None
         self._loading: set[str] = set()
         self._natives = NativeHandlers()
@@ -158,6 +162,7 @@ class PluginHost:
                 self._dir_error = None
                 self._files = steps.files
                 self._errors = steps.problems
+                self._errors.update(self._unloaded_settings_errors(cfg))
             for pid in steps.reconfigure:
                 self._reconfigure(pid, slots[pid])
             # Shut down first what must not run beside its successor.
@@ -308,8 +313,31 @@ class PluginHost:
             self._publish()
         log.info("plugin %s reconfigured", plugin_id)
 
+    def _unloaded_settings_errors(self, cfg: HostConfig) -> dict[str, str]:
+        """Plugins that stay unloaded (disabled) whose settings break the ConfigFields they
+        declared when last loaded here: listed and logged as a loaded plugin's would be."""
+        errors = {}
+        for pid in cfg.plugins.configs:
+            fields = self._declared.get(pid)
+            if fields is None or (cfg.plugins.enabled and cfg.plugin_entry(pid).enabled):
+                continue  # an enabled plugin's settings are checked as it loads
+            problem = reconcile.fields_error(pid, fields, cfg.plugin_entry(pid))
+            if problem is not None:
+                errors[pid] = f"its config breaks the ConfigFields it declared: {problem}"
+                log.warning("plugin %s (not loaded): %s", pid, errors[pid])
+        return errors
+
+    def declared_fields(self, plugin_id: str) -> tuple[ConfigField, ...] | None:
+        """The ConfigFields the plugin declares now, or declared when it was last loaded in
+        this process; None when it never registered here."""
+        with self._state:
+            return self._declared.get(plugin_id)
+
     def _publish(self) -> None:
         cfg = self._config
+        self._declared.update(
+            (pid, slot.registration.metadata.config_fields) for pid, slot in self._slots.items()
+        )
         self._snapshot = Snapshot(
             Record(pid, cfg.plugin_entry(pid).priority, slot.backend, slot.registration)
             for pid, slot in self._slots.items()

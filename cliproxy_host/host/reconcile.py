@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..backends.protocol import State
@@ -10,7 +10,7 @@ from ..config import HostConfig, PluginConfig
 from ..discovery import PluginFile, discover, plugins_dir_problem
 from ..errors import ConfigError
 from .loader import Slot, Spec, stamp
-from .registry import Registration, check_settings
+from .registry import ConfigField, Registration, check_settings
 
 
 def plugins_dir_error(cfg: HostConfig) -> str | None:
@@ -27,7 +27,12 @@ def plugins_dir_error(cfg: HostConfig) -> str | None:
 def settings_error(plugin_id: str, registration: Registration, entry: PluginConfig) -> str | None:
     """How a plugin's settings break the ConfigFields it declared, worded as the management
     API words it (`plugins.configs.<id>.<key>: ...`); None when they fit."""
-    problems = check_settings(registration.metadata.config_fields, entry.settings)
+    return fields_error(plugin_id, registration.metadata.config_fields, entry)
+
+
+def fields_error(plugin_id: str, fields: Iterable[ConfigField], entry: PluginConfig) -> str | None:
+    """settings_error against a list of fields (those a plugin declared when last loaded)."""
+    problems = check_settings(fields, entry.settings)
     if not problems:
         return None
     prefix = f"plugins.configs.{plugin_id}."

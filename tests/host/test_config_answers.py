@@ -16,10 +16,11 @@ from cliproxy_host.config import ConfigError
 from cliproxy_host.host.facade import PluginHost
 from cliproxy_host.host.service import HostService
 from cliproxy_host.management.plugin_routes import PluginRoutes
+from cliproxy_host.management.routers.plugin_config import check_plugin_settings
 from cliproxy_host.management.views import plugin_list
 
 from ..conftest import HostFactory
-from ..serverutil import wait_until
+from ..serverutil import run_server, wait_until
 
 
 @pytest.fixture
@@ -155,6 +156,49 @@ def test_a_config_breaking_config_fields_is_refused_on_load(
         == 2
     )
     assert "plugins.configs.simple-c.mode" in capsys.readouterr().err
+
+
+def test_a_disabled_plugins_config_is_checked_against_the_fields_it_declared(
+    service: HostService, caplog: pytest.LogCaptureFixture
+) -> None:
+    service.replace_config("simple-c", {"enabled": False, "mode": "safe"})
+    assert service.host.registration("simple-c") is None
+    caplog.set_level(logging.WARNING)
+    service.config_path.write_text(service.config_path.read_text().replace("safe", "turbo"))
+
+    def listed_error() -> str:
+        info = service.host.plugin("simple-c")
+        return (info.error or "") if info else ""
+
+    wait_until(lambda: "plugins.configs.simple-c.mode" in listed_error())
+    assert "ConfigFields" in listed_error()
+    assert any(
+        r.levelno == logging.WARNING and "plugins.configs.simple-c.mode" in r.getMessage()
+        for r in caplog.records
+    )
+    # The same rule from the API: a disabled plugin's PUT is checked before anything is written.
+    before = service.config_path.read_bytes()
+    with pytest.raises(errors.InvalidConfig) as refused:
+        check_plugin_settings(service, "simple-c", {"enabled": False, "mode": "warp"})
+    assert "plugins.configs.simple-c.mode" in refused.value.message
+    assert service.config_path.read_bytes() == before
+
+
+def test_a_disabled_plugins_put_is_refused_over_http(
+    examples: dict[str, Path], host_factory: HostFactory
+) -> None:
+    host_factory.add("simple-c", examples["simple-c"])
+    host_factory.write_config(configs={"simple-c": {"enabled": True, "mode": "safe"}})
+    with run_server(host_factory.config_path) as running:
+        assert running.service.wait_ready(30)
+        url = "/v0/management/plugins/simple-c/config"
+        assert running.client.put(url, json={"enabled": False, "mode": "safe"}).status_code == 200
+        before = host_factory.config_path.read_bytes()
+        answer = running.client.put(url, json={"enabled": False, "mode": "turbo"})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == "invalid_config"
+        assert "plugins.configs.simple-c.mode" in answer.json()["message"]
+        assert host_factory.config_path.read_bytes() == before
 
 
 # -- 5. PUT without `enabled` -------------------------------------------------------------

@@ -23,11 +23,12 @@ router = APIRouter(route_class=JsonBodyRoute)
 
 def check_plugin_settings(service: HostService, plugin_id: str, settings: dict[str, Any]) -> None:
     """Refuse settings that break the plugin's declared ConfigFields (InvalidConfig naming
-    each field); a plugin that is not loaded declares none."""
-    record = service.host.registration(plugin_id)
-    if record is None:
+    each field): those it declares now, or declared when last loaded in this process; a
+    plugin that never loaded here declares none (it is checked when it loads)."""
+    fields = service.host.declared_fields(plugin_id)
+    if fields is None:
         return
-    problems = check_settings(record.metadata.config_fields, settings)
+    problems = check_settings(fields, settings)
     if problems:
         raise InvalidConfig(
             f"plugins.configs.{plugin_id}." + f"; plugins.configs.{plugin_id}.".join(problems)
