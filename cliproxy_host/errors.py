@@ -291,6 +291,23 @@ class BodyTooLarge(PluginError):
     default_http_status = 413
 
 
+# -- the model pipeline ------------------------------------------------------------------
+
+
+class UnsupportedFormat(PluginError):
+    """No executor format fits the request, or no translator reaches one (executor formats)."""
+
+    code = "unsupported_format"
+    default_http_status = 400
+
+
+class RequestRejected(PluginError):
+    """A request interceptor ended the request (Terminate) before it reached an executor."""
+
+    code = "request_rejected"
+    default_http_status = 403
+
+
 # -- host callbacks ----------------------------------------------------------------------
 
 

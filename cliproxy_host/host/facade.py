@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from ..callbacks import HostCallbacks
 from ..config import HostConfig
 from ..discovery import PluginFile
 from ..errors import PluginError, PluginUnloading
+from ..pipeline import ModelChunk, ModelEntry, ModelRequest, ModelResponse, Pipeline
 from . import dispatch, reconcile
 from .dispatch import NOT_HANDLED, BroadcastResult, NativeHandlers, encode
 from .listing import PluginInfo, describe, unavailable
@@ -29,6 +30,7 @@ from .loader import (
     load_plugin,
     warn_go_runtimes,
 )
+from .pipeline_source import HostSource, sync_call_stream
 from .registry import (
     NativeHandler,
     Record,
@@ -78,6 +80,9 @@ class PluginHost:
         # Readers take this reference once per call and never see a half-applied config.
         self._snapshot = Snapshot()
         self._closed = False
+        self._pipeline = Pipeline(
+            HostSource(lambda: self._snapshot, self._natives, self.call, self._call_stream_sync)
+        )
 
     @classmethod
     def from_config(cls, path: str | Path, **kwargs: Any) -> PluginHost:
@@ -377,3 +382,34 @@ class PluginHost:
         """
         handlers = self._natives.order(method, self._snapshot.providers(method))
         return dispatch.run(method, handlers, request, self._invoke)
+
+    # -- the model pipeline ----------------------------------------------------------
+
+    def _call_stream_sync(
+        self,
+        plugin_id: str,
+        method: str,
+        request: Mapping[str, Any],
+        *,
+        callback_id: str | None = None,
+    ) -> Any:
+        """Minimal call_stream (synchronous answers only) until PluginHost.call_stream lands."""
+        return sync_call_stream(self.call)(plugin_id, method, request, callback_id=callback_id)
+
+    def models(self, auths: tuple[Mapping[str, Any], ...] = ()) -> list[ModelEntry]:
+        """Every model the plugins offer, merged as the Go host does (pipeline/catalog.py)."""
+        return self._pipeline.models(auths)
+
+    def execute(self, request: ModelRequest | Mapping[str, Any]) -> ModelResponse:
+        """Run a model request through the pipeline (docs/PIPELINE.md) to its answer."""
+        return self._pipeline.execute(request)
+
+    def execute_stream(self, request: ModelRequest | Mapping[str, Any]) -> Iterator[ModelChunk]:
+        """A streamed model request: its chunks; close the iterator to cancel the run."""
+        return self._pipeline.execute_stream(request)
+
+    def aexecute_stream(
+        self, request: ModelRequest | Mapping[str, Any]
+    ) -> AsyncIterator[ModelChunk]:
+        """execute_stream for asyncio."""
+        return self._pipeline.aexecute_stream(request)
