@@ -7,7 +7,15 @@ the rows of the summary. A part that cannot be measured yet (isolated mode) answ
 
 from __future__ import annotations
 
-from bench.figures import callback, management, payload, small_call, startup, threads
+from bench.figures import (
+    callback,
+    management,
+    payload,
+    pipeline,
+    small_call,
+    startup,
+    threads,
+)
 from bench.figures.common import Check, Context, Figure, FigureResult
 
 FIGURES: tuple[Figure, ...] = (
@@ -17,6 +25,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure(4, payload.TITLE, payload.run),
     Figure(5, startup.TITLE, startup.run),
     Figure(6, management.TITLE, management.run),
+    Figure(7, pipeline.TITLE, pipeline.run),
 )
 
 # The figures that measure the call path (the ones a change to native/host/envelope moves).

@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..envelope import ci_get
-from ..errors import PluginError
+from ..errors import DECLINE_CODES, PluginError
 from .models import ModelEntry
 from .source import Participant, PluginSource
 
@@ -63,7 +63,8 @@ def _call(source: PluginSource, p: Participant, method: str, request: Mapping[st
     try:
         return source.call(p.name, method, request)
     except PluginError as exc:
-        log.warning("%s (models of this plugin left out)", exc)
+        if exc.code not in DECLINE_CODES:
+            log.warning("%s (models of this plugin left out)", exc)
         return None
 
 

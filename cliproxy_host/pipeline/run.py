@@ -46,8 +46,8 @@ HISTORY_BYTES: Final = 1 << 20
 _ids = itertools.count(1)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+def _stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 class _Run:
@@ -62,6 +62,8 @@ class _Run:
         "output_format",
         "req",
         "request_id",
+        "response_format",
+        "source_format",
         "stages",
         "started",
         "started_at",
@@ -79,8 +81,24 @@ class _Run:
         self.executor: Participant | None = None
         self.input_format = ""
         self.output_format = ""
+        self.source_format = req.source_format
+        self.response_format = req.response_format
         self.started = time.monotonic()
-        self.started_at = _now()
+        self.started_at = time.time()
+
+
+class _View:
+    """What the pipeline derives from one set of loaded plugins; replaced when it changes."""
+
+    __slots__ = ("candidates", "catalog", "fits", "revision")
+
+    def __init__(self, revision: object) -> None:
+        self.revision = revision
+        self.catalog: catalog_mod.Catalog | None = None
+        # (executor, source format, response format) -> (input, output) or the refusal
+        self.fits: dict[tuple[str, str, str], tuple[str, str] | UnsupportedFormat] = {}
+        # model -> the executors that may serve it, in the order they are tried
+        self.candidates: dict[str, tuple[Participant, ...]] = {}
 
 
 class Pipeline:
@@ -88,7 +106,15 @@ class Pipeline:
 
     def __init__(self, source: PluginSource) -> None:
         self._source = source
-        self._catalog: tuple[object, catalog_mod.Catalog] | None = None
+        self._view_cache = _View(object())
+
+    def _view(self) -> _View:
+        revision = self._source.revision()
+        view = self._view_cache
+        if view.revision is not revision:
+            # Concurrent callers may each build one; the last one kept is as good.
+            view = self._view_cache = _View(revision)
+        return view
 
     # -- models ------------------------------------------------------------------------
 
@@ -99,13 +125,10 @@ class Pipeline:
         return list(self._current_catalog().entries)
 
     def _current_catalog(self) -> catalog_mod.Catalog:
-        revision = self._source.revision()
-        cached = self._catalog
-        if cached is not None and cached[0] is revision:
-            return cached[1]
-        built = catalog_mod.build(self._source)
-        self._catalog = (revision, built)
-        return built
+        view = self._view()
+        if view.catalog is None:
+            view.catalog = catalog_mod.build(self._source)
+        return view.catalog
 
     # -- non-streaming -----------------------------------------------------------------
 
@@ -233,9 +256,12 @@ class Pipeline:
         self._translate_request(run, stream)
 
     def _route(self, run: _Run, stream: bool) -> str:
+        routers = self._source.participants("model.route")
+        if not routers:
+            return ""
         req = run.req
         base = {
-            "SourceFormat": req.source_format,
+            "SourceFormat": run.source_format,
             "RequestedModel": req.model,
             "Stream": stream,
             "Headers": headers_json(req.headers),
@@ -244,7 +270,7 @@ class Pipeline:
             "Metadata": dict(req.metadata),
             "AvailableProviders": [],
         }
-        for p in self._source.participants("model.route"):
+        for p in routers:
             answer = run.stages.attempt(p, "model.route", {**base, "PluginID": p.name})
             if not isinstance(answer, Mapping) or ci_get(answer, "handled") is not True:
                 continue
@@ -289,36 +315,39 @@ class Pipeline:
 
     def _formats(self, run: _Run, p: Participant) -> tuple[str, str]:
         if p.native is not None:
-            return run.req.source_format, run.req.response_format
+            return run.source_format, run.response_format
+        fits = self._view().fits
+        key = (p.name, run.source_format, run.response_format)
+        fit = fits.get(key)
+        if fit is None:
+            fit = fits[key] = self._select(p, run.source_format, run.response_format)
+        if isinstance(fit, UnsupportedFormat):
+            raise UnsupportedFormat(fit.message, plugin_id=fit.plugin_id)
+        return fit
+
+    def _select(
+        self, p: Participant, source: str, response: str
+    ) -> tuple[str, str] | UnsupportedFormat:
         inputs, outputs = formats.declared(dict(p.capabilities))
-        chosen = formats.select_input(
-            p.name, inputs, run.req.source_format, self._can_translate("request.translate")
-        )
-        out = formats.select_output(
-            p.name,
-            outputs,
-            run.req.response_format,
-            chosen,
-            self._can_translate("response.translate"),
-        )
+        try:
+            chosen = formats.select_input(
+                p.name, inputs, source, self._can_translate("request.translate")
+            )
+            out = formats.select_output(
+                p.name, outputs, response, chosen, self._can_translate("response.translate")
+            )
+        except UnsupportedFormat as exc:
+            return exc
         return chosen, out
 
     def _choose_executor(self, run: _Run, routed: str) -> None:
         """Host handlers first, then the plugins that serve the model, by priority."""
-        everyone = self._source.participants("executor.execute")
         if routed:
-            candidates = [p for p in everyone if p.name == routed]
+            candidates: tuple[Participant, ...] = tuple(
+                p for p in self._source.participants("executor.execute") if p.name == routed
+            )
         else:
-            owners = self._current_catalog().executors_for(run.req.model)
-            listed = {e.plugin_id for e in self._current_catalog().entries}
-            candidates = [p for p in everyone if p.native is not None]
-            candidates += [p for p in everyone if p.name in owners]
-            # An executor that lists no models of its own takes any model (see PIPELINE.md).
-            candidates += [
-                p
-                for p in everyone
-                if p.native is None and p.name not in owners and p.name not in listed
-            ]
+            candidates = self._candidates(run.req.model)
         first_error: UnsupportedFormat | None = None
         for p in candidates:
             try:
@@ -339,25 +368,49 @@ class Pipeline:
         self._complete(run, "failed", err.http_status, err.message)
         raise err
 
+    def _candidates(self, model: str) -> tuple[Participant, ...]:
+        view = self._view()
+        found = view.candidates.get(model)
+        if found is None:
+            everyone = self._source.participants("executor.execute")
+            catalog = self._current_catalog()
+            owners = catalog.executors_for(model)
+            listed = {e.plugin_id for e in catalog.entries}
+            found = (
+                *(p for p in everyone if p.native is not None),
+                *(p for p in everyone if p.name in owners),
+                # An executor that lists no models of its own takes any model
+                # (docs/PIPELINE.md: what we do differently).
+                *(
+                    p
+                    for p in everyone
+                    if p.native is None and p.name not in owners and p.name not in listed
+                ),
+            )
+            view.candidates[model] = found
+        return found
+
     def _intercept_request(self, run: _Run, method: str, to_format: str) -> None:
+        participants = self._source.participants(method)
+        if not participants:
+            return
         req = run.req
-        for p in self._source.participants(method):
+        base = {
+            "RequestID": run.request_id,
+            "SourceFormat": run.source_format,
+            "ToFormat": to_format,
+            "Model": req.model,
+            "RequestedModel": req.model,
+            "Stream": run.stream,
+            "Metadata": dict(req.metadata),
+        }
+        for p in participants:
             answer = run.stages.attempt(
                 p,
                 method,
-                {
-                    "RequestID": run.request_id,
-                    "SourceFormat": req.source_format,
-                    "ToFormat": to_format,
-                    "Model": req.model,
-                    "RequestedModel": req.model,
-                    "Stream": run.stream,
-                    "Headers": headers_json(run.headers),
-                    "Body": b64encode(run.body),
-                    "Metadata": dict(req.metadata),
-                },
+                {**base, "Headers": headers_json(run.headers), "Body": b64encode(run.body)},
             )
-            if not isinstance(answer, Mapping):
+            if not answer or not isinstance(answer, Mapping):
                 continue
             run.headers = merge_headers(run.headers, answer)
             raw = ci_get(answer, "body", "")
@@ -380,7 +433,7 @@ class Pipeline:
                 raise err
 
     def _translate_request(self, run: _Run, stream: bool) -> None:
-        source, target = run.req.source_format, run.input_format
+        source, target = run.source_format, run.input_format
         if source == target:
             return
         base = {"FromFormat": source, "ToFormat": target, "Model": run.req.model, "Stream": stream}
@@ -422,7 +475,7 @@ class Pipeline:
         return self._source.call_stream(run.executor.name, "executor.execute_stream", request)
 
     def _translate_response(self, run: _Run, body: bytes, *, stream: bool) -> bytes:
-        source, target = run.output_format, run.req.response_format
+        source, target = run.output_format, run.response_format
         if source == target:
             return body
         base = {
@@ -447,7 +500,7 @@ class Pipeline:
                 "response.intercept_after",
                 {
                     "RequestID": run.request_id,
-                    "SourceFormat": req.response_format,
+                    "SourceFormat": run.response_format,
                     "Model": req.model,
                     "RequestedModel": req.model,
                     "Stream": False,
@@ -480,7 +533,7 @@ class Pipeline:
         req = run.req
         base = {
             "RequestID": run.request_id,
-            "SourceFormat": req.response_format,
+            "SourceFormat": run.response_format,
             "Model": req.model,
             "RequestedModel": req.model,
             "RequestHeaders": headers_json(run.headers),
@@ -528,7 +581,7 @@ class Pipeline:
                 "Model": run.req.model,
                 "Source": "cliproxy-host",
                 "Generate": True,
-                "RequestedAt": run.started_at,
+                "RequestedAt": _stamp(run.started_at),
                 "Latency": int((time.monotonic() - run.started) * 1e9),
                 "Failed": failed is not None,
                 "Failure": {"Message": failed or ""},
@@ -543,15 +596,15 @@ class Pipeline:
             "request.complete",
             {
                 "RequestID": run.request_id,
-                "SourceFormat": run.req.source_format,
+                "SourceFormat": run.source_format,
                 "Model": run.req.model,
                 "RequestedModel": run.req.model,
                 "Stream": run.stream,
                 "Outcome": outcome,
                 "StatusCode": status,
                 "Error": error,
-                "StartedAt": run.started_at,
-                "CompletedAt": _now(),
+                "StartedAt": _stamp(run.started_at),
+                "CompletedAt": _stamp(time.time()),
                 "Metadata": dict(run.req.metadata),
             },
         )
