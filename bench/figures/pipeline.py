@@ -70,7 +70,7 @@ def run(ctx: Context) -> FigureResult:
             ratio,
             target="<= 2x",
             met=ratio.value <= 2.0,
-            absolute=(f"execute {fmt_stats(m['host.execute'])}; call {fmt_stats(m['host.call'])}"),
+            absolute=f"execute {fmt_stats(m['host.execute'])}; call {fmt_stats(m['host.call'])}",
         )
     )
     rows = [[name, fmt_stats(stats), str(m.iterations[name])] for name, stats in m.stats.items()]
