@@ -29,6 +29,8 @@ def headers_of(raw: Any) -> dict[str, tuple[str, ...]]:
 
 
 def headers_json(headers: Headers) -> dict[str, list[str]]:
+    if not headers:
+        return {}
     return {name: list(values) for name, values in headers.items()}
 
 
@@ -49,6 +51,14 @@ class ModelRequest:
     query: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     alt: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # The canonical formats, worked out once (every stage's request carries them).
+    source_format: str = field(init=False, repr=False, compare=False)
+    response_format: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        source = canonical(self.entry_format) or DEFAULT_FORMAT
+        object.__setattr__(self, "source_format", source)
+        object.__setattr__(self, "response_format", canonical(self.exit_format) or source)
 
     @classmethod
     def of(cls, value: ModelRequest | Mapping[str, Any]) -> ModelRequest:
@@ -72,14 +82,6 @@ class ModelRequest:
             query=headers_of(ci_get(value, "query")),
             alt=str(ci_get(value, "alt", "") or ""),
         )
-
-    @property
-    def source_format(self) -> str:
-        return canonical(self.entry_format) or DEFAULT_FORMAT
-
-    @property
-    def response_format(self) -> str:
-        return canonical(self.exit_format) or self.source_format
 
 
 @dataclass(frozen=True, slots=True)
