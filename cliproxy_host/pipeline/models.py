@@ -51,6 +51,9 @@ class ModelRequest:
     query: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     alt: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # The plugin that asked for this run through host.model.*: its own interceptors,
+    # router and request.complete are skipped, and no usage is reported (as upstream).
+    caller: str = ""
     # The canonical formats, worked out once (every stage's request carries them).
     source_format: str = field(init=False, repr=False, compare=False)
     response_format: str = field(init=False, repr=False, compare=False)

@@ -45,6 +45,20 @@ HISTORY_BYTES: Final = 1 << 20
 
 _ids = itertools.count(1)
 
+# Stages a nested run (ModelRequest.caller) does not show to the plugin that asked for it.
+_SKIPPED_FOR_CALLER: Final = frozenset(
+    {
+        "model.route",
+        "request.intercept_before",
+        "request.intercept_after",
+        "response.intercept_after",
+        "response.intercept_stream_chunk",
+        "request.complete",
+    }
+)
+# Metadata of a nested run, as the Go host marks it.
+NESTED_SOURCE: Final = {"source": "plugin_host_model_callback"}
+
 
 def _stamp(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
@@ -58,6 +72,7 @@ class _Run:
         "executor",
         "headers",
         "input_format",
+        "metadata",
         "original",
         "output_format",
         "req",
@@ -75,6 +90,9 @@ class _Run:
         self.stream = stream
         self.stages = stages
         self.request_id = f"req-{next(_ids)}"
+        self.metadata: dict[str, Any] = (
+            {**req.metadata, **NESTED_SOURCE} if req.caller else dict(req.metadata)
+        )
         self.body = req.body
         self.original = req.body
         self.headers: dict[str, tuple[str, ...]] = dict(req.headers)
@@ -182,7 +200,7 @@ class Pipeline:
         return self._chunks(run, stream)
 
     def _chunks(self, run: _Run, stream: PluginStream) -> Generator[ModelChunk, None, None]:
-        interceptors = self._source.participants("response.intercept_stream_chunk")
+        interceptors = self._stage(run, "response.intercept_stream_chunk")
         headers = headers_of(stream.headers)
         if interceptors:
             headers, _, _ = self._intercept_chunk(
@@ -247,6 +265,14 @@ class Pipeline:
 
     # -- the stages ----------------------------------------------------------------------
 
+    def _stage(self, run: _Run, method: str) -> Sequence[Participant]:
+        """The participants of a stage, less the calling plugin in a nested run."""
+        found = self._source.participants(method)
+        caller = run.req.caller
+        if caller and method in _SKIPPED_FOR_CALLER:
+            return tuple(p for p in found if p.name != caller)
+        return found
+
     def _prepare(self, run: _Run, *, stream: bool) -> None:
         """Route, choose the executor, intercept and translate: everything before the call."""
         routed = self._route(run, stream)
@@ -256,7 +282,7 @@ class Pipeline:
         self._translate_request(run, stream)
 
     def _route(self, run: _Run, stream: bool) -> str:
-        routers = self._source.participants("model.route")
+        routers = self._stage(run, "model.route")
         if not routers:
             return ""
         req = run.req
@@ -267,7 +293,7 @@ class Pipeline:
             "Headers": headers_json(req.headers),
             "Query": headers_json(req.query),
             "Body": b64encode(req.body),
-            "Metadata": dict(req.metadata),
+            "Metadata": run.metadata,
             "AvailableProviders": [],
         }
         for p in routers:
@@ -391,7 +417,7 @@ class Pipeline:
         return found
 
     def _intercept_request(self, run: _Run, method: str, to_format: str) -> None:
-        participants = self._source.participants(method)
+        participants = self._stage(run, method)
         if not participants:
             return
         req = run.req
@@ -402,7 +428,7 @@ class Pipeline:
             "Model": req.model,
             "RequestedModel": req.model,
             "Stream": run.stream,
-            "Metadata": dict(req.metadata),
+            "Metadata": run.metadata,
         }
         for p in participants:
             answer = run.stages.attempt(
@@ -463,7 +489,7 @@ class Pipeline:
             "OriginalRequest": b64encode(run.original),
             "SourceFormat": run.input_format,
             "Payload": b64encode(run.body),
-            "Metadata": dict(req.metadata),
+            "Metadata": run.metadata,
         }
 
     def _open_stream(self, run: _Run) -> PluginStream:
@@ -494,7 +520,7 @@ class Pipeline:
         self, run: _Run, body: bytes, headers: dict[str, tuple[str, ...]]
     ) -> tuple[bytes, dict[str, tuple[str, ...]]]:
         req = run.req
-        for p in self._source.participants("response.intercept_after"):
+        for p in self._stage(run, "response.intercept_after"):
             answer = run.stages.attempt(
                 p,
                 "response.intercept_after",
@@ -510,7 +536,7 @@ class Pipeline:
                     "RequestBody": b64encode(run.body),
                     "Body": b64encode(body),
                     "StatusCode": 200,
-                    "Metadata": dict(req.metadata),
+                    "Metadata": run.metadata,
                 },
             )
             if isinstance(answer, Mapping):
@@ -539,7 +565,7 @@ class Pipeline:
             "RequestHeaders": headers_json(run.headers),
             "HistoryChunks": [b64encode(h) for h in history],
             "ChunkIndex": index,
-            "Metadata": dict(req.metadata),
+            "Metadata": run.metadata,
         }
         bodies = {"OriginalRequest": b64encode(run.original), "RequestBody": b64encode(run.body)}
         drop = False
@@ -570,11 +596,12 @@ class Pipeline:
         self._complete(run, "failed", exc.http_status, exc.message)
 
     def _usage(self, run: _Run, *, failed: str | None) -> None:
-        if not self._source.participants("usage.handle"):
+        if run.req.caller or not self._source.participants("usage.handle"):
             return
         executor = run.executor.name if run.executor else ""
         run.stages.broadcast(
             "usage.handle",
+            self._source.participants("usage.handle"),
             {
                 "Provider": executor,
                 "ExecutorType": executor,
@@ -590,10 +617,12 @@ class Pipeline:
         )
 
     def _complete(self, run: _Run, outcome: str, status: int, error: str) -> None:
-        if not self._source.participants("request.complete"):
+        observers = self._stage(run, "request.complete")
+        if not observers:
             return
         run.stages.broadcast(
             "request.complete",
+            observers,
             {
                 "RequestID": run.request_id,
                 "SourceFormat": run.source_format,
@@ -605,7 +634,7 @@ class Pipeline:
                 "Error": error,
                 "StartedAt": _stamp(run.started_at),
                 "CompletedAt": _stamp(time.time()),
-                "Metadata": dict(run.req.metadata),
+                "Metadata": run.metadata,
             },
         )
 

@@ -74,9 +74,11 @@ class Stages:
                 return new
         return None
 
-    def broadcast(self, method: str, request: Mapping[str, Any]) -> None:
-        """Every participant observes the event; failures are logged and recorded."""
-        for p in self.source.participants(method):
+    def broadcast(
+        self, method: str, observers: Sequence[Participant], request: Mapping[str, Any]
+    ) -> None:
+        """Every observer sees the event; failures are logged and recorded."""
+        for p in observers:
             self.attempt(p, method, request)
 
 
@@ -103,7 +105,3 @@ def merge_headers(
     out = {n: v for n, v in current.items() if n.lower() not in drop}
     out.update(updates)
     return out
-
-
-def has(source: PluginSource, method: str) -> Sequence[Participant]:
-    return source.participants(method)

@@ -149,3 +149,28 @@ def test_executor_listing_the_model_wins_over_higher_priority(
     )
     assert host.execute(ModelRequest(model="m-own")).executor == "first"
     assert host.execute(ModelRequest(model="x")).executor == "other"
+
+
+def test_nested_run_skips_the_calling_plugins_own_stages_and_usage(
+    stage: StagePlugin, make_host: MakeHost, call_log: CallLog
+) -> None:
+    both = INTERCEPTOR + ',"request_lifecycle_plugin":true,"usage_plugin":true'
+    host = make_host(
+        {
+            "caller": (stage("caller", both + ',"model_router":true'), 20),
+            "other": (stage("other", both), 10),
+            "ex": (stage("ex", EXECUTOR), 0),
+        }
+    )
+    answer = host.execute(ModelRequest(model="m", body=b"s", caller="caller"))
+    assert answer.body == (
+        b"s|other:request.intercept_before|other:request.intercept_after|ex:executor.execute"
+    )
+    called = {c["plugin"] for c in call_log.calls() if not c["method"].startswith("plugin.")}
+    assert called == {"other", "ex"}, [
+        c["method"] for c in call_log.calls() if c["plugin"] == "caller"
+    ]
+    assert call_log.order("request.complete") == ["other:request.complete"]
+    assert call_log.calls("usage.handle") == []
+    sent = call_log.calls("executor.execute")[0]["request"]
+    assert sent["Metadata"] == {"source": "plugin_host_model_callback"}
