@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -404,7 +404,9 @@ class PluginHost:
         """Run a model request through the pipeline (docs/PIPELINE.md) to its answer."""
         return self._pipeline.execute(request)
 
-    def execute_stream(self, request: ModelRequest | Mapping[str, Any]) -> Iterator[ModelChunk]:
+    def execute_stream(
+        self, request: ModelRequest | Mapping[str, Any]
+    ) -> Generator[ModelChunk, None, None]:
         """A streamed model request: its chunks; close the iterator to cancel the run."""
         return self._pipeline.execute_stream(request)
 

@@ -184,20 +184,20 @@ class Pipeline:
     ) -> Generator[ModelChunk, None, None]:
         """The chunks of a streamed run, as the client gets them.
 
-        Routing, interception and the executor's call happen at the first next(); closing
-        the iterator early (or leaving a for loop) closes the executor's stream and reports
-        the request as canceled.
+        Nothing runs until the first next(): then the request is routed, intercepted and
+        sent to the executor (their errors are raised there). Closing the iterator early
+        (or leaving a for loop) closes the executor's stream and reports the request as
+        canceled; an iterator closed before its first next() has started nothing.
         """
         req = ModelRequest.of(request)
         run = _Run(req, Stages(self._source), True)
         self._prepare(run, stream=True)
-        assert run.executor is not None
         try:
             stream = self._open_stream(run)
         except PluginError as exc:
             self._fail(run, exc, stream=True)
             raise
-        return self._chunks(run, stream)
+        yield from self._chunks(run, stream)
 
     def _chunks(self, run: _Run, stream: PluginStream) -> Generator[ModelChunk, None, None]:
         interceptors = self._stage(run, "response.intercept_stream_chunk")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import Any
 
 from cliproxy_host.host.pipeline_source import HostSource, sync_call_stream
@@ -123,3 +123,14 @@ def test_async_stream_yields_the_same_chunks(stage: StagePlugin, make_host: Make
         ]
 
     assert asyncio.run(asyncio.wait_for(collect(), 30)) == [b"s|ex:c0", b"|ex:c1", b"|ex:c2"]
+
+
+def test_stream_closed_before_reading_starts_nothing(
+    stage: StagePlugin, make_host: MakeHost, call_log: CallLog
+) -> None:
+    host = make_host({"ex": (stage("ex", EXECUTOR), 0), "lc": (stage("lc", OBSERVER), 0)})
+    chunks = host.execute_stream(ModelRequest(model="m", body=b"s", stream=True))
+    assert isinstance(chunks, Generator)
+    chunks.close()
+    assert call_log.calls("executor.execute_stream") == []
+    assert call_log.calls("request.complete") == []
