@@ -136,6 +136,20 @@ def build(source: PluginSource, auths: Sequence[Mapping[str, Any]] = ()) -> Cata
     return Catalog(final, {k: tuple(v) for k, v in owners.items()})
 
 
+def _auth_provider(source: PluginSource, p: Participant, provider_of: Mapping[str, str]) -> str:
+    """The provider a plugin's model.for_auth serves: its auth.identifier when it is an
+    auth provider, else the provider of its static models, else its executor.identifier."""
+    if p.capabilities.get("auth_provider") is True:
+        result = _call(source, p, "auth.identifier", {})
+        ident = ci_get(result, "identifier", "") if isinstance(result, Mapping) else ""
+        return str(ident or "").strip().lower()
+    if p.name in provider_of:
+        return provider_of[p.name]
+    if p.capabilities.get("executor") is True:
+        return _identifier(source, p)
+    return ""
+
+
 def _for_auth(
     source: PluginSource,
     listers: Sequence[Participant],
@@ -148,12 +162,15 @@ def _for_auth(
     candidates = [
         p for p in listers if p.capabilities.get("model_provider") is True and _scope(p) != "static"
     ]
+    providers: dict[str, str] = {}
     for auth in auths:
         provider = str(ci_get(auth, "provider", "") or "").strip().lower()
         if not provider:
             continue
         for p in candidates:
-            if provider_of.get(p.name) != provider:
+            if p.name not in providers:
+                providers[p.name] = _auth_provider(source, p, provider_of)
+            if providers[p.name] != provider:
                 continue
             request = {
                 "AuthID": str(ci_get(auth, "id", "") or ""),

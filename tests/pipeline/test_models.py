@@ -42,6 +42,7 @@ def test_models_are_merged_per_provider_first_in_dispatch_order_wins(
                     "oauth",
                     EXECUTOR + ',"model_provider":true,"executor_model_scope":"oauth"',
                     PP_MODELS='{"Provider":"acme","Models":[{"ID":"hidden"}]}',
+                    PP_FOR_AUTH='{"Models":[{"ID":"o1"}]}',
                 ),
                 1,
             ),
@@ -58,9 +59,11 @@ def test_models_are_merged_per_provider_first_in_dispatch_order_wins(
     assert host.models()[1].info["OwnedBy"] == "a"
     # model.static asked once: the list is kept until the loaded plugins change
     assert len(call_log.calls("model.static")) == 2
-    with_auth = host.models(({"provider": "ACME", "id": "a1"},))
-    assert [(m.id, m.source) for m in with_auth if m.source == "model.for_auth"] == [
-        ("m9", "model.for_auth")
+    # an oauth-scoped executor serves its auths' models (its provider: executor.identifier)
+    with_auth = host.models(({"provider": "ACME", "id": "a1"}, {"provider": "oauth", "id": "a2"}))
+    assert [(m.id, m.provider, m.source) for m in with_auth if m.source == "model.for_auth"] == [
+        ("m9", "acme", "model.for_auth"),
+        ("o1", "oauth", "model.for_auth"),
     ]
-    [asked] = call_log.calls("model.for_auth")
-    assert (asked["plugin"], asked["request"]["AuthID"]) == ("prov", "a1")
+    asked = [(c["plugin"], c["request"]["AuthID"]) for c in call_log.calls("model.for_auth")]
+    assert asked == [("prov", "a1"), ("oauth", "a2")]
