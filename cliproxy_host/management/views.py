@@ -60,6 +60,7 @@ def plugin_entry(service: HostService, routes: PluginRoutes, info: PluginInfo) -
         restarts=info.restarts,
         last_error=info.last_error,
         last_signal=info.last_signal,
+        warnings=info.warnings,
     )
 
 

@@ -10,8 +10,10 @@ import pytest
 from cliproxy_host.check import run_checks
 from cliproxy_host.errors import UnsupportedFormat
 from cliproxy_host.pipeline import formats
+from tests.conftest import HostFactory
+from tests.serverutil import run_server
 
-from .conftest import MakeHost, StagePlugin
+from .conftest import EXECUTOR, MakeHost, StagePlugin
 
 
 def test_aliases_fold_case_insensitively_empties_drop_duplicates_go() -> None:
@@ -75,3 +77,18 @@ def test_executor_without_formats_is_reported_once_at_registration(
     [reg] = [r for r in report.results if r.name == "registration"]
     assert reg.status == "warn"
     assert "declares no input or output formats" in reg.reason
+
+
+def test_management_list_entry_carries_the_registration_warning(
+    stage: StagePlugin, host_factory: HostFactory
+) -> None:
+    host_factory.add("bare", stage("bare", '"executor":true'))
+    host_factory.add("fine", stage("fine", EXECUTOR))
+    path = host_factory.write_config({"bare": {"enabled": True}, "fine": {"enabled": True}})
+    with run_server(path) as running:
+        assert running.service.wait_ready(30)
+        body = running.client.get("/v0/management/plugins").json()
+    warnings = {p["id"]: p["warnings"] for p in body["plugins"]}
+    assert warnings["fine"] == []
+    assert len(warnings["bare"]) == 1
+    assert "executor_input_formats and executor_output_formats" in warnings["bare"][0]
