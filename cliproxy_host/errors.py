@@ -307,6 +307,19 @@ class RequestRejected(PluginError):
     code = "request_rejected"
     default_http_status = 403
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        response_body: bytes = b"",
+        response_headers: dict[str, list[str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        # What the interceptor wants the client to get instead (ResponseBody, ResponseHeaders).
+        self.response_body = response_body
+        self.response_headers = response_headers or {}
+
 
 # -- host callbacks ----------------------------------------------------------------------
 

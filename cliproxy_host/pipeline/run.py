@@ -450,11 +450,14 @@ class Pipeline:
                 body = b64decode(ci_get(answer, "responsebody", "") or "", "ResponseBody")
                 err = RequestRejected(
                     f"request rejected by {p.name} in {method} (status {status})",
+                    response_body=body,
+                    response_headers=headers_json(
+                        headers_of(ci_get(answer, "responseheaders", None))
+                    ),
                     plugin_id=None if p.native else p.name,
                     method=method,
                     http_status=status,
                 )
-                err.response_body = body  # type: ignore[attr-defined]
                 self._complete(run, "rejected", status, err.message)
                 raise err
 

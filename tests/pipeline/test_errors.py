@@ -119,6 +119,7 @@ def test_interceptor_terminate_rejects_with_its_status(
     with pytest.raises(RequestRejected) as info:
         host.execute(ModelRequest(model="m", body=b"s"))
     assert (info.value.plugin_id, info.value.http_status) == ("stop", 429)
+    assert info.value.response_body == b"go away"
     assert call_log.calls("executor.execute") == []
     assert call_log.calls("request.complete")[0]["request"]["Outcome"] == "rejected"
 
