@@ -51,19 +51,31 @@ def stage(compile_plugin: CompilePlugin, call_log: CallLog) -> StagePlugin:
     return build
 
 
-MakeHost = Callable[[Mapping[str, tuple[Path, int]]], PluginHost]
+MakeHost = Callable[..., PluginHost]
 
 
 @pytest.fixture
 def make_host(host_factory: HostFactory) -> Iterator[MakeHost]:
-    """make_host({"id": (library, priority)}) -> a loaded PluginHost, closed after the test."""
+    """make_host({"id": (library, priority)}, isolated={"id"}) -> a loaded PluginHost.
+
+    Plugins named in `isolated` run in a worker process. Every host is closed after the test.
+    """
     hosts: list[PluginHost] = []
 
-    def make(plugins: Mapping[str, tuple[Path, int]]) -> PluginHost:
+    def make(
+        plugins: Mapping[str, tuple[Path, int]], *, isolated: frozenset[str] = frozenset()
+    ) -> PluginHost:
         for pid, (lib, _) in plugins.items():
             host_factory.add(pid, lib)
         path = host_factory.write_config(
-            {pid: {"enabled": True, "priority": prio} for pid, (_, prio) in plugins.items()}
+            {
+                pid: {
+                    "enabled": True,
+                    "priority": prio,
+                    "isolation": "process" if pid in isolated else "inprocess",
+                }
+                for pid, (_, prio) in plugins.items()
+            }
         )
         host = PluginHost.from_config(path)
         hosts.append(host)

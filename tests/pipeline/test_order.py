@@ -174,3 +174,23 @@ def test_nested_run_skips_the_calling_plugins_own_stages_and_usage(
     assert call_log.calls("usage.handle") == []
     sent = call_log.calls("executor.execute")[0]["request"]
     assert sent["Metadata"] == {"source": "plugin_host_model_callback"}
+
+
+def test_isolated_and_in_process_stages_chain_alike(
+    stage: StagePlugin, make_host: MakeHost
+) -> None:
+    host = make_host(
+        {
+            "far": (stage("far", INTERCEPTOR), 20),
+            "near": (stage("near", INTERCEPTOR), 10),
+            "ex": (stage("ex", EXECUTOR), 0),
+        },
+        isolated=frozenset({"far", "ex"}),
+    )
+    answer = host.execute(ModelRequest(model="m", body=b"s"))
+    assert answer.body == (
+        b"s|far:request.intercept_before|near:request.intercept_before"
+        b"|far:request.intercept_after|near:request.intercept_after|ex:executor.execute"
+    )
+    chunks = list(host.execute_stream(ModelRequest(model="m", body=b"s", stream=True)))
+    assert [c.payload for c in chunks][1:] == [b"|ex:c1", b"|ex:c2"]
