@@ -21,6 +21,7 @@ BUILD_DIR = REPO / "build" / "bench"
 INCLUDES = (REPO / "include", REPO / "cliproxy_host" / "scaffold" / "templates" / "c" / "include")
 
 BENCH_PLUGIN_SRC = REPO / "bench" / "plugins" / "bench_plugin.c"
+PIPELINE_PLUGIN_SRC = REPO / "bench" / "plugins" / "pipeline_plugin.c"
 SIMPLE_C_SRC = REPO / "examples" / "c" / "simple_c.c"
 TESTPLUGIN_SRC = REPO / "tests" / "plugins" / "testplugin.c"
 STREAMPLUGIN_SRC = REPO / "tests" / "plugins" / "streamplugin.c"
@@ -58,6 +59,13 @@ def bench_plugin() -> Path:
 
 def stream_plugin() -> Path:
     return compile_plugin(STREAMPLUGIN_SRC, "streamplugin")
+
+
+def pipeline_plugin(*, interceptor: bool) -> Path:
+    """A pass-through request interceptor, or a pass-through executor (figure 7)."""
+    if interceptor:
+        return compile_plugin(PIPELINE_PLUGIN_SRC, "pipeline-interceptor", "-DBP_INTERCEPTOR")
+    return compile_plugin(PIPELINE_PLUGIN_SRC, "pipeline-executor")
 
 
 def simple_c() -> Path:

@@ -305,6 +305,36 @@ class HeadersTooLarge(PluginError):
     default_http_status = 431
 
 
+# -- the model pipeline ------------------------------------------------------------------
+
+
+class UnsupportedFormat(PluginError):
+    """No executor format fits the request, or no translator reaches one (executor formats)."""
+
+    code = "unsupported_format"
+    default_http_status = 400
+
+
+class RequestRejected(PluginError):
+    """A request interceptor ended the request (Terminate) before it reached an executor."""
+
+    code = "request_rejected"
+    default_http_status = 403
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        response_body: bytes = b"",
+        response_headers: dict[str, list[str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        # What the interceptor wants the client to get instead (ResponseBody, ResponseHeaders).
+        self.response_body = response_body
+        self.response_headers = response_headers or {}
+
+
 # -- host callbacks ----------------------------------------------------------------------
 
 

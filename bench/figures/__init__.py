@@ -11,6 +11,7 @@ from bench.figures import (
     callback,
     management,
     payload,
+    pipeline,
     small_call,
     startup,
     streams,
@@ -26,6 +27,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure(5, startup.TITLE, startup.run),
     Figure(6, management.TITLE, management.run),
     Figure(7, streams.TITLE, streams.run),
+    Figure(8, pipeline.TITLE, pipeline.run),
 )
 
 # The figures that measure the call path (the ones a change to native/host/envelope moves).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from ..callbacks.streams import StreamTable
 from ..config import HostConfig
 from ..discovery import PluginFile
 from ..errors import ConfigError, PluginError, PluginUnloading
+from ..pipeline import ModelChunk, ModelEntry, ModelRequest, ModelResponse, Pipeline
 from . import dispatch, reconcile
 from .dispatch import NOT_HANDLED, BroadcastResult, NativeHandlers, encode
 from .listing import PluginInfo, describe, plugins_off_reason, unavailable
@@ -31,6 +32,7 @@ from .loader import (
     load_plugin,
     warn_go_runtimes,
 )
+from .pipeline_source import HostSource
 from .registry import (
     ConfigField,
     NativeHandler,
@@ -92,6 +94,9 @@ class PluginHost:
         # Readers take this reference once per call and never see a half-applied config.
         self._snapshot = Snapshot()
         self._closed = False
+        self._pipeline = Pipeline(
+            HostSource(lambda: self._snapshot, self._natives, self.call, self.call_stream)
+        )
 
     @classmethod
     def from_config(cls, path: str | Path, **kwargs: Any) -> PluginHost:
@@ -542,6 +547,28 @@ class PluginHost:
             return self._invoke(record, method, with_callback_id(data, scope.callback_id))
         finally:
             self._scopes.end(scope.callback_id)
+
+    # -- the model pipeline ----------------------------------------------------------
+
+    def models(self, auths: tuple[Mapping[str, Any], ...] = ()) -> list[ModelEntry]:
+        """Every model the plugins offer, merged as the Go host does (pipeline/catalog.py)."""
+        return self._pipeline.models(auths)
+
+    def execute(self, request: ModelRequest | Mapping[str, Any]) -> ModelResponse:
+        """Run a model request through the pipeline (docs/PIPELINE.md) to its answer."""
+        return self._pipeline.execute(request)
+
+    def execute_stream(
+        self, request: ModelRequest | Mapping[str, Any]
+    ) -> Generator[ModelChunk, None, None]:
+        """A streamed model request: its chunks; close the iterator to cancel the run."""
+        return self._pipeline.execute_stream(request)
+
+    def aexecute_stream(
+        self, request: ModelRequest | Mapping[str, Any]
+    ) -> AsyncIterator[ModelChunk]:
+        """execute_stream for asyncio."""
+        return self._pipeline.aexecute_stream(request)
 
 
 def with_callback_id(data: bytes, callback_id: str) -> bytes:

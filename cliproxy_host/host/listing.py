@@ -33,6 +33,7 @@ class PluginInfo(BaseModel):
     restarts: int
     last_error: str | None  # the last runtime failure (crash, timeout, open circuit)
     last_signal: str | None  # the signal that killed its worker last, if any
+    warnings: list[str] = []  # what registered but cannot work (an executor without formats)
 
 
 def plugins_off_reason(cfg: HostConfig) -> str | None:
@@ -86,6 +87,7 @@ def describe(
         restarts=health.restarts if health else 0,
         last_error=health.last_error if health else None,
         last_signal=health.last_signal if health else None,
+        warnings=list(reg.warnings) if reg else [],
     )
 
 

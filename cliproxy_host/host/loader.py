@@ -120,6 +120,8 @@ def load_plugin(
     except BaseException:
         close(plugin_id, backend)
         raise
+    for warning in registration.warnings:
+        log.warning("plugin %s (%s): %s", plugin_id, pfile.path, warning)
     go_runtime = not spec.isolated and built_with_go(pfile.path)
     return Slot(pfile, backend, registration, config_yaml, file_stamp, spec, go_runtime)
 

@@ -12,6 +12,7 @@ from ..abi import CAPABILITY_METHODS, QUALIFIER_FLAGS, SCHEMA_VERSION
 from ..backends.protocol import GuardedPlugin
 from ..config import HOST_KEYS
 from ..errors import InvalidRegistration, PluginLoadError
+from ..pipeline.formats import missing_formats
 
 ConfigFieldType = Literal["string", "number", "integer", "boolean", "enum", "array", "object"]
 
@@ -107,6 +108,12 @@ class Registration(_Folded):
     @property
     def methods(self) -> frozenset[str]:
         return frozenset(m for flag in self.flags for m in CAPABILITY_METHODS[flag])
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What loads but cannot work: an executor without formats fails every call."""
+        problem = missing_formats(self.capabilities)
+        return (problem,) if problem else ()
 
 
 def parse_registration(result: Any, plugin_id: str) -> Registration:

@@ -74,6 +74,10 @@ class PluginEntry(BaseModel):
     restarts: int = Field(description="how often its worker was restarted")
     last_error: str | None = Field(description="the last runtime failure")
     last_signal: str | None = Field(description="the signal that last killed its worker")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what registered but cannot work, e.g. an executor without formats",
+    )
 
 
 class PluginList(BaseModel):

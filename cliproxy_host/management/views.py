@@ -75,6 +75,7 @@ def plugin_entry(
         restarts=info.restarts,
         last_error=info.last_error,
         last_signal=info.last_signal,
+        warnings=info.warnings,
     )
 
 

@@ -84,6 +84,7 @@ def _registration_warnings(raw: Mapping[str, Any], reg: Registration) -> list[st
     scope = reg.capabilities.get("executor_model_scope")
     if "executor" in reg.flags and scope not in (None, "", "both", "static", "oauth"):
         warnings.append(f"executor_model_scope {scope!r} is not both, static or oauth")
+    warnings.extend(reg.warnings)
     return warnings
 
 
