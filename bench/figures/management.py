@@ -46,8 +46,9 @@ class _Server:
                 "bench.management_server",
                 "--config",
                 str(config),
-                "--key",
-                key,
+                # One argument: a random key may start with "-", which argparse would
+                # take for an option.
+                f"--key={key}",
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
