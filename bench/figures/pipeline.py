@@ -24,15 +24,15 @@ BODY = b'{"model":"gpt-bench","messages":[{"role":"user","content":"hello plugin
 
 
 def run(ctx: Context) -> FigureResult:
-    result = FigureResult(7, TITLE)
+    result = FigureResult(8, TITLE)
     interceptor = build.pipeline_plugin(interceptor=True)
     plugins = {
         "i1": interceptor,
-        "i2": build.copy_library(interceptor, ctx.workdir / "libs" / "fig7-i2.so"),
+        "i2": build.copy_library(interceptor, ctx.workdir / "libs" / "fig8-i2.so"),
         "ex": build.pipeline_plugin(interceptor=False),
     }
     request = ModelRequest(model="gpt-bench", body=BODY)
-    with loaded_host(ctx, "fig7", plugins) as host:
+    with loaded_host(ctx, "fig8", plugins) as host:
         answer = host.execute(request)
         if answer.body != BODY or answer.executor != "ex":
             raise RuntimeError(f"the pipeline did not pass the body through: {answer}")
