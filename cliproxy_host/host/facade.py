@@ -61,7 +61,11 @@ class PluginHost:
         self._config = config
         self._owned_callbacks: HostCallbacks | None = None
         if callbacks is None:
-            callbacks = self._owned_callbacks = HostCallbacks(config.http)
+            callbacks = self._owned_callbacks = HostCallbacks(
+                config.http,
+                auth_dir=config.auth_dir_path(),
+                max_auth_bytes=config.remote_management.max_body_bytes,
+            )
         self._callbacks = callbacks
         self._factory = backend_factory
         # Applies are serialised by _apply_lock, which may be held while plugins load;
