@@ -195,26 +195,33 @@ class AuthStore:
         if os.path.dirname(real) != real_root:
             log.warning("auth dir %s: %s is a link out of the auth dir; not followed", root, name)
             return None
+        # O_NOFOLLOW: a link swapped in after the check above is refused, not followed;
+        # O_NONBLOCK: a FIFO named *.json cannot hang the call (it is skipped below).
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
         try:
-            info = os.stat(real)
+            handle = os.open(real, flags | getattr(os, "O_CLOEXEC", 0))
         except OSError:
-            return None  # removed since the listing
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        if info.st_size > self.max_file_bytes:
-            log.warning(
-                "auth dir %s: %s is %d bytes, over the %d-byte cap; skipped",
-                root,
-                name,
-                info.st_size,
-                self.max_file_bytes,
-            )
-            return None
+            return None  # removed, or swapped for a link, since the listing
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > self.max_file_bytes:
+            os.close(handle)
+            if stat.S_ISREG(info.st_mode):
+                log.warning(
+                    "auth dir %s: %s is %d bytes, over the %d-byte cap; skipped",
+                    root,
+                    name,
+                    info.st_size,
+                    self.max_file_bytes,
+                )
+            return None  # a dir or a FIFO is no credential
         try:
-            with open(real, "rb") as file:
+            with os.fdopen(handle, "rb") as file:
                 data = file.read(self.max_file_bytes + 1)
         except OSError as exc:
             return _Record(_entry(path, info, {}, f"cannot be read: {exc}"), None)
+        if len(data) > self.max_file_bytes:
+            log.warning("auth dir %s: %s grew over the cap while read; skipped", root, name)
+            return None
         try:
             document = orjson.loads(data)
         except orjson.JSONDecodeError as exc:

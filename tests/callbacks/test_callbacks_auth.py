@@ -265,6 +265,7 @@ def test_broken_files_are_listed_with_a_status_and_big_files_and_outside_links_s
     (root / "big.json").write_bytes(b'{"pad": "' + b"x" * MAX_BYTES + b'"}')
     (root / "notes.txt").write_bytes(b"{}")
     (root / "sub.json").mkdir()
+    os.mkfifo(root / "fifo.json")  # never opened for a blocking read
     secret = tmp_path / "secret.json"
     secret.write_bytes(b'{"type": "codex"}')
     (root / "out.json").symlink_to(secret)
