@@ -359,6 +359,13 @@ class UnknownStream(HostCallFailed):
     default_http_status = 404
 
 
+class UnknownAuth(HostCallFailed):
+    """An auth_index that names no credential in the auth dir (or one that cannot be read)."""
+
+    code = "unknown_auth"
+    default_http_status = 404
+
+
 class UpstreamError(HostCallFailed):
     """host.http.* could not reach the upstream, or the connection broke."""
 

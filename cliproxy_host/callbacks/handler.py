@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ..config.schema import HttpPolicy
+from ..config.schema import HttpPolicy, RemoteManagement
 from ..envelope import ok
 from ..errors import HostCallFailed, InvalidRequest, PluginError
+from .auth import AuthStore
 from .http import HttpBridge
 from .log import host_log
 from .scopes import FIELD, ScopeTable
@@ -26,10 +28,19 @@ class HostCallbacks:
     into the error envelope the plugin is answered.
     """
 
-    def __init__(self, policy: HttpPolicy) -> None:
+    def __init__(
+        self,
+        policy: HttpPolicy,
+        *,
+        auth_dir: Path = Path("auths"),
+        max_auth_bytes: int = RemoteManagement().max_body_bytes,
+    ) -> None:
         self.http = HttpBridge(policy)
         self.streams = StreamTable()
         self.scopes = ScopeTable()
+        # A credential file is capped like a management request body: the Go host takes
+        # auth files through its management API.
+        self.auth = AuthStore(auth_dir, max_auth_bytes)
         self._callbacks: dict[str, Callback] = {
             "host.log": self._log,
             "host.http.do": self.http.do,
@@ -38,6 +49,10 @@ class HostCallbacks:
             "host.http.stream_close": self.http.stream_close,
             "host.stream.emit": self.streams.emit,
             "host.stream.close": self.streams.close_stream,
+            "host.auth.list": self.auth.list_files,
+            "host.auth.get": self.auth.get,
+            "host.auth.get_runtime": self.auth.get_runtime,
+            "host.auth.save": self.auth.save,
         }
 
     def __call__(self, plugin_id: str, method: str, request: bytes) -> bytes:

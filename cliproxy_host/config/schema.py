@@ -251,8 +251,9 @@ class PluginsSection(_Section):
 
 
 class HostConfig(BaseModel):
-    """The whole config file. Top-level keys other than `plugins`, `http` and
-    `remote-management` belong to other programs sharing the file: they are kept and ignored."""
+    """The whole config file. Top-level keys other than `plugins`, `http`,
+    `remote-management` and `auth-dir` belong to other programs sharing the file: they are
+    kept and ignored."""
 
     # populate_by_name: `HostConfig(remote_management=...)` must not land in model_extra.
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -263,6 +264,11 @@ class HostConfig(BaseModel):
         default_factory=RemoteManagement,
         validation_alias="remote-management",
         serialization_alias="remote-management",
+    )
+    # The credential files of host.auth.* (the Go host's key; its default there is
+    # ~/.cli-proxy-api, here a folder beside the config file). See auth_dir_path.
+    auth_dir: Annotated[str, StringConstraints(min_length=1)] = Field(
+        default="auths", validation_alias="auth-dir", serialization_alias="auth-dir"
     )
 
     @field_validator("plugins", "http", "remote_management", mode="before")
@@ -312,6 +318,12 @@ class HostConfig(BaseModel):
         """The plugins directory; a relative `plugins.dir` is taken from the config's folder."""
         base = self._path.parent if self._path is not None else Path.cwd()
         return base / self.plugins.dir
+
+    def auth_dir_path(self) -> Path:
+        """The auth dir: `~` is the home folder (as in the Go host); a relative `auth-dir`
+        is taken from the config's folder (the working directory for a config in memory)."""
+        base = self._path.parent if self._path is not None else Path.cwd()
+        return base / Path(self.auth_dir).expanduser()
 
     def plugin_entry(self, plugin_id: str) -> PluginConfig:
         """A plugin's config entry, or the defaults when the config has none."""

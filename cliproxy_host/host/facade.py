@@ -67,7 +67,11 @@ class PluginHost:
         self._config = config
         self._owned_callbacks: HostCallbacks | None = None
         if callbacks is None:
-            callbacks = self._owned_callbacks = HostCallbacks(config.http)
+            callbacks = self._owned_callbacks = HostCallbacks(
+                config.http,
+                auth_dir=config.auth_dir_path(),
+                max_auth_bytes=config.remote_management.max_body_bytes,
+            )
         self._callbacks = callbacks
         # Streams and scopes live in the callbacks that answer host.stream.* and read
         # echoed ids; a host given other callbacks keeps its own (its plugins cannot emit).
