@@ -1,7 +1,10 @@
 """The host a plugin talks to during `check`: it judges every host call and answers locally.
 
 Requests to host.http.* are judged by the real host's rules (`callbacks.http.read_request`)
-but never sent: host.http.do answers a fixed 200, and streams are one chunk long. Every
+but never sent: host.http.do answers a fixed 200, and streams are one chunk long.
+host.stream.emit/close go to the run's `StreamWatch` (real streams, judged emits). A
+host.log or host.http.* call made while a scoped call runs on the same thread must echo
+that call's host_callback_id (`scope_warnings` otherwise). Every
 answer, error or not, goes through the one answer gate (`callbacks.gate.gated`), like
 every other path that a plugin's host->call reaches.
 """
@@ -17,9 +20,11 @@ import orjson
 
 from ..abi import HostHandler
 from ..callbacks.http import request_problems
+from ..callbacks.scopes import FIELD
 from ..envelope import b64encode, ci_get, ok
 from ..errors import HostCallFailed, InvalidRequest
 from ..gate import gated
+from .streams import StreamWatch
 
 _LOG_LEVELS: Final = frozenset(
     {"trace", "debug", "info", "warn", "warning", "error", "fatal", "panic", "critical"}
@@ -49,7 +54,39 @@ class FakeHost:
         self._issued: set[str] = set()
         # Stream ID -> chunks read so far, while the stream is open.
         self._reads: dict[str, int] = {}
+        self.streams = StreamWatch()
+        # The scoped call this thread is running: (host_callback_id, method).
+        self._scope = threading.local()
+        self._callback_ids = itertools.count(1)
+        self.scope_warnings: list[str] = []
+        self.scoped_calls = 0  # host.log/host.http.* calls made within a scoped call
         self.handler: HostHandler = gated(self._answer)
+
+    def new_callback_id(self) -> str:
+        return f"check-scope-{next(self._callback_ids)}"
+
+    def enter_scope(self, callback_id: str, method: str) -> None:
+        """This thread now runs `method` with `callback_id` (until leave_scope)."""
+        self._scope.current = (callback_id, method)
+
+    def leave_scope(self) -> None:
+        self._scope.current = None
+
+    def _judge_echo(self, method: str, body: dict[str, Any]) -> None:
+        current: tuple[str, str] | None = getattr(self._scope, "current", None)
+        if current is None:
+            return
+        callback_id, during = current
+        with self._lock:
+            self.scoped_calls += 1
+        echoed = ci_get(body, FIELD)
+        if echoed is None:
+            self._note(self.scope_warnings, f"{method} during {during} has no {FIELD}")
+        elif echoed != callback_id:
+            self._note(
+                self.scope_warnings,
+                f"{method} during {during} has {FIELD} {echoed!r}, not the call's",
+            )
 
     def _note(self, into: list[str], problem: str) -> None:
         with self._lock:
@@ -60,6 +97,12 @@ class FakeHost:
         with self._lock:
             self.calls[method] += 1
         body = self._parse(method, request)
+        if method == "host.stream.emit":
+            return ok(self.streams.emit(plugin_id, body))
+        if method == "host.stream.close":
+            return ok(self.streams.close(plugin_id, body))
+        if method == "host.log" or method.startswith("host.http."):
+            self._judge_echo(method, body)
         if method == "host.log":
             return self._log(body)
         if method in ("host.http.do", "host.http.do_stream"):

@@ -18,6 +18,10 @@ CYCLES: Final = 100
 # fresh process, so re-initialisation within one process is only tested in-process.
 ISOLATED_CYCLES: Final = 3
 RUN_GOAL_SECONDS: Final = 5.0
+# How long an async execute_stream may stay open before the plugin must have closed it,
+# and how long after the last stream ended late emits are still caught.
+STREAM_CLOSE_TIMEOUT: Final = 2.0
+STREAM_GRACE: Final = 0.1
 # Room for an isolated backend's own timeouts to fire before the checker's, so that a
 # worker that hangs is killed and reported rather than abandoned.
 ISOLATED_SLACK: Final = 3.0

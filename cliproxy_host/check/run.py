@@ -16,6 +16,7 @@ import orjson
 
 from ..abi import LIBRARY_SUFFIX, HostHandler
 from ..backends.protocol import PluginBackend
+from ..callbacks.scopes import FIELD, SCOPED_METHODS
 from ..discovery import is_valid_id, parse_name
 from ..envelope import decode
 from ..errors import (
@@ -181,7 +182,43 @@ class Run:
         timeout: float | None = None,
     ) -> Answer:
         """One call; every way it can go wrong becomes an Answer. `timeout` bounds it only
-        in a backend that ends overruns itself (isolated); `call` bounds the rest."""
+        in a backend that ends overruns itself (isolated); `call` bounds the rest.
+
+        As from the real host, a scoped method gets a fresh host_callback_id and
+        executor.execute_stream a stream_id of an open stream (a request that is not a
+        JSON object goes as it is).
+        """
+        if method not in SCOPED_METHODS:
+            return self._exchange(backend, method, request, timeout)
+        try:
+            body = orjson.loads(request)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            return self._exchange(backend, method, request, timeout)
+        callback_id = self.host.new_callback_id()
+        body[FIELD] = callback_id
+        stream = None
+        if method == "executor.execute_stream":
+            stream = self.host.streams.open(self.plugin_id)
+            body["stream_id"] = stream.stream_id
+        self.host.enter_scope(callback_id, method)
+        try:
+            answer = self._exchange(backend, method, orjson.dumps(body), timeout)
+        except BaseException:
+            if stream is not None:
+                self.host.streams.answered(stream, None)
+            raise
+        finally:
+            self.host.leave_scope()
+        if stream is not None:
+            # The stream outlives this call only when the plugin answered no chunks.
+            self.host.streams.answered(stream, answer.result if answer.kind == "ok" else None)
+        return answer
+
+    def _exchange(
+        self, backend: PluginBackend, method: str, request: bytes, timeout: float | None
+    ) -> Answer:
         try:
             raw = backend.call(method, request, limits.CALL_TIMEOUT if timeout is None else timeout)
         except PluginResponseError as exc:
@@ -246,3 +283,8 @@ class Run:
         backend, self.backend = self.backend, None
         if backend is not None:
             self.close(backend)
+
+    def finish(self) -> None:
+        """The run is over: close the backend, abort the streams still open."""
+        self.close_backend()
+        self.host.streams.shutdown()

@@ -14,9 +14,10 @@ from ..backends.protocol import PluginBackend
 from . import limits
 from .checks.load import check_file_name, check_load
 from .checks.methods import check_methods, check_unknown_method
-from .checks.registration import check_reconfigure, check_registration
+from .checks.registration import check_executor_formats, check_reconfigure, check_registration
+from .checks.streams import check_async_stream
 from .checks.stress import check_concurrency, check_cycles, check_large_request
-from .checks.summaries import check_host_calls, check_utf8_json
+from .checks.summaries import check_callback_scopes, check_host_calls, check_utf8_json
 from .report import CheckResult, Report
 from .run import BackendFactory, Run
 
@@ -39,13 +40,29 @@ CHECKS: Final[tuple[Check, ...]] = (
     Check("load", "loads", check_load),
     Check("registration", "registration", check_registration, ("load",)),
     Check("reconfigure", "reconfigure", check_reconfigure, ("registration",)),
+    Check(
+        "executor formats",
+        "executor formats",
+        check_executor_formats,
+        ("registration",),
+        calls_plugin=False,
+    ),
     Check("methods", "capability methods", check_methods, ("registration",)),
     Check("unknown method", "unknown method", check_unknown_method, ("load",)),
     Check("concurrency", "concurrency", check_concurrency, ("unknown method",)),
     Check("large request", "1 MiB request", check_large_request, ("load",)),
+    # After every check that may stream: it waits for all the run's streams to end.
+    Check("async stream", "async stream", check_async_stream, ("registration",)),
     Check("cycles", "load/unload cycles", check_cycles, ("registration",)),
     Check("utf-8", "UTF-8 JSON", check_utf8_json, ("load",), calls_plugin=False),
     Check("host calls", "host callbacks", check_host_calls, ("load",), calls_plugin=False),
+    Check(
+        "callback scopes",
+        "callback scopes",
+        check_callback_scopes,
+        ("load",),
+        calls_plugin=False,
+    ),
 )
 
 
@@ -106,7 +123,7 @@ def run_checks(
             elif all(r.status == "skip" for r in produced):
                 blocked[check.key] = f"{check.title} was skipped"
     finally:
-        run.close_backend()
+        run.finish()
     return Report(path, isolated, tuple(results), time.monotonic() - started)
 
 

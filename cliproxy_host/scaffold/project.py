@@ -72,7 +72,8 @@ _KINDS: Final[dict[str, tuple[str, str, str]]] = {
     "execute_stream": (
         "ANSWER_EXECUTE_STREAM",
         "ExecuteStream",
-        "streams the request's `Payload` back as one chunk",
+        "answers no chunks, then a thread of its own emits the request's `Payload` and "
+        '`{{"done":true}}` with `host.stream.emit` and ends with `host.stream.close`',
     ),
     "count_tokens": (
         "ANSWER_COUNT_TOKENS",

@@ -470,3 +470,82 @@ def test_check_usage_errors_exit_two(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
+
+
+# -- async streams, callback scopes, executor formats (issue 12) ----------------------------------
+
+CHECKSTREAM_SRC = Path(__file__).resolve().parent.parent / "plugins" / "checkstream.c"
+
+
+@pytest.fixture
+def short_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream left open is reported after 0.5 s instead of 2 s."""
+    monkeypatch.setattr(limits, "STREAM_CLOSE_TIMEOUT", 0.5)
+
+
+def test_an_async_executor_that_closes_its_streams_passes(compile_plugin: CompilePlugin) -> None:
+    report = run_checks(compile_plugin(CHECKSTREAM_SRC), cycles=3)
+    assert not report.failed, report.table()
+    results = by_name(report)
+    stream = results["async stream"]
+    assert stream.status == "pass", report.table()
+    assert "chunks through host.stream.emit" in stream.reason
+    assert results["method executor.execute_stream"].status == "pass", report.table()
+    assert results["callback scopes"].status == "pass", report.table()
+    assert results["executor formats"].status == "pass", report.table()
+    assert "executor_input_formats: openai" in results["executor formats"].reason
+
+
+@pytest.mark.parametrize(
+    ("knob", "reason", "fix"),
+    [
+        ("CS_NEVER_CLOSE", "was not closed within 0.5 s (3 chunks emitted)", "host.stream.close"),
+        ("CS_EMIT_AFTER_CLOSE", "host.stream.emit on stream", "emit nothing after"),
+        ("CS_BAD_BASE64", "'payload' is not valid base64", "standard base64"),
+        ("CS_WRONG_STREAM_ID", "stream_id '999999', which no", 'the "stream_id" of the'),
+    ],
+)
+def test_a_misused_async_stream_fails_the_async_stream_check(
+    compile_plugin: CompilePlugin, short_streams: None, knob: str, reason: str, fix: str
+) -> None:
+    report = run_checks(compile_plugin(CHECKSTREAM_SRC, **{knob: True}), cycles=3)
+    assert failures(report) == ["async stream"], report.table()
+    stream = by_name(report)["async stream"]
+    assert reason in stream.reason, stream.reason
+    assert fix in stream.fix, stream.fix
+    if knob == "CS_EMIT_AFTER_CLOSE":
+        assert "after the plugin's host.stream.close" in stream.reason
+
+
+def test_a_host_call_without_the_host_callback_id_is_a_warning(
+    compile_plugin: CompilePlugin,
+) -> None:
+    report = run_checks(compile_plugin(CHECKSTREAM_SRC, CS_NO_ECHO=True), cycles=3)
+    assert not report.failed, report.table()
+    scopes = by_name(report)["callback scopes"]
+    assert scopes.status == "warn", report.table()
+    assert "host.log during executor.execute has no host_callback_id" in scopes.reason
+    assert "fresh scope" in scopes.reason
+    assert 'copy the request\'s "host_callback_id"' in scopes.fix
+
+
+def test_an_executor_without_formats_is_a_warning_naming_the_flags(
+    compile_plugin: CompilePlugin,
+) -> None:
+    report = run_checks(compile_plugin(CHECKSTREAM_SRC, CS_NO_FORMATS=True), cycles=3)
+    assert not report.failed, report.table()
+    formats = by_name(report)["executor formats"]
+    assert formats.status == "warn", report.table()
+    assert "executor_input_formats and no executor_output_formats" in formats.reason
+    assert 'executor_input_formats: ["openai"], executor_output_formats: ["openai"]' in formats.fix
+
+
+def test_the_async_stream_check_runs_isolated_too(
+    compile_plugin: CompilePlugin, short_streams: None
+) -> None:
+    good = run_checks(compile_plugin(CHECKSTREAM_SRC), isolated=True, cycles=1)
+    assert by_name(good)["async stream"].status == "pass", good.table()
+    bad = run_checks(
+        compile_plugin(CHECKSTREAM_SRC, CS_EMIT_AFTER_CLOSE=True), isolated=True, cycles=1
+    )
+    assert failures(bad) == ["async stream"], bad.table()

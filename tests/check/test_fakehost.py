@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,3 +116,28 @@ def test_a_fault_in_the_fake_host_answers_an_envelope_not_an_exception(
     error = answer(FakeHost().handler, "host.http.do", {"url": "https://example.com/"})["error"]
     assert error["code"] == "host_call_failed"
     assert "bug in the checker" in error["message"]
+
+
+def test_the_fake_host_answers_host_stream_emit_with_back_pressure_then_not_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cliproxy_host.check import limits  # noqa: PLC0415
+
+    monkeypatch.setattr(limits, "CALL_TIMEOUT", 0.4)  # a full stream's emit waits 0.2 s
+    host = FakeHost()
+    stream = host.streams.open("p")
+    emit = {"stream_id": stream.stream_id, "payload": "eA=="}
+    for _ in range(16):
+        assert answer(host.handler, "host.stream.emit", emit) == {"ok": True, "result": {}}
+    started = time.monotonic()
+    full = answer(host.handler, "host.stream.emit", emit)["error"]
+    assert full["code"] == "host_call_failed"
+    assert "16 waited" in full["message"]
+    assert 0.15 < time.monotonic() - started < 2
+    assert answer(host.handler, "host.stream.close", {"stream_id": stream.stream_id})["ok"]
+    closed = answer(host.handler, "host.stream.emit", emit)["error"]
+    assert f"stream {stream.stream_id} is not open" in closed["message"]
+    assert [f.problem for f in host.streams.findings] == [
+        f"host.stream.emit on stream {stream.stream_id} after the plugin's host.stream.close"
+    ]
+    host.streams.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -11,11 +12,15 @@ from pathlib import Path
 import pytest
 
 from cliproxy_host.abi import CAPABILITY_METHODS, LIBRARY_SUFFIX, METHOD_CAPABILITY, header_path
+from cliproxy_host.callbacks.streams import StreamChunk
 from cliproxy_host.check import run_checks
 from cliproxy_host.cli import main
 from cliproxy_host.discovery import platform_tag
+from cliproxy_host.host.facade import PluginHost
 from cliproxy_host.scaffold import project as scaffold
 from cliproxy_host.scaffold.project import ScaffoldError, create_project
+
+from ..conftest import HostFactory
 
 # `make check` runs this interpreter's cliproxy-host, whatever is on PATH.
 CLIPROXY_HOST = f"{sys.executable} -m cliproxy_host.cli"
@@ -139,3 +144,31 @@ def test_rust_project_builds_offline_and_passes_check(tmp_path: Path) -> None:
     make(project, "build")  # cargo build --offline, with warnings as errors
     report = run_checks(project / "build" / f"demo-rust{LIBRARY_SUFFIX}")
     assert {r.status for r in report.results} == {"pass"}, report.table()
+
+
+@pytest.mark.parametrize("lang", ["c", "rust"])
+def test_new_executor_streams_asynchronously_in_a_real_host_and_passes_check(
+    tmp_path: Path, host_factory: HostFactory, lang: str
+) -> None:
+    name = f"async-{lang}"
+    project = create_project(name, lang, ["executor"], parent=tmp_path / "projects")
+    make(project, "build")  # CMake for C; cargo build --offline for Rust
+    library = project / "build" / f"{name}{LIBRARY_SUFFIX}"
+
+    host_factory.add(name, library)
+    host_factory.write_config(configs={name: {"enabled": True}})
+    payload = base64.b64encode(b'{"text":"hello"}').decode()
+    with PluginHost.from_config(host_factory.config_path) as host:
+        stream = host.call_stream(name, "executor.execute_stream", {"Payload": payload})
+        with stream:
+            assert stream.headers == {"X-Plugin": [name]}
+            chunks = list(stream)
+        # The answer had no chunks: these came through host.stream.emit, then the close.
+        assert chunks == [StreamChunk(b'{"text":"hello"}'), StreamChunk(b'{"done":true}')]
+        assert len(host.scopes) == 0  # the stream's scope ended with it
+
+    report = run_checks(library, cycles=10)
+    assert {r.status for r in report.results} == {"pass"}, report.table()
+    results = {r.name: r for r in report.results}
+    assert "async streams" in results["async stream"].reason
+    assert "closed with host.stream.close" in results["async stream"].reason

@@ -132,3 +132,40 @@ def check_reconfigure(run: Run) -> list[CheckResult]:
             )
         ]
     return [CheckResult("reconfigure", "fail", fallback, REGISTRATION_FIX)]
+
+
+FORMAT_FLAGS: Final = ("executor_input_formats", "executor_output_formats")
+
+
+def check_executor_formats(run: Run) -> list[CheckResult]:
+    """An executor declares the formats it takes and answers (docs/ABI.md 7.5)."""
+    assert run.registration is not None
+    name = "executor formats"
+    if "executor" not in run.registration.flags:
+        return [CheckResult(name, "skip", "not an executor")]
+    missing = [flag for flag in FORMAT_FLAGS if not _formats(run.registration.capabilities, flag)]
+    if missing:
+        return [
+            CheckResult(
+                name,
+                "warn",
+                f"the executor declares no {' and no '.join(missing)}: the Go host registers "
+                "it but fails every call (no input/output format fits)",
+                "add " + ", ".join(f'{flag}: ["openai"]' for flag in missing) + " (format names "
+                "or aliases such as chat-completions, responses, claude, gemini) to the "
+                "capabilities of plugin.register",
+            )
+        ]
+    shown = "; ".join(
+        f"{flag}: {', '.join(_formats(run.registration.capabilities, flag))}"
+        for flag in FORMAT_FLAGS
+    )
+    return [CheckResult(name, "pass", shown)]
+
+
+def _formats(capabilities: Mapping[str, Any], flag: str) -> list[str]:
+    """The declared formats of `flag`, without the empty and "none" entries the Go host drops."""
+    value = ci_get(capabilities, flag)
+    if not isinstance(value, list):
+        return []
+    return [v for v in value if isinstance(v, str) and v.strip() and v.strip().lower() != "none"]

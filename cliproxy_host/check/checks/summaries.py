@@ -42,3 +42,31 @@ def check_host_calls(run: Run) -> list[CheckResult]:
     return [
         CheckResult(name, "pass", f"{made}, all well-formed (answered locally, no network traffic)")
     ]
+
+
+def check_callback_scopes(run: Run) -> list[CheckResult]:
+    """host.log and host.http.* calls made within a scoped call echo its host_callback_id."""
+    name = "callback scopes"
+    host = run.host
+    if not host.scoped_calls:
+        return [CheckResult(name, "skip", "no host.log or host.http.* call was made within a call")]
+    if host.scope_warnings:
+        return [
+            CheckResult(
+                name,
+                "warn",
+                "; ".join(host.scope_warnings[: limits.MAX_LISTED])
+                + " (the host falls back to a fresh scope)",
+                'copy the request\'s "host_callback_id" into the host.log and host.http.* '
+                "requests made for it: the log line then names the request, and its HTTP "
+                "streams close with it",
+            )
+        ]
+    return [
+        CheckResult(
+            name,
+            "pass",
+            f"{host.scoped_calls} host calls made within scoped calls, each with its "
+            "host_callback_id",
+        )
+    ]
