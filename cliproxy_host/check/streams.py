@@ -182,6 +182,8 @@ class StreamWatch:
                 self._finish(item, closed=True)
                 return
             item.chunks += 1
+            # Idle time counts, not age: a slow machine's streams progress late, not never.
+            item.deadline = time.monotonic() + limits.STREAM_CLOSE_TIMEOUT
             if chunk.error:  # an error chunk is the last one a consumer reads
                 self.table.forget(stream)
                 self._finish(item, closed=True)
@@ -189,7 +191,7 @@ class StreamWatch:
         if time.monotonic() >= item.deadline:
             self._note(
                 f"executor.execute_stream answered no chunks, but stream {stream.stream_id} "
-                f"was not closed within {limits.STREAM_CLOSE_TIMEOUT:g} s "
+                f"was not closed within {limits.STREAM_CLOSE_TIMEOUT:g} s of its last chunk "
                 f"({item.chunks} chunks emitted)",
                 NEVER_CLOSED_FIX,
             )
