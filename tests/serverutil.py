@@ -16,7 +16,7 @@ import uvicorn
 from cliproxy_host.host.service import HostService
 from cliproxy_host.management.app import create_app
 from cliproxy_host.management.auth import KeyChecker, ManagementAuth, protect_secret
-from cliproxy_host.management.header_limit import SERVER_HEAD_BYTES
+from cliproxy_host.web.header_limit import SERVER_HEAD_BYTES
 
 KEY = "test-management-key"
 

@@ -28,9 +28,9 @@ from ..management.auth import (
     key_from_env,
     protect_secret,
 )
-from ..management.header_limit import SERVER_HEAD_BYTES
 from ..management.plugin_routes import PluginRoutes
 from ..management.views import plugin_list
+from ..web.header_limit import SERVER_HEAD_BYTES
 from .table import print_plugins_table
 
 EXIT_OK: Final = 0
