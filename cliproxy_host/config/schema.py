@@ -100,7 +100,14 @@ class ClientKeyEntry(_Section):
 
 def _key_entry(value: Any) -> Any:
     # The Go host's form, a plain string, is the mapping with only its key.
-    return {"key": value} if isinstance(value, str) else value
+    if isinstance(value, str):
+        return {"key": value}
+    if not isinstance(value, Mapping):
+        raise broken_rule(
+            f"expected a key (a string) or a mapping with key, models and plugins, "
+            f"got {describe(value)}"
+        )
+    return value
 
 
 class _KeepsKeyOrder(BaseModel):
