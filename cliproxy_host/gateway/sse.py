@@ -5,16 +5,18 @@ as {"base64": "..."}, so a client never has to guess which one it got."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 import orjson
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ..errors import PluginError
 from ..host.stream import PluginStream
 from .errors import error_body
 
-__all__ = ["MEDIA_TYPE", "event", "payload_data", "stream_events"]
+__all__ = ["MEDIA_TYPE", "EventStream", "event", "payload_data", "stream_events"]
 
 MEDIA_TYPE: Final = "text/event-stream"
 
@@ -33,11 +35,13 @@ def payload_data(payload: bytes) -> dict[str, Any]:
         return {"base64": base64.b64encode(payload).decode("ascii")}
 
 
-async def stream_events(stream: PluginStream, plugin_id: str) -> AsyncIterator[bytes]:
+async def stream_events(
+    stream: PluginStream, plugin_id: str, done: Callable[[], None] = lambda: None
+) -> AsyncIterator[bytes]:
     """The events of `stream`: `headers`, the chunks, then `done` or one `error` event.
 
     Closing the stream is in `finally`: when the client goes away the server cancels this
-    generator, the stream is aborted, and the plugin's next emit fails.
+    generator, the stream is aborted, and the plugin's next emit fails. `done` runs after.
     """
     try:
         yield event({"headers": stream.headers}, "headers")
@@ -54,3 +58,33 @@ async def stream_events(stream: PluginStream, plugin_id: str) -> AsyncIterator[b
         yield event(body, "error")
     finally:
         stream.close()
+        done()
+
+
+class EventStream(StreamingResponse):
+    """The SSE answer of one plugin stream. `end` runs once, when the answer is over,
+    also when the server never started the body (a client gone before the first byte),
+    where the generator's own `finally` would never run."""
+
+    def __init__(self, stream: PluginStream, plugin_id: str, end: Callable[[], None]) -> None:
+        over = False
+
+        def ended() -> None:
+            nonlocal over
+            if not over:  # the generator's `finally` and this answer's both call it
+                over = True
+                stream.close()
+                end()
+
+        super().__init__(
+            stream_events(stream, plugin_id, ended),
+            media_type=MEDIA_TYPE,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._ended = ended
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._ended()

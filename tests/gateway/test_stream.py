@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from cliproxy_host.gateway import calls
 from cliproxy_host.gateway.sse import payload_data
 
 from ..host.streamutil import settled, wait_for
-from .conftest import KEY, ServerFactory, bearer
+from .conftest import KEY, OTHER_KEY, ServerFactory, bearer
 
 STREAM = "executor.execute_stream"
 
@@ -109,3 +111,33 @@ def test_payloads_that_are_json_travel_as_json_and_others_as_base64() -> None:
     assert payload_data(b'{"delta": "hi"}') == {"json": {"delta": "hi"}}
     assert payload_data(b"t0-0") == {"base64": base64.b64encode(b"t0-0").decode()}
     assert payload_data(b"\xff{") == {"base64": base64.b64encode(b"\xff{").decode()}
+
+
+def test_a_key_holds_at_most_max_streams_open_and_gets_them_back_when_they_end(
+    gateway: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(calls, "MAX_STREAMS_PER_KEY", 2)
+    long = {"count": 1000, "interval_us": 20_000}
+    path = f"/v1/plugins/sp/{STREAM}"
+    with (
+        gateway([KEY, OTHER_KEY], plugins=("sp",)) as server,
+        httpx.Client(base_url=server.base_url, headers=bearer(KEY), timeout=30) as http,
+        ExitStack() as open_streams,
+    ):
+        readers = []  # kept: a line iterator dropped half-way closes its connection
+        for _ in range(2):
+            answer = open_streams.enter_context(http.stream("POST", path, json=long))
+            readers.append(events(answer.iter_lines()))
+            assert next(readers[-1])[0] == "headers"
+        third = http.post(path, json={"count": 1})
+        assert third.status_code == 429
+        assert third.json()["error"]["code"] == "too_many_streams"
+        # Another key has slots of its own.
+        with httpx.Client(base_url=server.base_url, headers=bearer(OTHER_KEY)) as second:
+            assert second.post(path, json={"count": 1}).status_code == 200
+        open_streams.close()  # both clients go away
+
+        def slot_free() -> bool:
+            return http.post(path, json={"count": 1}).status_code == 200
+
+        wait_for(slot_free, timeout=10)
