@@ -14,9 +14,9 @@ import httpx
 import uvicorn
 
 from cliproxy_host.host.service import HostService
-from cliproxy_host.management.app import create_app
 from cliproxy_host.management.auth import KeyChecker, ManagementAuth, protect_secret
-from cliproxy_host.management.header_limit import SERVER_HEAD_BYTES
+from cliproxy_host.server.app import create_server
+from cliproxy_host.web.header_limit import SERVER_HEAD_BYTES
 
 KEY = "test-management-key"
 
@@ -33,7 +33,7 @@ class RunningServer:
 def run_server(config_path: Path, *, key: str = KEY) -> Iterator[RunningServer]:
     service = HostService(config_path, protect_secret=protect_secret)
     auth = ManagementAuth(KeyChecker(None, key), allow_remote=False)
-    app = create_app(service, auth)
+    app = create_server(service, auth)
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
     # without it keep-alive requests wait for delayed ACKs.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

@@ -28,9 +28,10 @@ from ..management.auth import (
     key_from_env,
     protect_secret,
 )
-from ..management.header_limit import SERVER_HEAD_BYTES
 from ..management.plugin_routes import PluginRoutes
 from ..management.views import plugin_list
+from ..server.app import GATEWAY_PREFIX, create_server
+from ..web.header_limit import SERVER_HEAD_BYTES
 from .table import print_plugins_table
 
 EXIT_OK: Final = 0
@@ -203,11 +204,22 @@ def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:
         KeyChecker(remote.secret_key, env_key, generated=generated),
         allow_remote=remote.allow_remote,
     )
-    app = create_app(service, auth)
+    app = create_server(service, auth)
     shown = f"[{host}]" if ":" in host else host
     print(f"cliproxy-host {__version__}: management API on http://{shown}:{port}", flush=True)
     print(f"  plugins:  http://{shown}:{port}/v0/management/plugins", flush=True)
     print(f"  API docs: http://{shown}:{port}/docs", flush=True)
+    keys = len(service.config.api_keys)
+    print(
+        f"  client API: http://{shown}:{port}{GATEWAY_PREFIX}/plugins/<id>/<method>, "
+        f"{GATEWAY_PREFIX}/dispatch/<method>; "
+        + (
+            f"{keys} client key(s) from api-keys"
+            if keys
+            else "no api-keys configured: every /v1 request answers 401 until you add one"
+        ),
+        flush=True,
+    )
     if generated:
         print(
             f"  management key (generated for this run, shown once): {generated}\n"

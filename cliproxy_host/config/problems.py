@@ -4,7 +4,7 @@ say what was expected and show the value as the user wrote it."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Annotated, Any, Final, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -145,10 +145,21 @@ def _section_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]
     """The keys of the section at `loc` below `model`, if a model section is there."""
     section = model
     for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list of sections (api-keys): the section itself
         fields = {yaml_name(name, info): info for name, info in section.model_fields.items()}
         info = fields.get(str(part))
-        kind = info.annotation if info is not None else None
-        if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        kind = _section_model(info.annotation) if info is not None else None
+        if kind is None:
             return []
         section = kind
     return [yaml_name(name, info) for name, info in section.model_fields.items()]
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a section, also of a list of sections; None for anything else."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (list, Annotated):
+        return _section_model(get_args(annotation)[0])
+    return None

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Final, Literal, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
@@ -32,6 +33,7 @@ from .yamledit import dump_for_plugin, is_list, parse_yaml, plain
 
 __all__ = [
     "HOST_KEYS",
+    "ClientKeyEntry",
     "ConfigError",
     "HostConfig",
     "HttpPolicy",
@@ -84,6 +86,28 @@ class RemoteManagement(_Section):
     resource_link_ttl: StrictInt = Field(default=300, ge=10, le=86_400)
     # The Go host serves /v0/resource/plugins/... without a key; true does the same here.
     open_plugin_resources: StrictBool = False
+
+
+class ClientKeyEntry(_Section):
+    """An `api-keys:` entry written as a mapping: a client key limited to some models or
+    plugins (a plain string entry is a key limited to nothing)."""
+
+    key: str = Field(min_length=1, repr=False)
+    # None: every model (or plugin); a list: only these.
+    models: list[str] | None = None
+    plugins: list[str] | None = None
+
+
+def _key_entry(value: Any) -> Any:
+    # The Go host's form, a plain string, is the mapping with only its key.
+    if isinstance(value, str):
+        return {"key": value}
+    if not isinstance(value, Mapping):
+        raise broken_rule(
+            f"expected a key (a string) or a mapping with key, models and plugins, "
+            f"got {describe(value)}"
+        )
+    return value
 
 
 class _KeepsKeyOrder(BaseModel):
@@ -252,8 +276,8 @@ class PluginsSection(_Section):
 
 class HostConfig(BaseModel):
     """The whole config file. Top-level keys other than `plugins`, `http`,
-    `remote-management` and `auth-dir` belong to other programs sharing the file: they are
-    kept and ignored."""
+    `remote-management`, `auth-dir` and `api-keys` belong to other programs sharing the
+    file: they are kept and ignored."""
 
     # populate_by_name: `HostConfig(remote_management=...)` must not land in model_extra.
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -270,8 +294,16 @@ class HostConfig(BaseModel):
     auth_dir: Annotated[str, StringConstraints(min_length=1)] = Field(
         default="auths", validation_alias="auth-dir", serialization_alias="auth-dir"
     )
+    # The keys clients present to /v1 (the Go host's `api-keys`, a list of strings); an
+    # entry may also be a mapping limiting its key. Kept out of repr so no key is logged.
+    api_keys: list[Annotated[ClientKeyEntry, BeforeValidator(_key_entry)]] = Field(
+        default_factory=list,
+        validation_alias="api-keys",
+        serialization_alias="api-keys",
+        repr=False,
+    )
 
-    @field_validator("plugins", "http", "remote_management", mode="before")
+    @field_validator("plugins", "http", "remote_management", "api_keys", mode="before")
     @classmethod
     def _empty_sections(cls, value: Any) -> Any:
         return _null_is_empty(value)

@@ -534,6 +534,11 @@ class PluginHost:
         """
         self._natives.add(NativeHandler(name, method, handler))
 
+    def providers(self, method: str) -> list[str]:
+        """The IDs of the enabled plugins whose capabilities bring `method`, in dispatch
+        order (the application's native handlers are not among them)."""
+        return [record.plugin_id for record in self._snapshot.providers(method)]
+
     def dispatch(self, method: str, request: Mapping[str, Any]) -> Any:
         """Route a capability method over native handlers and plugins by its mode.
 

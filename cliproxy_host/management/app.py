@@ -14,12 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..host.service import HostService
+from ..web.body_limit import BodyLimit
+from ..web.header_limit import HeaderLimit
 from .auth import ManagementAuth
-from .body_limit import BodyLimit
 from .deps import bind
 from .docs_ui import docs_router
-from .errors import install_error_handlers
-from .header_limit import HeaderLimit
+from .errors import install_error_handlers, refusal
 from .openapi import SECURITY, drop_validation_errors
 from .plugin_routes import PluginRoutes
 from .resource_links import ResourceGate, ResourceLinks
@@ -27,6 +27,7 @@ from .routers import plugin_config, plugin_owned, plugins
 
 log = logging.getLogger(__name__)
 
+API_NAME = "the management API"  # in the refusals of the caps
 DESCRIPTION = (
     "List, enable, configure and remove native plugins; plugin-owned routes are served "
     "under /v0/management and /v0/resource/plugins/<id>. Every /v0/management route "
@@ -72,8 +73,14 @@ def create_app(service: HostService, auth: ManagementAuth) -> FastAPI:
     install_error_handlers(app)
     drop_validation_errors(app)
     # Read per request: a reloaded config's cap applies at once.
-    app.add_middleware(BodyLimit, cap=lambda: service.config.remote_management.max_body_bytes)
-    app.add_middleware(HeaderLimit)  # added last: it runs first
+    app.add_middleware(
+        BodyLimit,
+        cap=lambda: service.config.remote_management.max_body_bytes,
+        api=API_NAME,
+        cap_key="remote-management.max-body-bytes",
+        refuse=refusal,
+    )
+    app.add_middleware(HeaderLimit, api=API_NAME, refuse=refusal)  # added last: it runs first
     host_routers = (plugins.router, plugin_config.router)
     routes = PluginRoutes(
         service.host, lambda method, path: _is_host_route(host_routers, method, path)

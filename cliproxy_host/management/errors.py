@@ -120,6 +120,11 @@ def plugin_route_failed(exc: PluginError) -> ApiError:
     return ApiError(502, "plugin_error", str(exc))
 
 
+def refusal(status: int, code: str, message: str, headers: Mapping[str, str]) -> JSONResponse:
+    """The shared middlewares' refusals (web/) in this API's error body."""
+    return ApiError(status, code, message, headers=headers).response()
+
+
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return exc.response()

@@ -499,7 +499,11 @@ def test_an_async_executor_that_closes_its_streams_passes(compile_plugin: Compil
 @pytest.mark.parametrize(
     ("knob", "reason", "fix"),
     [
-        ("CS_NEVER_CLOSE", "was not closed within 0.5 s of its last chunk (3 chunks emitted)", "host.stream.close"),
+        (
+            "CS_NEVER_CLOSE",
+            "was not closed within 0.5 s of its last chunk (3 chunks emitted)",
+            "host.stream.close",
+        ),
         ("CS_EMIT_AFTER_CLOSE", "host.stream.emit on stream", "emit nothing after"),
         ("CS_BAD_BASE64", "'payload' is not valid base64", "standard base64"),
         ("CS_WRONG_STREAM_ID", "stream_id '999999', which no", 'the "stream_id" of the'),

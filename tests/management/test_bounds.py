@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from cliproxy_host.management.errors import ERROR_CODES
-from cliproxy_host.management.header_limit import (
+from cliproxy_host.management.plugin_routes import MAX_MENUS, MAX_RESOURCES, MAX_ROUTES
+from cliproxy_host.web.header_limit import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     MAX_TARGET_BYTES,
 )
-from cliproxy_host.management.plugin_routes import MAX_MENUS, MAX_RESOURCES, MAX_ROUTES
 
 from ..conftest import CompilePlugin, HostFactory
 from ..serverutil import RunningServer, run_server

@@ -1,4 +1,4 @@
-"""The cap on management request bodies: a larger one is answered 413 before it is read."""
+"""The cap on request bodies: a larger one is answered 413 before it is read."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BodyTooLarge
-from .errors import ApiError
-
-CAP_KEY = "remote-management.max-body-bytes"
+from .refusal import CLOSE, Refusal
 
 
 class BodyLimit:
@@ -20,11 +18,24 @@ class BodyLimit:
     (the server frames the body by that length, so a smaller one cannot grow). A chunked
     body is read up to the cap and refused as soon as it passes it; one within the cap is
     handed to the app as read. `cap` is asked per request, so a reloaded config applies.
+    `api` names the API and `cap_key` the config key (None: a fixed cap) in the refusal,
+    which `refuse` writes in the API's own error shape.
     """
 
-    def __init__(self, app: ASGIApp, cap: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        cap: Callable[[], int],
+        *,
+        api: str,
+        cap_key: str | None,
+        refuse: Refusal,
+    ) -> None:
         self.app = app
         self.cap = cap
+        self.api = api
+        self.cap_key = cap_key
+        self.refuse = refuse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,7 +47,7 @@ class BodyLimit:
         if length is not None:
             # A malformed length never gets here: the server refuses it.
             if length.isdigit() and int(length) > cap:
-                await _refuse(scope, receive, send, f"{int(length)} bytes", cap)
+                await self._refuse(scope, receive, send, f"{int(length)} bytes", cap)
                 return
             await self.app(scope, receive, send)
             return
@@ -52,12 +63,23 @@ class BodyLimit:
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > cap:
-                await _refuse(scope, receive, send, f"more than {cap} bytes", cap)
+                await self._refuse(scope, receive, send, f"more than {cap} bytes", cap)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, size: str, cap: int
+    ) -> None:
+        if self.cap_key is None:
+            fix = ": send a smaller body"
+        else:
+            fix = f" ({self.cap_key}): send a smaller body or raise {self.cap_key} in the config"
+        message = f"the request body is {size}; {self.api} takes at most {cap} bytes{fix}"
+        response = self.refuse(BodyTooLarge.default_http_status, BodyTooLarge.code, message, CLOSE)
+        await response(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -72,15 +94,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replayed
-
-
-async def _refuse(scope: Scope, receive: Receive, send: Send, size: str, cap: int) -> None:
-    error = ApiError(
-        BodyTooLarge.default_http_status,
-        BodyTooLarge.code,
-        f"the request body is {size}; the management API takes at most {cap} bytes "
-        f"({CAP_KEY}): send a smaller body or raise {CAP_KEY} in the config",
-        # The unread rest of the body makes the connection unusable for another request.
-        headers={"Connection": "close"},
-    )
-    await error.response()(scope, receive, send)
