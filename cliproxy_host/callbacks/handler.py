@@ -12,6 +12,7 @@ from ..envelope import ok
 from ..errors import HostCallFailed, InvalidRequest, PluginError
 from .http import HttpBridge
 from .log import host_log
+from .models import ModelCalls
 from .scopes import FIELD, ScopeTable
 from .streams import StreamTable
 
@@ -30,6 +31,7 @@ class HostCallbacks:
         self.http = HttpBridge(policy)
         self.streams = StreamTable()
         self.scopes = ScopeTable()
+        self.models = ModelCalls(self.scopes)
         self._callbacks: dict[str, Callback] = {
             "host.log": self._log,
             "host.http.do": self.http.do,
@@ -38,6 +40,10 @@ class HostCallbacks:
             "host.http.stream_close": self.http.stream_close,
             "host.stream.emit": self.streams.emit,
             "host.stream.close": self.streams.close_stream,
+            "host.model.execute": self.models.execute,
+            "host.model.execute_stream": self.models.execute_stream,
+            "host.model.stream_read": self.models.stream_read,
+            "host.model.stream_close": self.models.stream_close,
         }
 
     def __call__(self, plugin_id: str, method: str, request: bytes) -> bytes:
@@ -70,11 +76,13 @@ class HostCallbacks:
         return answer
 
     def plugin_unloaded(self, plugin_id: str) -> None:
-        """Release what the plugin still holds: its open HTTP streams."""
+        """Release what the plugin still holds: its open HTTP streams and model runs."""
         self.http.close_plugin(plugin_id)
+        self.models.plugin_unloaded(plugin_id)
 
     def close(self) -> None:
         """Close every open stream and the HTTP client (the host is shutting down)."""
+        self.models.close()
         self.streams.shutdown()
         self.http.close()
 
