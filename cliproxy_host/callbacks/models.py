@@ -124,8 +124,15 @@ class ModelCalls:
         timeout: Callable[[str], float],
         depth: Callable[[], int],
     ) -> None:
-        """Run requests on `runner`; `timeout(plugin)` bounds a read, `depth()` the nesting."""
+        """Run requests on `runner`; `timeout(plugin)` is the plugin's call timeout in
+        seconds, `depth()` the nesting limit (both read at each call: a config apply
+        changes them)."""
         self._runner, self._timeout, self._depth = runner, timeout, depth
+
+    def _wait_limit(self, plugin_id: str) -> float:
+        # Half the caller's own call timeout, so that a plugin whose read gives up still
+        # answers within its call (as host.stream.emit waits for room).
+        return self._timeout(plugin_id) / 2
 
     # -- the callbacks ---------------------------------------------------------------
 
@@ -157,12 +164,12 @@ class ModelCalls:
         ).start()
         # The run starts (routing, the executor's call) before the answer, so that a
         # request no executor serves fails here, as the Go host's does.
-        timeout = self._timeout(plugin_id)
+        timeout = self._wait_limit(plugin_id)
         try:
             first = stream.take(timeout)
         except queue.Empty:
             self._close(stream.stream_id)
-            raise self._timed_out(stream, timeout) from None
+            raise self._timed_out(method, stream, timeout) from None
         if isinstance(first, PluginError):
             self._close(stream.stream_id)
             raise first
@@ -177,12 +184,12 @@ class ModelCalls:
         stream = self._owned(plugin_id, request)
         if stream is None:
             return dict(_DONE)
-        timeout = self._timeout(plugin_id)
+        timeout = self._wait_limit(plugin_id)
         try:
             item = stream.take(timeout)
         except queue.Empty:
             self._close(stream.stream_id)
-            raise self._timed_out(stream, timeout) from None
+            raise self._timed_out("host.model.stream_read", stream, timeout) from None
         if isinstance(item, bytes):
             return {"payload": b64encode(item), "error": "", "done": False}
         self._close(stream.stream_id)
@@ -262,12 +269,12 @@ class ModelCalls:
             stream.cancel()
 
     @staticmethod
-    def _timed_out(stream: _ModelStream, timeout: float) -> PluginTimeout:
+    def _timed_out(method: str, stream: _ModelStream, timeout: float) -> PluginTimeout:
         return PluginTimeout(
-            f"host.model.stream_read: no chunk of model {stream.model} within {timeout:g} s "
-            f"(the timeout-ms of plugin {stream.owner}); the stream is closed",
+            f"{method}: no chunk of model {stream.model} within {timeout:g} s (half the "
+            f"timeout-ms of plugin {stream.owner}); the stream is closed",
             plugin_id=stream.owner,
-            method="host.model.stream_read",
+            method=method,
         )
 
 

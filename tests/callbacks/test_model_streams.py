@@ -16,6 +16,7 @@ from cliproxy_host import PluginHost
 from cliproxy_host.abi import LIBRARY_SUFFIX
 from cliproxy_host.callbacks import HostCallbacks
 from cliproxy_host.config import HostConfig
+from cliproxy_host.errors import PluginTimeout
 from tests.conftest import BUILD_CACHE, REPO
 
 from .conftest import MakeHost
@@ -114,6 +115,21 @@ def test_a_stream_left_open_ends_with_the_callers_request(
     finally:
         host.close()
         callbacks.close()
+
+
+@MODES
+def test_a_read_waits_at_most_half_the_readers_timeout(
+    make_host: MakeHost, model_rust: Path, isolated: bool
+) -> None:
+    entries = {**ENTRIES, "rs": {"timeout_ms": 1000}}
+    host = make_host({"rs": model_rust, "rs-inner": model_rust}, isolated=isolated, entries=entries)
+    started = time.monotonic()
+    with pytest.raises(PluginTimeout, match=r"host\.model\.stream_read: no chunk of model "):
+        run(host, "count=3;interval=3000")
+    assert time.monotonic() - started < 5
+    # The run was closed: the streamer's next emit, 3 s on, is refused.
+    assert settled(host)["emits_failed"] == 1
+    assert run(host, "count=2") == "s0,s1|done-after-close=true"
 
 
 def test_a_stream_id_belongs_to_the_plugin_that_opened_it(
