@@ -52,7 +52,7 @@ _Item = bytes | PluginError | _End
 class _ModelStream:
     """One streamed run: a thread runs the pipeline and queues its chunks for stream_read."""
 
-    __slots__ = ("canceled", "chunks", "model", "owner", "pending", "stream_id")
+    __slots__ = ("_pending_lock", "canceled", "chunks", "model", "owner", "pending", "stream_id")
 
     def __init__(self, stream_id: str, owner: str, model: str) -> None:
         self.stream_id = stream_id
@@ -60,7 +60,9 @@ class _ModelStream:
         self.model = model
         self.chunks: queue.Queue[_Item] = queue.Queue(QUEUED_CHUNKS)
         self.canceled = threading.Event()
+        # The first item, taken by execute_stream before it answers; the first read gets it.
         self.pending: _Item | None = None
+        self._pending_lock = threading.Lock()
 
     def produce(self, chunks: Iterator[ModelChunk], chain: tuple[str, ...]) -> None:
         # The nested run's own host.model.* calls count from this chain.
@@ -91,7 +93,8 @@ class _ModelStream:
         return False
 
     def take(self, timeout: float) -> _Item:
-        item, self.pending = self.pending, None
+        with self._pending_lock:  # two reads at once must not both get the first item
+            item, self.pending = self.pending, None
         if item is not None:
             return item
         return self.chunks.get(timeout=timeout)
