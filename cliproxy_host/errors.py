@@ -366,6 +366,13 @@ class UnknownAuth(HostCallFailed):
     default_http_status = 404
 
 
+class ModelCallTooDeep(HostCallFailed):
+    """host.model.* calls nested deeper than plugins.model-call-depth allows."""
+
+    code = "model_call_too_deep"
+    default_http_status = 508
+
+
 class UpstreamError(HostCallFailed):
     """host.http.* could not reach the upstream, or the connection broke."""
 

@@ -1,4 +1,4 @@
-"""Host callbacks: the host.* methods a plugin may call (host.log, host.http.*)."""
+"""Host callbacks: the host.* methods a plugin may call (host.log, host.http.*, host.model.*)."""
 
 from __future__ import annotations
 

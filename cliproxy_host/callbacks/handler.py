@@ -14,6 +14,7 @@ from ..errors import HostCallFailed, InvalidRequest, PluginError
 from .auth import AuthStore
 from .http import HttpBridge
 from .log import host_log
+from .models import ModelCalls
 from .scopes import FIELD, ScopeTable
 from .streams import StreamTable
 
@@ -41,6 +42,7 @@ class HostCallbacks:
         # A credential file is capped like a management request body: the Go host takes
         # auth files through its management API.
         self.auth = AuthStore(auth_dir, max_auth_bytes)
+        self.models = ModelCalls(self.scopes)
         self._callbacks: dict[str, Callback] = {
             "host.log": self._log,
             "host.http.do": self.http.do,
@@ -53,6 +55,10 @@ class HostCallbacks:
             "host.auth.get": self.auth.get,
             "host.auth.get_runtime": self.auth.get_runtime,
             "host.auth.save": self.auth.save,
+            "host.model.execute": self.models.execute,
+            "host.model.execute_stream": self.models.execute_stream,
+            "host.model.stream_read": self.models.stream_read,
+            "host.model.stream_close": self.models.stream_close,
         }
 
     def __call__(self, plugin_id: str, method: str, request: bytes) -> bytes:
@@ -85,11 +91,13 @@ class HostCallbacks:
         return answer
 
     def plugin_unloaded(self, plugin_id: str) -> None:
-        """Release what the plugin still holds: its open HTTP streams."""
+        """Release what the plugin still holds: its open HTTP streams and model runs."""
         self.http.close_plugin(plugin_id)
+        self.models.plugin_unloaded(plugin_id)
 
     def close(self) -> None:
         """Close every open stream and the HTTP client (the host is shutting down)."""
+        self.models.close()
         self.streams.shutdown()
         self.http.close()
 

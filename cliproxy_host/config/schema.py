@@ -263,6 +263,9 @@ class PluginsSection(_Section):
     # An isolated call polls for its answer this long before it sleeps (and the worker
     # for the next call): a wake-up costs more than a small call. 0 turns it off.
     spin_us: StrictInt = Field(default=50, ge=0, le=100_000)
+    # How deep host.model.* calls may nest (a plugin's executor calling a model whose
+    # executor calls a model ...); the Go host has no limit.
+    model_call_depth: StrictInt = Field(default=8, ge=1, le=64)
     configs: dict[PluginId, PluginConfig] = Field(default_factory=dict)
 
     @field_validator("configs", mode="before")

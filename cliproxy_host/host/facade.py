@@ -101,6 +101,14 @@ class PluginHost:
         self._pipeline = Pipeline(
             HostSource(lambda: self._snapshot, self._natives, self.call, self.call_stream)
         )
+        if isinstance(callbacks, HostCallbacks):
+            # host.model.* runs on this pipeline; the host's callbacks are built first
+            # (backends need them), so the pipeline is handed over here.
+            callbacks.models.attach(
+                self._pipeline,
+                timeout=self._call_timeout,
+                depth=lambda: self._config.plugins.model_call_depth,
+            )
 
     @classmethod
     def from_config(cls, path: str | Path, **kwargs: Any) -> PluginHost:
@@ -502,6 +510,11 @@ class PluginHost:
             plugin_id=plugin_id,
             method=method,
         )
+
+    def _call_timeout(self, plugin_id: str) -> float:
+        """A plugin's call timeout in seconds: its own timeout-ms, else the host's."""
+        entry = self._config.plugin_entry(plugin_id)
+        return (entry.timeout_ms or self._config.plugins.timeout_ms) / 1000
 
     def _invoke(self, record: Record, method: str, data: bytes) -> Any:
         """The result of one call through the plugin's guard, which decodes and counts it."""
