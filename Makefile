@@ -32,9 +32,11 @@ stress: $(STAMP)
 # Benchmarks: every figure a ratio against a baseline measured in the same run, written to
 # bench/RESULTS.md (a few minutes). BENCH_ARGS passes options, e.g. "--only 1,2" or
 # "--compare-tree DIR" (before/after against a patched copy of cliproxy_host in DIR).
-# matplotlib is optional: it draws bench/payload.png.
+# The bench extra brings the Extism peer (extism, wasmtime); matplotlib is optional: it
+# draws bench/payload.png.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m pip install --quiet matplotlib || echo "no matplotlib: the payload curve is a table only"
 	touch $@
 

@@ -41,6 +41,18 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         assert f"## Figure {number}:" in text
     rows = set(re.findall(r"^\| (\d[a-z]) \|", text, flags=re.M))
     expected = {"1a", "1b", "1c", "1d", "1e", "1f", "1g", "2a", "2b", "3a", "3b", "3c"}
+    # issue 14: the Extism peer, the loaded variant, host calls from a plugin's own thread
+    expected |= {"1i", "1j", "1k", "1l", "1m", "2d"}
     expected |= {"4a", "4b", "4c", "5a", "5b", "6a", "6b", "7a", "7b", "7c", "8a"}
     assert expected <= rows, f"missing rows: {sorted(expected - rows)}"
     assert "ERROR" not in text
+    # The Extism peer is measured (the test extra brings the bench extra), not skipped.
+    assert "not measured" not in text, text
+    # Figure 1 prints the per-hop breakdown of an isolated call and the loaded variant.
+    figure1 = text.split("## Figure 1:", 1)[1].split("## Figure 2:", 1)[0]
+    for hop in ("host send", "worker wake-up", "worker decode", "plugin", "worker reply"):
+        assert f"| {hop} |" in figure1, f"no {hop!r} row in figure 1's hop table"
+    assert "| host wake-up |" in figure1
+    assert "| decode |" in figure1
+    assert "| candidate | quiet | loaded | quiet / raw | loaded / raw |" in figure1
+    assert "| Extism |" in figure1

@@ -10,6 +10,9 @@ sees it, with nothing of the outer call in it.
         constant envelope (malloc + memcpy), freed by a bare cffi free callback
   isolated  the same plugin with isolation: process (informational): the host.log
         travels from the worker to the host and back
+  ... thread    the same n host.log calls made on a thread the plugin starts
+        (`thread_log`): in isolated mode they travel the control socket and are answered
+        on the host's pool, not on the caller's call line
 
 host.log is called at level debug with the plugin loggers set to INFO: the line is
 dropped after the level check, so logging I/O does not dominate.
@@ -61,6 +64,12 @@ def run(ctx: Context) -> FigureResult:
         def isolated_cb(n: int) -> int:
             return _checked(isolated.call(PID, "log", {"n": n}), n)
 
+        def host_thread_cb(n: int) -> int:
+            return _checked(host.call(PID, "thread_log", {"n": n}), n)
+
+        def isolated_thread_cb(n: int) -> int:
+            return _checked(isolated.call(PID, "thread_log", {"n": n}), n)
+
         def raw_cb(n: int) -> int:
             return _checked(raw.call(b"log", {"n": n}, buffer), n)
 
@@ -83,6 +92,8 @@ def run(ctx: Context) -> FigureResult:
             "host.call(log n=1)": host_outer,
             "raw call(log n=1)": raw_outer,
             "isolated callback": isolated_cb,
+            "host thread callback": host_thread_cb,
+            "isolated thread callback": isolated_thread_cb,
         }
         m = compare(candidates, ctx.settings)
 
@@ -109,6 +120,15 @@ def run(ctx: Context) -> FigureResult:
             "host.log from an isolated plugin's call / in-process (informational)",
             m.ratio("isolated callback", "host callback"),
             absolute=f"isolated {fmt_stats(m['isolated callback'])}",
+        ),
+        Check.ratio(
+            "2d",
+            "host.log from an isolated plugin's own thread / in-process (informational)",
+            m.ratio("isolated thread callback", "host thread callback"),
+            absolute=(
+                f"isolated, plugin thread {fmt_stats(m['isolated thread callback'])}; "
+                f"in-process, plugin thread {fmt_stats(m['host thread callback'])}"
+            ),
         ),
     ]
     rows = [

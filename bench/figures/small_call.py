@@ -8,6 +8,11 @@ Candidates, all calling the same C function (bench_plugin.c's echo) with the sam
   socket    JSON-RPC 2.0 over a Unix socket to a process that hosts the plugin
   isolated  PluginHost with the plugin in a worker process (isolation: process)
   isolated, spin-us 0   the same with polling before sleeping turned off (informational)
+  Extism    the Extism Python SDK calling a wasm echo (bench/plugins/echo.wat), sandboxed
+            in-process (baselines/extism_echo.py; needs the bench extra, else not measured)
+
+Then the same candidates again with two busy background processes (the loaded variant,
+bench/busy.py), and the per-hop breakdown of one isolated call (figures/hops.py).
 """
 
 from __future__ import annotations
@@ -21,16 +26,22 @@ from typing import Any
 import orjson
 
 from bench.baselines.ctypes_loader import CtypesPlugin
+from bench.baselines.extism_echo import ExtismEcho, ExtismUnavailable
 from bench.baselines.jsonrpc_server import JsonRpcClient
 from bench.baselines.raw import RawPlugin
+from bench.busy import busy_processes
 from bench.figures.breakdown import call_path_breakdown
 from bench.figures.common import SMALL_REQUEST, Check, Context, FigureResult, loaded_host, table
-from bench.harness import Candidate, compare, fmt_stats
+from bench.figures.hops import hop_table
+from bench.harness import Candidate, Measured, Settings, compare, fmt_stats
 
 TITLE = "Small envelope round trip (host.call, ~100 B request)"
 
 PID = "bench"
 NO_SPIN = "isolated, spin-us 0"
+EXTISM = "Extism"
+BUSY_PROCESSES = 2
+DEFAULT_SPIN_US = 50  # IsolationLimits.spin_us, what "isolated" runs with
 
 
 def _loop(call: Callable[[], Any]) -> Candidate:
@@ -78,13 +89,27 @@ def run(ctx: Context) -> FigureResult:
                 )
             )
             calls[name] = functools.partial(iso_host.call, PID, "echo", request)
+        extism_note = ""
+        try:
+            calls[EXTISM] = functools.partial(ExtismEcho().call, "echo", request)
+        except ExtismUnavailable as exc:
+            extism_note = f"Extism not measured: {exc}."
         for name, call in calls.items():
             if call() != request:
                 raise RuntimeError(f"{name}: echo did not answer the request back")
 
         # Each candidate's loop is its own closure: the loop overhead is the same for all.
-        m = compare({name: _loop(call) for name, call in calls.items()}, ctx.settings)
+        candidates = {name: _loop(call) for name, call in calls.items()}
+        m = compare(candidates, ctx.settings)
+        loaded = _loaded(candidates, ctx.settings)
         breakdown = call_path_breakdown(ctx, host, raw, PID, request)
+        hops = hop_table(
+            ctx.private_copy("fig1-hops"),
+            request,
+            calls=200 if ctx.settings.quick else 5000,
+            spin_us=DEFAULT_SPIN_US,
+            isolated_ns=m["isolated"].median,
+        )
 
     size = len(orjson.dumps(request))
     host_vs_raw = m.ratio("host.call", "raw")
@@ -150,6 +175,9 @@ def run(ctx: Context) -> FigureResult:
         ),
     ]
 
+    result.checks += _extism_checks(m)
+    result.checks += _loaded_checks(loaded)
+
     rows = [
         [
             name,
@@ -166,7 +194,106 @@ def run(ctx: Context) -> FigureResult:
         "[q1-q3] over the rounds; ratio to raw with the q1-q3 of the per-round ratios.",
         "",
         *table(["candidate", "per call", "/ raw", "IQR / median", "calls per round"], rows),
+        *(["", extism_note] if extism_note else []),
         "",
         *breakdown,
+        "",
+        *hops,
+        "",
+        *_loaded_table(m, loaded),
     ]
     return result
+
+
+def _loaded(candidates: dict[str, Candidate], settings: Settings) -> Measured:
+    """The same candidates again, with two busy processes taking the cores."""
+    # Bounded: the calibration and rounds of compare() take about rounds x candidates x
+    # round_seconds (plus warm-up); the processes are killed as soon as it returns.
+    budget = 60.0 + 4 * len(candidates) * settings.rounds * settings.round_seconds
+    with busy_processes(BUSY_PROCESSES, budget):
+        return compare(candidates, settings)
+
+
+def _extism_checks(m: Measured) -> list[Check]:
+    if EXTISM not in m.stats:
+        return [
+            Check("1i", "Extism / isolated", "not measured", ">= 1.5x", None, "no extism"),
+            Check("1j", "Extism / host.call", "not measured", ">= 5x", None, "no extism"),
+        ]
+    ext_vs_iso = m.ratio(EXTISM, "isolated")
+    ext_vs_host = m.ratio(EXTISM, "host.call")
+    return [
+        Check.ratio(
+            "1i",
+            "Extism / isolated (isolated faster than a wasm sandbox)",
+            ext_vs_iso,
+            target=">= 1.5x",
+            met=ext_vs_iso.value >= 1.5,
+            absolute=f"Extism {fmt_stats(m[EXTISM])}",
+        ),
+        Check.ratio(
+            "1j",
+            "Extism / host.call (in-process host faster than Extism)",
+            ext_vs_host,
+            target=">= 5x",
+            met=ext_vs_host.value >= 5.0,
+        ),
+    ]
+
+
+def _loaded_checks(loaded: Measured) -> list[Check]:
+    iso_vs_raw = loaded.ratio("isolated", "raw")
+    socket_vs_iso = loaded.ratio("socket JSON-RPC", "isolated")
+    checks = [
+        Check.ratio(
+            "1k",
+            f"loaded ({BUSY_PROCESSES} busy processes): isolated / raw",
+            iso_vs_raw,
+            target="<= 20x",
+            met=iso_vs_raw.value <= 20,
+            absolute=f"isolated {fmt_stats(loaded['isolated'])}",
+        ),
+        Check.ratio(
+            "1l",
+            f"loaded ({BUSY_PROCESSES} busy processes): socket JSON-RPC / isolated",
+            socket_vs_iso,
+            target=">= 1.2x",
+            met=socket_vs_iso.value >= 1.2,
+        ),
+    ]
+    if EXTISM in loaded.stats:
+        ext_vs_iso = loaded.ratio(EXTISM, "isolated")
+        checks.append(
+            Check.ratio(
+                "1m",
+                f"loaded ({BUSY_PROCESSES} busy processes): Extism / isolated",
+                ext_vs_iso,
+                target=">= 1x",
+                met=ext_vs_iso.value >= 1.0,
+            )
+        )
+    else:
+        checks.append(
+            Check("1m", "loaded: Extism / isolated", "not measured", ">= 1x", None, "no extism")
+        )
+    return checks
+
+
+def _loaded_table(quiet: Measured, loaded: Measured) -> list[str]:
+    rows = [
+        [
+            name,
+            fmt_stats(quiet[name]),
+            fmt_stats(loaded[name]),
+            quiet.ratio(name, "raw").text(),
+            loaded.ratio(name, "raw").text(),
+        ]
+        for name in quiet.stats
+    ]
+    return [
+        f"Loaded variant: the same candidates measured again while {BUSY_PROCESSES} busy "
+        "processes (bench/busy.py) spin on the machine's cores; ratios to raw of the same "
+        "run beside the quiet ones.",
+        "",
+        *table(["candidate", "quiet", "loaded", "quiet / raw", "loaded / raw"], rows),
+    ]

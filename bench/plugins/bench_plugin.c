@@ -13,12 +13,15 @@
  *             a row, release each answer with host->free_buffer, and answer
  *             {"n":N,"ns":<elapsed ns, measured here in C>,"failures":<non-0 rc or
  *             answers that are not {"ok":true...>}
+ *   thread_log  the same, with the N host calls made on a thread the plugin starts (and
+ *             joins before answering): in isolated mode these travel the control socket
  *   anything else: an unknown_method error envelope
  *
  * Responses are malloc'd; free_buffer is free().
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -85,31 +88,53 @@ static int bench_spin(const char* req, size_t len, cliproxy_buffer* response) {
     return respond_copy(out, (size_t)n, response);
 }
 
-static int bench_log(const char* req, size_t len, cliproxy_buffer* response) {
+struct log_loop {
+    const cliproxy_host_api* host;
+    unsigned long long n;
+    unsigned long long failures;
+    uint64_t elapsed;
+};
+
+static void* log_loop_run(void* arg) {
     static const char log_req[] =
         "{\"level\":\"debug\",\"message\":\"bench: host.log round trip\",\"fields\":{\"i\":1}}";
     static const char ok_prefix[] = "{\"ok\":true";
+    struct log_loop* loop = (struct log_loop*)arg;
+    const cliproxy_host_api* host = loop->host;
+    uint64_t start = now_ns();
+    for (unsigned long long i = 0; i < loop->n; i++) {
+        cliproxy_buffer answer = {0};
+        int rc = host->call(host->host_ctx, "host.log", (const uint8_t*)log_req,
+                            sizeof log_req - 1, &answer);
+        if (rc != 0 || !answer.ptr || answer.len < sizeof ok_prefix - 1 ||
+            memcmp(answer.ptr, ok_prefix, sizeof ok_prefix - 1) != 0)
+            loop->failures++;
+        if (answer.ptr) host->free_buffer(answer.ptr, answer.len);
+    }
+    loop->elapsed = now_ns() - start;
+    return NULL;
+}
+
+static int bench_log(const char* req, size_t len, int on_thread, cliproxy_buffer* response) {
     const cliproxy_host_api* host = atomic_load(&g_host);
     cpx_buf out = {0};
     if (!host || !host->call || !host->free_buffer) {
         cpx_error(&out, "plugin_error", "no host API");
         return respond_buf(&out, response);
     }
-    unsigned long long n = cpx_json_get_uint(req, len, "n", 1);
-    unsigned long long failures = 0;
-    uint64_t start = now_ns();
-    for (unsigned long long i = 0; i < n; i++) {
-        cliproxy_buffer answer = {0};
-        int rc = host->call(host->host_ctx, "host.log", (const uint8_t*)log_req,
-                            sizeof log_req - 1, &answer);
-        if (rc != 0 || !answer.ptr || answer.len < sizeof ok_prefix - 1 ||
-            memcmp(answer.ptr, ok_prefix, sizeof ok_prefix - 1) != 0)
-            failures++;
-        if (answer.ptr) host->free_buffer(answer.ptr, answer.len);
+    struct log_loop loop = {host, cpx_json_get_uint(req, len, "n", 1), 0, 0};
+    if (on_thread) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, log_loop_run, &loop) != 0) {
+            cpx_error(&out, "plugin_error", "pthread_create failed");
+            return respond_buf(&out, response);
+        }
+        pthread_join(thread, NULL);
+    } else {
+        log_loop_run(&loop);
     }
-    uint64_t elapsed = now_ns() - start;
     cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"n\":%llu,\"ns\":%llu,\"failures\":%llu}}",
-                   n, (unsigned long long)elapsed, failures);
+                   loop.n, (unsigned long long)loop.elapsed, loop.failures);
     return respond_buf(&out, response);
 }
 
@@ -125,7 +150,8 @@ static int bench_call(const char* method, const uint8_t* request, size_t request
 
     if (strcmp(method, "echo") == 0) return bench_echo(req, len, response);
     if (strcmp(method, "spin") == 0) return bench_spin(req, len, response);
-    if (strcmp(method, "log") == 0) return bench_log(req, len, response);
+    if (strcmp(method, "log") == 0) return bench_log(req, len, 0, response);
+    if (strcmp(method, "thread_log") == 0) return bench_log(req, len, 1, response);
     if (strcmp(method, "plugin.register") == 0 || strcmp(method, "plugin.reconfigure") == 0) {
         cpx_buf_puts(&out,
                      "{\"ok\":true,\"result\":{\"schema_version\":1,\"metadata\":{"
