@@ -7,6 +7,9 @@ five plugin calls plus its own work (route lookup, executor choice, base64, head
 
   execute   host.execute(ModelRequest) with the interceptors and the executor loaded
   direct    host.call("ex", "executor.execute", <the request the pipeline sends>)
+  floor     the same five plugin calls made directly, one host.call each, with the
+            requests the pipeline sends: what host.execute costs with no pipeline work,
+            so host.execute / floor is the pipeline's own share
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from bench import build
 from bench.figures.common import Check, Context, FigureResult, loaded_host, table
 from bench.harness import compare, fmt_stats
+from cliproxy_host.envelope import b64encode
 from cliproxy_host.pipeline import ModelRequest
 
 TITLE = "Model pipeline: host.execute (2 interceptors + executor) vs host.call"
@@ -49,6 +53,33 @@ def run(ctx: Context) -> FigureResult:
             "Metadata": {},
         }
 
+        body = b64encode(BODY)
+
+        def intercept(to_format: str) -> dict[str, object]:
+            return {
+                "RequestID": "req-1",
+                "SourceFormat": "openai",
+                "ToFormat": to_format,
+                "Model": "gpt-bench",
+                "RequestedModel": "gpt-bench",
+                "Stream": False,
+                "Metadata": {},
+                "Headers": {},
+                "Body": body,
+            }
+
+        floor_calls = [
+            ("i1", "request.intercept_before", intercept("")),
+            ("i2", "request.intercept_before", intercept("")),
+            ("i1", "request.intercept_after", intercept("openai")),
+            ("i2", "request.intercept_after", intercept("openai")),
+            (
+                "ex",
+                "executor.execute",
+                {**direct_request, "OriginalRequest": body, "Payload": body},
+            ),
+        ]
+
         def execute(n: int) -> int:
             start = time.perf_counter_ns()
             for _ in range(n):
@@ -61,7 +92,16 @@ def run(ctx: Context) -> FigureResult:
                 host.call("ex", "executor.execute", direct_request)
             return time.perf_counter_ns() - start
 
-        m = compare({"host.execute": execute, "host.call": direct}, ctx.settings)
+        def floor(n: int) -> int:
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                for plugin_id, method, req in floor_calls:
+                    host.call(plugin_id, method, req)
+            return time.perf_counter_ns() - start
+
+        m = compare(
+            {"host.execute": execute, "host.call": direct, "5 x host.call": floor}, ctx.settings
+        )
     ratio = m.ratio("host.execute", "host.call")
     result.checks.append(
         Check.ratio(
@@ -73,11 +113,31 @@ def run(ctx: Context) -> FigureResult:
             absolute=f"execute {fmt_stats(m['host.execute'])}; call {fmt_stats(m['host.call'])}",
         )
     )
+    floor_ratio = m.ratio("5 x host.call", "host.call")
+    result.checks.append(
+        Check.ratio(
+            "8b",
+            "the floor by calls: the same 5 plugin calls made directly / 1 host.call",
+            floor_ratio,
+            absolute=f"5 calls {fmt_stats(m['5 x host.call'])}",
+        )
+    )
+    own = m.ratio("host.execute", "5 x host.call")
+    result.checks.append(
+        Check.ratio(
+            "8c",
+            "host.execute / the same 5 plugin calls made directly (the pipeline's own work)",
+            own,
+            target="<= 1.5x",
+            met=own.value <= 1.5,
+        )
+    )
     rows = [[name, fmt_stats(stats), str(m.iterations[name])] for name, stats in m.stats.items()]
     result.details += [
         "One request through the pipeline makes five plugin calls (two interceptors, each "
         "before and after the executor is chosen, then the executor); the direct call "
-        "makes one.",
+        "makes one. 8b is that floor (the five calls made directly, with the requests the "
+        "pipeline sends); 8c is what the pipeline's own work adds on top of it.",
         "",
         *table(["candidate", "per request", "n per round"], rows),
     ]

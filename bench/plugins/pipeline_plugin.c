@@ -40,7 +40,7 @@ static int bp_call(const char* method, const uint8_t* request, size_t len,
                strcmp(method, "request.intercept_after") == 0) {
         cpx_buf_puts(&out, "{\"ok\":true,\"result\":{}}");
     } else if (strcmp(method, "executor.execute") == 0) {
-        cpx_span payload;
+        cpx_span payload = {0};
         cpx_ok_begin(&out);
         cpx_buf_puts(&out, "{\"Payload\":");
         if (cpx_json_find(req, len, "Payload", &payload) == 1) {

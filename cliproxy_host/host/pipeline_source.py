@@ -24,6 +24,10 @@ def _native(handler: NativeHandler) -> Callable[[Any], Any]:
 class HostSource:
     """Answers the pipeline from one snapshot at a time; participants cached per snapshot."""
 
+    # The host's own callables, not wrappers: the pipeline calls them on every request.
+    call: Call
+    revision: Callable[[], object]
+
     def __init__(
         self,
         snapshot: Callable[[], Snapshot],
@@ -32,13 +36,12 @@ class HostSource:
         call_stream: CallStream,
     ) -> None:
         self._snapshot = snapshot
+        # The snapshot is the revision: a new one is published whenever plugins change.
+        self.revision = snapshot
         self._natives = natives
-        self._call = call
+        self.call = call
         self._call_stream = call_stream
         self._cache: tuple[Snapshot, dict[str, tuple[Participant, ...]]] | None = None
-
-    def revision(self) -> object:
-        return self._snapshot()
 
     def participants(self, method: str) -> tuple[Participant, ...]:
         snap = self._snapshot()
@@ -60,9 +63,6 @@ class HostSource:
         return Participant(
             handler.plugin_id, handler.priority, reg.schema_version, reg.capabilities
         )
-
-    def call(self, plugin_id: str, method: str, request: Mapping[str, Any]) -> Any:
-        return self._call(plugin_id, method, request)
 
     def call_stream(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -17,7 +17,10 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 def headers_of(raw: Any) -> dict[str, tuple[str, ...]]:
     """Headers as the Go host sends them ({name: [values]}), from any plugin's spelling."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is dict:
+        if not raw:  # the common answer; skips the Mapping check, an ABC call
+            return {}
+    elif not isinstance(raw, Mapping):
         return {}
     out: dict[str, tuple[str, ...]] = {}
     for name, values in raw.items():
@@ -101,6 +104,38 @@ class ModelResponse:
     request_id: str
     status_code: int = 200
     problems: tuple[PluginError, ...] = ()
+
+
+# The slots of ModelResponse, set directly: a frozen dataclass's __init__ goes through
+# object.__setattr__ once per field, which cost about a microsecond, more than the rest
+# of a pass-through pipeline run's own bookkeeping; new_response makes the same object
+# in about half the time.
+_SET_BODY, _SET_HEADERS, _SET_EXECUTOR, _SET_REQUEST_ID, _SET_STATUS, _SET_PROBLEMS = (
+    ModelResponse.__dict__[name].__set__
+    for name in ("body", "headers", "executor", "request_id", "status_code", "problems")
+)
+# A field added to ModelResponse must be set by new_response too.
+assert len(fields(ModelResponse)) == 6, "new_response sets every field of ModelResponse"
+
+
+def new_response(
+    body: bytes,
+    headers: Headers,
+    executor: str,
+    request_id: str,
+    *,
+    status_code: int,
+    problems: tuple[PluginError, ...],
+) -> ModelResponse:
+    """ModelResponse(body, headers, executor, request_id, status_code, problems), faster."""
+    obj: ModelResponse = object.__new__(ModelResponse)
+    _SET_BODY(obj, body)
+    _SET_HEADERS(obj, headers)
+    _SET_EXECUTOR(obj, executor)
+    _SET_REQUEST_ID(obj, request_id)
+    _SET_STATUS(obj, status_code)
+    _SET_PROBLEMS(obj, problems)
+    return obj
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,12 +24,14 @@ from ..errors import NoHandler, PluginError, RequestRejected, UnsupportedFormat
 from . import catalog as catalog_mod
 from . import formats
 from .models import (
+    Headers,
     ModelChunk,
     ModelEntry,
     ModelRequest,
     ModelResponse,
     headers_json,
     headers_of,
+    new_response,
 )
 from .source import Participant, PluginSource, PluginStream
 from .stages import Stages, merge_headers
@@ -56,6 +58,22 @@ _SKIPPED_FOR_CALLER: Final = frozenset(
         "request.complete",
     }
 )
+# Every stage a run reads participants of (its plan holds them all).
+_STAGES: Final = (
+    "model.route",
+    "request.intercept_before",
+    "executor.execute",
+    "request.intercept_after",
+    "request.normalize",
+    "request.translate",
+    "response.normalize_before",
+    "response.translate",
+    "response.normalize_after",
+    "usage.handle",
+    "response.intercept_after",
+    "response.intercept_stream_chunk",
+    "request.complete",
+)
 # Metadata of a nested run, as the Go host marks it.
 NESTED_SOURCE: Final = {"source": "plugin_host_model_callback"}
 
@@ -64,8 +82,40 @@ def _stamp(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
-class _Run:
-    """The state of one request as it moves through the stages."""
+_EMPTY_B64: Final = (b"", "")
+
+
+class _Memo:
+    """Bodies in base64, each encoded once while the stages pass it along unchanged.
+
+    Keyed by identity: bytes are immutable, and a stage that changes a body hands over
+    a new object, so only a changed body is encoded again. Two entries: a run carries
+    its original request and the current body (they differ once something rewrote it).
+    """
+
+    __slots__ = ("_a", "_b")
+
+    def __init__(self) -> None:
+        self._a: tuple[bytes, str] = _EMPTY_B64
+        self._b: tuple[bytes, str] = _EMPTY_B64
+
+    def b64(self, data: bytes) -> str:
+        a = self._a
+        if a[0] is data:
+            return a[1]
+        b = self._b
+        if b[0] is data:
+            return b[1]
+        text = b64encode(data)
+        self._a, self._b = (data, text), a
+        return text
+
+
+class _Run(_Memo):
+    """The state of one request as it moves through the stages.
+
+    It is also the base64 memo of its request bodies (original and current).
+    """
 
     __slots__ = (
         "body",
@@ -75,6 +125,7 @@ class _Run:
         "metadata",
         "original",
         "output_format",
+        "plan",
         "req",
         "request_id",
         "response_format",
@@ -83,19 +134,27 @@ class _Run:
         "started",
         "started_at",
         "stream",
+        "view",
     )
 
-    def __init__(self, req: ModelRequest, stages: Stages, stream: bool) -> None:
+    def __init__(
+        self, req: ModelRequest, stages: Stages, view: _View, plan: Plan, stream: bool
+    ) -> None:
         self.req = req
         self.stream = stream
         self.stages = stages
+        # One set of loaded plugins for the whole run: every stage reads this view and
+        # this plan (the participants of each stage).
+        self.view = view
+        self.plan = plan
         self.request_id = f"req-{next(_ids)}"
         self.metadata: dict[str, Any] = (
             {**req.metadata, **NESTED_SOURCE} if req.caller else dict(req.metadata)
         )
         self.body = req.body
         self.original = req.body
-        self.headers: dict[str, tuple[str, ...]] = dict(req.headers)
+        # Never changed in place (merge_headers answers a new dict), so not copied.
+        self.headers: Mapping[str, tuple[str, ...]] = req.headers
         self.executor: Participant | None = None
         self.input_format = ""
         self.output_format = ""
@@ -103,16 +162,26 @@ class _Run:
         self.response_format = req.response_format
         self.started = time.monotonic()
         self.started_at = time.time()
+        self._a = self._b = _EMPTY_B64
+
+
+# Stage method -> its participants in dispatch order, for one caller.
+Plan = dict[str, tuple[Participant, ...]]
 
 
 class _View:
     """What the pipeline derives from one set of loaded plugins; replaced when it changes."""
 
-    __slots__ = ("candidates", "catalog", "fits", "revision")
+    __slots__ = ("candidates", "catalog", "chosen", "fits", "plans", "revision")
 
     def __init__(self, revision: object) -> None:
         self.revision = revision
         self.catalog: catalog_mod.Catalog | None = None
+        # caller ("" for a client's run) -> the plan of its runs
+        self.plans: dict[str, Plan] = {}
+        # (model, source format, response format) -> the executor and its (input, output)
+        # formats, when no router decides
+        self.chosen: dict[tuple[str, str, str], tuple[Participant, str, str]] = {}
         # (executor, source format, response format) -> (input, output) or the refusal
         self.fits: dict[tuple[str, str, str], tuple[str, str] | UnsupportedFormat] = {}
         # model -> the executors that may serve it, in the order they are tried
@@ -134,6 +203,24 @@ class Pipeline:
             view = self._view_cache = _View(revision)
         return view
 
+    def _start(self, request: ModelRequest | Mapping[str, Any], stream: bool) -> _Run:
+        req = ModelRequest.of(request)
+        view = self._view()
+        plan = view.plans.get(req.caller)
+        if plan is None:
+            plan = view.plans[req.caller] = self._plan(req.caller)
+        return _Run(req, Stages(self._source), view, plan, stream)
+
+    def _plan(self, caller: str) -> Plan:
+        """Every stage's participants, less the calling plugin in a nested run."""
+        plan: Plan = {}
+        for method in _STAGES:
+            found = tuple(self._source.participants(method))
+            if caller and method in _SKIPPED_FOR_CALLER:
+                found = tuple(p for p in found if p.name != caller)
+            plan[method] = found
+        return plan
+
     # -- models ------------------------------------------------------------------------
 
     def models(self, auths: tuple[Mapping[str, Any], ...] = ()) -> list[ModelEntry]:
@@ -143,7 +230,9 @@ class Pipeline:
         return list(self._current_catalog().entries)
 
     def _current_catalog(self) -> catalog_mod.Catalog:
-        view = self._view()
+        return self._catalog_of(self._view())
+
+    def _catalog_of(self, view: _View) -> catalog_mod.Catalog:
         if view.catalog is None:
             view.catalog = catalog_mod.build(self._source)
         return view.catalog
@@ -152,8 +241,7 @@ class Pipeline:
 
     def execute(self, request: ModelRequest | Mapping[str, Any]) -> ModelResponse:
         """Run a request to its end; raises the executor's (or a rejecting stage's) error."""
-        req = ModelRequest.of(request)
-        run = _Run(req, Stages(self._source), False)
+        run = self._start(request, False)
         self._prepare(run, stream=False)
         executor = run.executor
         assert executor is not None
@@ -164,17 +252,25 @@ class Pipeline:
         except PluginError as exc:
             self._fail(run, exc, stream=False)
             raise
-        if not isinstance(answer, Mapping):
-            answer = {}
-        payload = b64decode(ci_get(answer, "payload", "") or "", "Payload")
-        body = self._translate_response(run, payload, stream=False)
-        self._usage(run, failed=None)
-        body, out_headers = self._intercept_response(
-            run, body, headers_of(ci_get(answer, "headers", None))
-        )
-        self._complete(run, "succeeded", 200, "")
-        return ModelResponse(
-            body, out_headers, executor.name, run.request_id, 200, tuple(run.stages.problems)
+        raw_payload, raw_headers = _payload_and_headers(answer)
+        body = b64decode(raw_payload or "", "Payload")
+        if run.output_format != run.response_format:
+            body = self._translate_response(run, body, stream=False)
+        plan = run.plan
+        if plan["usage.handle"]:
+            self._usage(run, failed=None)
+        out_headers: Headers = headers_of(raw_headers)
+        if plan["response.intercept_after"]:
+            body, out_headers = self._intercept_response(run, body, out_headers)
+        if plan["request.complete"]:
+            self._complete(run, "succeeded", 200, "")
+        return new_response(
+            body,
+            out_headers,
+            executor.name,
+            run.request_id,
+            status_code=200,
+            problems=tuple(run.stages.problems),
         )
 
     # -- streaming ---------------------------------------------------------------------
@@ -189,8 +285,7 @@ class Pipeline:
         (or leaving a for loop) closes the executor's stream and reports the request as
         canceled; an iterator closed before its first next() has started nothing.
         """
-        req = ModelRequest.of(request)
-        run = _Run(req, Stages(self._source), True)
+        run = self._start(request, True)
         self._prepare(run, stream=True)
         try:
             stream = self._open_stream(run)
@@ -200,8 +295,8 @@ class Pipeline:
         yield from self._chunks(run, stream)
 
     def _chunks(self, run: _Run, stream: PluginStream) -> Generator[ModelChunk, None, None]:
-        interceptors = self._stage(run, "response.intercept_stream_chunk")
-        headers = headers_of(stream.headers)
+        interceptors = run.plan["response.intercept_stream_chunk"]
+        headers: Headers = headers_of(stream.headers)
         if interceptors:
             headers, _, _ = self._intercept_chunk(
                 run, interceptors, headers, b"", index=HEADER_INIT_INDEX, history=[]
@@ -265,24 +360,21 @@ class Pipeline:
 
     # -- the stages ----------------------------------------------------------------------
 
-    def _stage(self, run: _Run, method: str) -> Sequence[Participant]:
-        """The participants of a stage, less the calling plugin in a nested run."""
-        found = self._source.participants(method)
-        caller = run.req.caller
-        if caller and method in _SKIPPED_FOR_CALLER:
-            return tuple(p for p in found if p.name != caller)
-        return found
-
     def _prepare(self, run: _Run, *, stream: bool) -> None:
         """Route, choose the executor, intercept and translate: everything before the call."""
-        routed = self._route(run, stream)
-        self._intercept_request(run, "request.intercept_before", "")
+        # Each stage is called only when it has participants (the common case has few).
+        plan = run.plan
+        routed = self._route(run, stream) if plan["model.route"] else ""
+        if plan["request.intercept_before"]:
+            self._intercept_request(run, "request.intercept_before", "")
         self._choose_executor(run, routed)
-        self._intercept_request(run, "request.intercept_after", run.input_format)
-        self._translate_request(run, stream)
+        if plan["request.intercept_after"]:
+            self._intercept_request(run, "request.intercept_after", run.input_format)
+        if run.source_format != run.input_format:
+            self._translate_request(run, stream)
 
     def _route(self, run: _Run, stream: bool) -> str:
-        routers = self._stage(run, "model.route")
+        routers = run.plan["model.route"]
         if not routers:
             return ""
         req = run.req
@@ -292,7 +384,7 @@ class Pipeline:
             "Stream": stream,
             "Headers": headers_json(req.headers),
             "Query": headers_json(req.query),
-            "Body": b64encode(req.body),
+            "Body": run.b64(req.body),
             "Metadata": run.metadata,
             "AvailableProviders": [],
         }
@@ -311,7 +403,7 @@ class Pipeline:
                     kind,
                 )
                 continue
-            executor = self._executor_named(target)
+            executor = self._executor_named(run, target)
             if executor is None or self._fit(run, executor) is None:
                 log.warning(
                     "model router %s chose executor %s, which is not loaded or does not fit "
@@ -323,8 +415,8 @@ class Pipeline:
             return target
         return ""
 
-    def _executor_named(self, name: str) -> Participant | None:
-        for p in self._source.participants("executor.execute"):
+    def _executor_named(self, run: _Run, name: str) -> Participant | None:
+        for p in run.plan["executor.execute"]:
             if p.name == name:
                 return p
         return None
@@ -342,7 +434,7 @@ class Pipeline:
     def _formats(self, run: _Run, p: Participant) -> tuple[str, str]:
         if p.native is not None:
             return run.source_format, run.response_format
-        fits = self._view().fits
+        fits = run.view.fits
         key = (p.name, run.source_format, run.response_format)
         fit = fits.get(key)
         if fit is None:
@@ -368,12 +460,18 @@ class Pipeline:
 
     def _choose_executor(self, run: _Run, routed: str) -> None:
         """Host handlers first, then the plugins that serve the model, by priority."""
+        key = (run.req.model, run.source_format, run.response_format)
         if routed:
             candidates: tuple[Participant, ...] = tuple(
-                p for p in self._source.participants("executor.execute") if p.name == routed
+                p for p in run.plan["executor.execute"] if p.name == routed
             )
         else:
-            candidates = self._candidates(run.req.model)
+            # Without a router the choice depends on the model and formats only.
+            chosen = run.view.chosen.get(key)
+            if chosen is not None:
+                run.executor, run.input_format, run.output_format = chosen
+                return
+            candidates = self._candidates(run)
         first_error: UnsupportedFormat | None = None
         for p in candidates:
             try:
@@ -382,6 +480,8 @@ class Pipeline:
                 first_error = first_error or exc
                 continue
             run.executor = p
+            if not routed:
+                run.view.chosen[key] = (p, run.input_format, run.output_format)
             return
         if first_error is not None:
             self._complete(run, "failed", first_error.http_status, first_error.message)
@@ -394,12 +494,12 @@ class Pipeline:
         self._complete(run, "failed", err.http_status, err.message)
         raise err
 
-    def _candidates(self, model: str) -> tuple[Participant, ...]:
-        view = self._view()
+    def _candidates(self, run: _Run) -> tuple[Participant, ...]:
+        view, model = run.view, run.req.model
         found = view.candidates.get(model)
         if found is None:
-            everyone = self._source.participants("executor.execute")
-            catalog = self._current_catalog()
+            everyone = run.plan["executor.execute"]
+            catalog = self._catalog_of(view)
             owners = catalog.executors_for(model)
             listed = {e.plugin_id for e in catalog.entries}
             found = (
@@ -417,31 +517,37 @@ class Pipeline:
         return found
 
     def _intercept_request(self, run: _Run, method: str, to_format: str) -> None:
-        participants = self._stage(run, method)
+        participants = run.plan[method]
         if not participants:
             return
-        req = run.req
-        base = {
-            "RequestID": run.request_id,
-            "SourceFormat": run.source_format,
-            "ToFormat": to_format,
-            "Model": req.model,
-            "RequestedModel": req.model,
-            "Stream": run.stream,
-            "Metadata": run.metadata,
-        }
+        model = run.req.model
+        request: dict[str, Any] | None = None
         for p in participants:
-            answer = run.stages.attempt(
-                p,
-                method,
-                {**base, "Headers": headers_json(run.headers), "Body": b64encode(run.body)},
-            )
+            # Built once for the stage; again only after a participant changed the headers
+            # or the body, or after a host handler, which may have changed the dict itself.
+            if request is None:
+                request = {
+                    "RequestID": run.request_id,
+                    "SourceFormat": run.source_format,
+                    "ToFormat": to_format,
+                    "Model": model,
+                    "RequestedModel": model,
+                    "Stream": run.stream,
+                    "Metadata": run.metadata,
+                    "Headers": headers_json(run.headers),
+                    "Body": run.b64(run.body),
+                }
+            answer = run.stages.attempt(p, method, request)
+            if p.native is not None:
+                request = None
             if not answer or not isinstance(answer, Mapping):
                 continue
-            run.headers = merge_headers(run.headers, answer)
+            headers = merge_headers(run.headers, answer)
+            if headers is not run.headers:
+                run.headers, request = headers, None
             raw = ci_get(answer, "body", "")
             if raw:
-                run.body = b64decode(raw, "Body")
+                run.body, request = b64decode(raw, "Body"), None
                 if method == "request.intercept_after":
                     run.original = run.body
             if ci_get(answer, "terminate") is True:
@@ -466,8 +572,13 @@ class Pipeline:
         if source == target:
             return
         base = {"FromFormat": source, "ToFormat": target, "Model": run.req.model, "Stream": stream}
-        body = run.stages.body_chain("request.normalize", run.body, base)
-        translated = run.stages.body_first("request.translate", body, base)
+        stages, enc = run.stages, run.b64
+        body = stages.body_chain(
+            "request.normalize", run.plan["request.normalize"], run.body, base, enc
+        )
+        translated = stages.body_first(
+            "request.translate", run.plan["request.translate"], body, base, enc
+        )
         if translated is None:
             assert run.executor is not None
             err = UnsupportedFormat(
@@ -489,9 +600,9 @@ class Pipeline:
             "Alt": req.alt,
             "Headers": headers_json(run.headers),
             "Query": headers_json(req.query),
-            "OriginalRequest": b64encode(run.original),
+            "OriginalRequest": run.b64(run.original),
             "SourceFormat": run.input_format,
-            "Payload": b64encode(run.body),
+            "Payload": run.b64(run.body),
             "Metadata": run.metadata,
         }
 
@@ -512,18 +623,34 @@ class Pipeline:
             "ToFormat": target,
             "Model": run.req.model,
             "Stream": stream,
-            "OriginalRequest": b64encode(run.original),
-            "TranslatedRequest": b64encode(run.body),
+            "OriginalRequest": run.b64(run.original),
+            "TranslatedRequest": run.b64(run.body),
         }
-        body = run.stages.body_chain("response.normalize_before", body, base)
-        body = run.stages.body_first("response.translate", body, base) or body
-        return run.stages.body_chain("response.normalize_after", body, base)
+        stages, enc = run.stages, _Memo().b64
+        body = stages.body_chain(
+            "response.normalize_before",
+            run.plan["response.normalize_before"],
+            body,
+            base,
+            enc,
+        )
+        body = (
+            stages.body_first("response.translate", run.plan["response.translate"], body, base, enc)
+            or body
+        )
+        return stages.body_chain(
+            "response.normalize_after",
+            run.plan["response.normalize_after"],
+            body,
+            base,
+            enc,
+        )
 
     def _intercept_response(
-        self, run: _Run, body: bytes, headers: dict[str, tuple[str, ...]]
-    ) -> tuple[bytes, dict[str, tuple[str, ...]]]:
+        self, run: _Run, body: bytes, headers: Headers
+    ) -> tuple[bytes, Headers]:
         req = run.req
-        for p in self._stage(run, "response.intercept_after"):
+        for p in run.plan["response.intercept_after"]:
             answer = run.stages.attempt(
                 p,
                 "response.intercept_after",
@@ -535,8 +662,8 @@ class Pipeline:
                     "Stream": False,
                     "RequestHeaders": headers_json(run.headers),
                     "ResponseHeaders": headers_json(headers),
-                    "OriginalRequest": b64encode(run.original),
-                    "RequestBody": b64encode(run.body),
+                    "OriginalRequest": run.b64(run.original),
+                    "RequestBody": run.b64(run.body),
                     "Body": b64encode(body),
                     "StatusCode": 200,
                     "Metadata": run.metadata,
@@ -553,12 +680,12 @@ class Pipeline:
         self,
         run: _Run,
         interceptors: Sequence[Participant],
-        headers: dict[str, tuple[str, ...]],
+        headers: Headers,
         body: bytes,
         *,
         index: int,
         history: list[bytes],
-    ) -> tuple[dict[str, tuple[str, ...]], bytes, bool]:
+    ) -> tuple[Headers, bytes, bool]:
         req = run.req
         base = {
             "RequestID": run.request_id,
@@ -570,7 +697,7 @@ class Pipeline:
             "ChunkIndex": index,
             "Metadata": run.metadata,
         }
-        bodies = {"OriginalRequest": b64encode(run.original), "RequestBody": b64encode(run.body)}
+        bodies = {"OriginalRequest": run.b64(run.original), "RequestBody": run.b64(run.body)}
         drop = False
         for p in interceptors:
             request = {**base, "ResponseHeaders": headers_json(headers), "Body": b64encode(body)}
@@ -599,12 +726,15 @@ class Pipeline:
         self._complete(run, "failed", exc.http_status, exc.message)
 
     def _usage(self, run: _Run, *, failed: str | None) -> None:
-        if run.req.caller or not self._source.participants("usage.handle"):
+        if run.req.caller:
+            return
+        observers = run.plan["usage.handle"]
+        if not observers:
             return
         executor = run.executor.name if run.executor else ""
         run.stages.broadcast(
             "usage.handle",
-            self._source.participants("usage.handle"),
+            observers,
             {
                 "Provider": executor,
                 "ExecutorType": executor,
@@ -620,7 +750,7 @@ class Pipeline:
         )
 
     def _complete(self, run: _Run, outcome: str, status: int, error: str) -> None:
-        observers = self._stage(run, "request.complete")
+        observers = run.plan["request.complete"]
         if not observers:
             return
         run.stages.broadcast(
@@ -640,6 +770,28 @@ class Pipeline:
                 "Metadata": run.metadata,
             },
         )
+
+
+_MISSING: Final = object()
+
+
+def _payload_and_headers(answer: Any) -> tuple[Any, Any]:
+    """ci_get(answer, "payload", "") and ci_get(answer, "headers"), read in one pass."""
+    if type(answer) is not dict and not isinstance(answer, Mapping):
+        return "", None
+    payload = answer.get("payload", _MISSING)
+    headers = answer.get("headers", _MISSING)
+    if payload is _MISSING or headers is _MISSING:
+        # As ci_get: the exact spelling first, else the first name that folds to it.
+        for name, value in answer.items():
+            if not isinstance(name, str):
+                continue
+            folded = name.casefold()
+            if payload is _MISSING and folded == "payload":
+                payload = value
+            elif headers is _MISSING and folded == "headers":
+                headers = value
+    return ("" if payload is _MISSING else payload), (None if headers is _MISSING else headers)
 
 
 def _trim(history: list[bytes]) -> None:
