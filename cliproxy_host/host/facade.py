@@ -546,6 +546,9 @@ class PluginHost:
         In a chained stage it answers the fields to replace in the request.
         """
         self._natives.add(NativeHandler(name, method, handler))
+        with self._state:
+            # A new snapshot: views cached per snapshot (the pipeline's stage lists) see it.
+            self._publish()
 
     def providers(self, method: str) -> list[str]:
         """The IDs of the enabled plugins whose capabilities bring `method`, in dispatch

@@ -122,3 +122,19 @@ def test_new_response_makes_the_same_frozen_model_response() -> None:
     assert type(made) is ModelResponse
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.body = b"other"  # type: ignore[misc]
+
+
+def test_a_host_handler_registered_after_a_run_takes_part_in_the_next(
+    pass_through: PluginHost,
+) -> None:
+    # The pipeline keeps its stage lists per set of handlers: registering one is a new set.
+    assert pass_through.execute(ModelRequest(model="m", body=BODY)).body == BODY
+    seen: list[str] = []
+
+    def note(request: dict[str, Any]) -> dict[str, Any]:
+        seen.append(request["Model"])
+        return {}
+
+    pass_through.register_native("request.intercept_before", "late", note)
+    assert pass_through.execute(ModelRequest(model="m", body=BODY)).body == BODY
+    assert seen == ["m"]
