@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from ..conftest import CompilePlugin, HostFactory
+from ..conftest import REPO, CompilePlugin, HostFactory
 from ..host.streamutil import build_stream_rust, stream_plugin
 from ..serverutil import RunningServer, run_server
 
+CHATEXEC_SRC = REPO / "tests" / "plugins" / "chatexec.c"
 KEY = "client-key-0123456789"
 OTHER_KEY = "client-key-limited-98765"
 
@@ -33,13 +34,15 @@ def gateway(
     stream_rust: Path,
 ) -> ServerFactory:
     """gateway(api_keys, plugins=...) starts the server with these plugins (IDs of
-    simple-c, simple-rust, sp (C stream plugin), stream-rust, tp (test plugin)) enabled."""
+    simple-c, simple-rust, sp (C stream plugin), stream-rust, tp (test plugin), chat-c (a
+    model executor, tests/plugins/chatexec.c)) enabled."""
     libraries = {
         "simple-c": examples["simple-c"],
         "simple-rust": examples["simple-rust"],
         "sp": stream_plugin(compile_plugin),
         "stream-rust": stream_rust,
         "tp": testplugin,
+        "chat-c": compile_plugin(CHATEXEC_SRC),
     }
 
     @contextmanager

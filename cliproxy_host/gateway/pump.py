@@ -1,0 +1,86 @@
+"""ChunkPump: a blocking chunk iterator (a pipeline run) read on a thread of its own and
+handed to the event loop a few items at a time, closable from the loop at any moment."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Generator
+from typing import Final, Generic, TypeVar
+
+__all__ = ["HANDOFF", "ChunkPump"]
+
+T = TypeVar("T")
+
+# Items read ahead of the client: small, so a slow client holds the plugin back (its own
+# 16-chunk buffer fills and its emit waits) instead of this process buffering its output.
+HANDOFF: Final = 2
+_END: Final = object()
+
+
+class ChunkPump(Generic[T]):
+    """Reads `chunks` on a daemon thread of its own, never on a shared pool: a stream may
+    wait minutes for its plugin, and a thousand of them must not starve the pool.
+
+    `close()` (from the loop, idempotent) stops the thread at its next step: a hand-off it
+    waits on returns at once, a `next()` it is in returns with the plugin's next chunk (the
+    pipeline's own timeout bounds that wait). The thread then closes the generator itself,
+    which closes the plugin's stream: a generator can only be closed by the thread that
+    runs it.
+    """
+
+    def __init__(self, chunks: Generator[T, None, None], name: str) -> None:
+        self._chunks = chunks
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for item in self._chunks:
+                if not self._hand(item):
+                    return
+            self._hand(_END)
+        except BaseException as exc:  # handed to the loop, which raises it
+            self._hand(exc)
+        finally:
+            self._chunks.close()
+
+    def _hand(self, item: object) -> bool:
+        with self._cond:
+            while self._pending >= HANDOFF and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return False
+            self._pending += 1
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is reading any more
+            self.close()
+            return False
+        return True
+
+    async def next(self) -> T | None:
+        """The next item; None at the end; the run's exception raised."""
+        item = await self._queue.get()
+        with self._cond:
+            self._pending -= 1
+            self._cond.notify()
+        if item is _END:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item  # type: ignore[return-value]
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        while (item := await self.next()) is not None:
+            yield item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
