@@ -12,6 +12,7 @@ import openai
 import orjson
 import pytest
 
+from ..httpserver import serve
 from .conftest import KEY, OTHER_KEY, ServerFactory, bearer
 
 PLUGINS = ("chat-c",)
@@ -151,3 +152,25 @@ def test_error_mid_stream_in_protocol_shape(server: Any) -> None:
             events = sse(answer.iter_lines())
         assert events[-1][0] == "error"
         assert orjson.loads(events[-1][1])["type"] == "error"
+
+
+def test_rust_executor_streams_its_upstream(gateway: ServerFactory) -> None:
+    """upstream-rust GETs a loopback fake upstream through host.http.do and streams its
+    answer's lines as chat.completion.chunk events, read here by the openai client."""
+    with serve() as upstream:
+        entries = {"up-rust": {"upstream": upstream.url("/stream")}}
+        policy = {"http": {"allowed-hosts": ["127.0.0.1"]}}
+        with gateway([KEY], ("up-rust",), entries, policy) as server:
+            openai_client = client(server)
+            assert [m.id for m in openai_client.models.list().data] == ["rust-up-1"]
+            stream = openai_client.chat.completions.create(
+                model="rust-up-1", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            parts = [chunk.choices[0].delta.content or "" for chunk in stream]
+            assert "".join(parts) == "chunk-0 chunk-1 chunk-2 "
+            answer = openai_client.chat.completions.create(model="rust-up-1", messages=[])
+            assert answer.choices[0].message.content == "chunk-0 chunk-1 chunk-2"
+            stats = server.service.host.call("up-rust", "stats", {})
+            assert stats["upstream_calls"] == 2
+            assert stats["emits_failed"] == 0
+        assert upstream.hits == ["/stream?count=3", "/stream?count=3"]
