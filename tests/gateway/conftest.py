@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-import subprocess
-import sys
 
 from cliproxy_host.abi import LIBRARY_SUFFIX
 
@@ -44,6 +43,7 @@ def upstream_rust() -> Path:
 
 @pytest.fixture
 def gateway(
+    *,
     host_factory: HostFactory,
     examples: dict[str, Path],
     compile_plugin: CompilePlugin,
