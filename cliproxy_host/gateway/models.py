@@ -168,7 +168,12 @@ async def _events(
     try:
         chunk = first
         while chunk is not None:
-            yield protocol.frame(chunk.payload)
+            # What has arrived meanwhile goes out in the same write.
+            more = pump.ready()
+            if more:
+                yield b"".join(protocol.frame(c.payload) for c in (chunk, *more))
+            else:
+                yield protocol.frame(chunk.payload)
             chunk = await pump.next()
         if protocol.done:
             yield protocol.done

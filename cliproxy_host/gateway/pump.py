@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Generator
+from collections import deque
+from collections.abc import Generator
 from typing import Final, Generic, TypeVar
 
 __all__ = ["HANDOFF", "ChunkPump"]
 
 T = TypeVar("T")
 
-# Items read ahead of the client: small, so a slow client holds the plugin back (its own
-# 16-chunk buffer fills and its emit waits) instead of this process buffering its output.
-HANDOFF: Final = 2
+# Items read ahead of the client: few, so a slow client holds the plugin back (its own
+# 16-chunk buffer fills and its emit waits) instead of this process buffering its output;
+# enough that a fast stream is written in batches (see `ready`), not one send per chunk.
+HANDOFF: Final = 16
 _END: Final = object()
 
 
@@ -32,10 +34,12 @@ class ChunkPump(Generic[T]):
     def __init__(self, chunks: Generator[T, None, None], name: str) -> None:
         self._chunks = chunks
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._items: deque[object] = deque()
         self._cond = threading.Condition()
-        self._pending = 0
         self._closed = False
+        # Set (under the lock) while the loop waits on `_ready`: only then is it woken.
+        self._sleeping = False
+        self._ready: asyncio.Future[None] | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -52,33 +56,54 @@ class ChunkPump(Generic[T]):
 
     def _hand(self, item: object) -> bool:
         with self._cond:
-            while self._pending >= HANDOFF and not self._closed:
+            while len(self._items) >= HANDOFF and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return False
-            self._pending += 1
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody is reading any more
-            self.close()
-            return False
+            self._items.append(item)
+            wake, self._sleeping = self._sleeping, False
+        if wake:
+            try:
+                self._loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:  # the loop is closed: nobody is reading any more
+                self.close()
+                return False
         return True
+
+    def _wake(self) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
 
     async def next(self) -> T | None:
         """The next item; None at the end; the run's exception raised."""
-        item = await self._queue.get()
-        with self._cond:
-            self._pending -= 1
-            self._cond.notify()
+        while True:
+            with self._cond:
+                if self._items:
+                    item = self._items.popleft()
+                    self._cond.notify()
+                    break
+                self._sleeping = True
+                self._ready = self._loop.create_future()
+            await self._ready
         if item is _END:
             return None
         if isinstance(item, BaseException):
             raise item
         return item  # type: ignore[return-value]
 
-    async def __aiter__(self) -> AsyncIterator[T]:
-        while (item := await self.next()) is not None:
-            yield item
+    def ready(self) -> list[T]:
+        """The items already handed over, without waiting; stops before the end or an
+        error (the next `next()` answers those)."""
+        out: list[object] = []
+        with self._cond:
+            while self._items:
+                head = self._items[0]
+                if head is _END or isinstance(head, BaseException):
+                    break
+                out.append(self._items.popleft())
+            if out:
+                self._cond.notify()
+        return out  # type: ignore[return-value]
 
     def close(self) -> None:
         with self._cond:
