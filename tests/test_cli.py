@@ -49,9 +49,9 @@ def test_plugins_json_is_the_rest_list_with_the_go_hosts_names(
     assert set(listing) == {"plugins_enabled", "plugins_dir", "plugins_dir_error", "plugins"}
     assert listing["plugins_dir_error"] is None
     listed = listing["plugins"]
-    assert [p["id"] for p in listed] == ["echo-c", "http-c", "simple-c", "simple-rust", "tp"]
+    assert [p["id"] for p in listed] == ["http-c", "simple-c", "simple-rust", "tp"]
     assert {"effective_enabled", "supports_oauth", "config_fields", "menus"} <= set(listed[0])
-    simple_c = listed[2]
+    simple_c = listed[1]
     assert set(simple_c["metadata"]) == {
         "name",
         "version",
@@ -60,7 +60,7 @@ def test_plugins_json_is_the_rest_list_with_the_go_hosts_names(
         "logo",
         "config_fields",
     }
-    assert [p["registered"] for p in listed] == [False, False, True, True, True]
+    assert [p["registered"] for p in listed] == [False, True, True, True]
 
 
 def test_plugins_json_entries_equal_the_rest_api_entries(
@@ -157,13 +157,7 @@ def test_plugins_table_shows_one_row_per_plugin(
     assert main(["plugins", "--config", str(config)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:5] == ["ID", "VERSION", "PRIO", "ENABLED", "STATE"]
-    assert [line.split()[0] for line in lines[1:]] == [
-        "simple-rust",
-        "tp",
-        "simple-c",
-        "echo-c",
-        "http-c",
-    ]
+    assert [line.split()[0] for line in lines[1:]] == ["simple-rust", "tp", "simple-c", "http-c"]
 
 
 def test_call_prints_the_ok_envelope_and_exits_zero(

@@ -28,9 +28,9 @@ def _block(language: str, marker: str) -> str:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the quick start uses curl")
 def test_readme_quick_start_talks_to_the_example_executor(
-    examples: dict[str, Path], host_factory: HostFactory
+    examples: dict[str, Path], echo_c: Path, host_factory: HostFactory
 ) -> None:
-    for plugin_id, library in examples.items():
+    for plugin_id, library in {**examples, "echo-c": echo_c}.items():
         host_factory.add(plugin_id, library)
     config = host_factory.config_path
     subprocess.run(
