@@ -28,6 +28,7 @@ test: lint
 stress: $(STAMP)
 	STRESS_CALLS=10000 STRESS_RELOADS=200 $(BIN)/pytest -q tests/host/test_stress.py
 	STREAM_STREAMS=10000 STREAM_RACES=1000 $(BIN)/pytest -q tests/host/test_stream_races.py
+	MODEL_STREAMS=1000 $(BIN)/pytest -q tests/gateway/test_models_bad.py -k concurrent
 
 # Benchmarks: every figure a ratio against a baseline measured in the same run, written to
 # bench/RESULTS.md (a few minutes). BENCH_ARGS passes options, e.g. "--only 1,2" or

@@ -25,6 +25,7 @@ PIPELINE_PLUGIN_SRC = REPO / "bench" / "plugins" / "pipeline_plugin.c"
 SIMPLE_C_SRC = REPO / "examples" / "c" / "simple_c.c"
 TESTPLUGIN_SRC = REPO / "tests" / "plugins" / "testplugin.c"
 STREAMPLUGIN_SRC = REPO / "tests" / "plugins" / "streamplugin.c"
+CHATEXEC_SRC = REPO / "tests" / "plugins" / "chatexec.c"
 
 CFLAGS = ("-shared", "-fPIC", "-O2", "-pthread", "-Wall", "-Wextra", "-fvisibility=hidden")
 
@@ -59,6 +60,11 @@ def bench_plugin() -> Path:
 
 def stream_plugin() -> Path:
     return compile_plugin(STREAMPLUGIN_SRC, "streamplugin")
+
+
+def chatexec() -> Path:
+    """A model executor streaming protocol events from a thread of its own (figure 9)."""
+    return compile_plugin(CHATEXEC_SRC, "chatexec")
 
 
 def pipeline_plugin(*, interceptor: bool) -> Path:

@@ -68,19 +68,24 @@ class _Connection:
         self.sock.close()
 
 
-def get(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
-    """One request on a fresh connection (for checks before the load)."""
+def get(
+    port: int, path: str, headers: dict[str, str], body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One request on a fresh connection (for checks before the load); POST with a body."""
     conn = _Connection(port)
     try:
-        return conn.exchange(_request(path, headers))
+        return conn.exchange(_request(path, headers, body))
     finally:
         conn.close()
 
 
-def _request(path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {LOOPBACK}"]
+def _request(path: str, headers: dict[str, str], body: bytes | None = None) -> bytes:
+    verb = "GET" if body is None else "POST"
+    lines = [f"{verb} {path} HTTP/1.1", f"Host: {LOOPBACK}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (body or b"")
 
 
 def run_load(
@@ -91,9 +96,10 @@ def run_load(
     concurrency: int,
     seconds: float,
     max_requests: int = 1_000_000,
+    body: bytes | None = None,
 ) -> LoadResult:
-    """GET `path` on `concurrency` keep-alive connections for `seconds`."""
-    request = _request(path, headers)
+    """GET `path` (POST `body` to it) on `concurrency` keep-alive connections for `seconds`."""
+    request = _request(path, headers, body)
     result = LoadResult()
     lock = threading.Lock()
     barrier = threading.Barrier(concurrency + 1)

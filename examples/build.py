@@ -20,7 +20,7 @@ from cliproxy_host.abi import LIBRARY_SUFFIX
 from cliproxy_host.discovery import platform_tag
 
 EXAMPLES = Path(__file__).resolve().parent
-C_PLUGINS = ("simple-c", "http-c")
+C_PLUGINS = ("simple-c", "http-c", "echo-c")
 # crate (and plugin ID) -> the library file cargo writes
 RUST_PLUGINS = {"simple-rust": "simple_rust"}
 

@@ -5,6 +5,7 @@ Usage: python examples/default_config.py [config.yaml]
 
 from __future__ import annotations
 
+import secrets
 import sys
 from pathlib import Path
 
@@ -26,10 +27,14 @@ plugins:
       enabled: true
       priority: 5
       base_url: http://127.0.0.1:8317/openapi.json   # any URL the http policy allows
+    echo-c:
+      enabled: true      # a model executor: the model echo-1 on /v1/chat/completions
 http:
   timeout-seconds: 30
   max-response-bytes: 16777216
   allowed-hosts: ["127.0.0.1", "localhost"]
+# Client keys for /v1 (the OpenAI-compatible endpoints); this one was made for you.
+api-keys: ["{client_key}"]
 """
 
 
@@ -38,7 +43,7 @@ def main() -> None:
     if path.exists():
         print(f"keeping existing {path}")
         return
-    path.write_text(DEFAULT, encoding="utf-8")
+    path.write_text(DEFAULT.format(client_key=secrets.token_urlsafe(24)), encoding="utf-8")
     print(f"wrote {path}")
 
 

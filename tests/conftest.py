@@ -33,11 +33,22 @@ CompilePlugin = Callable[..., Path]
 
 @pytest.fixture(scope="session")
 def examples() -> dict[str, Path]:
-    """The C and Rust example plugins, built from source for this run."""
+    """The C and Rust example plugins, built from source for this run, less echo-c (the
+    quick start's executor, fixture `echo_c`): the tests that load every example pin
+    the list of the others."""
     built = {**example_build.build_c(BUILD_CACHE), **example_build.build_rust(BUILD_CACHE)}
     for pid, path in built.items():
         assert path.is_file(), f"{pid}: build did not produce {path}"
+    del built["echo-c"]
     return built
+
+
+@pytest.fixture(scope="session")
+def echo_c(examples: dict[str, Path]) -> Path:
+    """examples/c/echo_c.c, built with the other C examples."""
+    path = BUILD_CACHE / "c" / f"echo-c{LIBRARY_SUFFIX}"
+    assert path.is_file(), f"echo-c: build did not produce {path}"
+    return path
 
 
 def _define_flag(name: str, value: Any) -> str:

@@ -74,11 +74,12 @@ def test_building_the_c_examples_prints_one_line_per_plugin_and_no_tool_output(
     assert [line.split()[:3] for line in lines] == [
         ["simple-c", "C", "ok"],
         ["http-c", "C", "ok"],
+        ["echo-c", "C", "ok"],
     ]
     assert all(line.endswith(" s") for line in lines)
     assert "cmake" not in out + err
     assert "Building" not in out + err
-    assert set(built) == {"simple-c", "http-c"}
+    assert set(built) == {"simple-c", "http-c", "echo-c"}
 
 
 def test_a_failed_build_shows_the_tools_output(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bench.figures import (
     callback,
+    gateway,
     management,
     payload,
     pipeline,
@@ -28,6 +29,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure(6, management.TITLE, management.run),
     Figure(7, streams.TITLE, streams.run),
     Figure(8, pipeline.TITLE, pipeline.run),
+    Figure(9, gateway.TITLE, gateway.run),
 )
 
 # The figures that measure the call path (the ones a change to native/host/envelope moves).

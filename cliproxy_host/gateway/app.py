@@ -13,6 +13,8 @@ from ..web.header_limit import HeaderLimit
 from .calls import calls_router
 from .errors import install_error_handlers, refusal
 from .keys import ClientAuth
+from .models import models_router
+from .protocols import ProtocolScope
 
 __all__ = ["MAX_BODY_BYTES", "create_gateway"]
 
@@ -39,7 +41,10 @@ def create_gateway(service: HostService, auth: ClientAuth | None = None) -> Fast
     app.add_middleware(
         BodyLimit, cap=lambda: MAX_BODY_BYTES, api=API_NAME, cap_key=None, refuse=refusal
     )
-    app.add_middleware(HeaderLimit, api=API_NAME, refuse=refusal)  # added last: runs first
+    app.add_middleware(HeaderLimit, api=API_NAME, refuse=refusal)
+    # Added last, so it runs first: the caps' refusals need the request's protocol.
+    app.add_middleware(ProtocolScope)
     app.include_router(calls_router(service.host, auth))
+    app.include_router(models_router(service.host, auth))
     app.state.client_auth = auth
     return app

@@ -1,5 +1,6 @@
 """The gateway's error body, {"error": {"code", "message", "plugin", "retryable"}}: every
-failure a /v1 route meets becomes that body here, with the status of its error class."""
+failure a /v1 route meets becomes that body here, with the status of its error class. The
+model endpoints answer in their client protocol's own error shape instead (protocols.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import PluginError
+from .protocols import Protocol, current_protocol, protocol_for
 
 __all__ = ["GatewayError", "error_body", "install_error_handlers", "refusal"]
 
@@ -45,11 +47,13 @@ class GatewayError(Exception):
             exc.http_status, exc.code, exc.message, plugin=exc.plugin_id, retryable=exc.retryable
         )
 
-    def body(self) -> dict[str, Any]:
+    def body(self, protocol: Protocol | None = None) -> dict[str, Any]:
+        if protocol is not None:
+            return protocol.error_body(self.status, self.code, self.message)
         return error_body(self.code, self.message, self.plugin, self.retryable)
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+    def response(self, protocol: Protocol | None = None) -> JSONResponse:
+        return JSONResponse(self.body(protocol), status_code=self.status, headers=self.headers)
 
 
 def error_body(code: str, message: str, plugin: str | None, retryable: bool) -> dict[str, Any]:
@@ -58,7 +62,7 @@ def error_body(code: str, message: str, plugin: str | None, retryable: bool) -> 
 
 def refusal(status: int, code: str, message: str, headers: Mapping[str, str]) -> JSONResponse:
     """The shared middlewares' refusals (web/) in the gateway's error body."""
-    return GatewayError(status, code, message, headers=headers).response()
+    return GatewayError(status, code, message, headers=headers).response(current_protocol())
 
 
 # Starlette's own answers: no such route, wrong method.
@@ -67,12 +71,12 @@ _HTTP_CODES: Final = {400: "bad_request", 404: "not_found", 405: "method_not_all
 
 async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayError)
-    return exc.response()
+    return exc.response(protocol_for(request.url.path))
 
 
 async def _plugin_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PluginError)
-    return GatewayError.from_plugin_error(exc).response()
+    return GatewayError.from_plugin_error(exc).response(protocol_for(request.url.path))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -81,14 +85,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     where = f"{request.method} {request.url.path}"
     message = f"no route {where}" if exc.status_code == 404 else f"{where}: {exc.detail}"
     error = GatewayError(exc.status_code, code.replace(" ", "_"), message, headers=exc.headers)
-    return error.response()
+    return error.response(protocol_for(request.url.path))
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"]) or "request"
-    return GatewayError(400, "invalid_request", f"{where}: {first['msg']}").response()
+    error = GatewayError(400, "invalid_request", f"{where}: {first['msg']}")
+    return error.response(protocol_for(request.url.path))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -9,10 +11,14 @@ from typing import Any
 
 import pytest
 
-from ..conftest import CompilePlugin, HostFactory
+from cliproxy_host.abi import LIBRARY_SUFFIX
+
+from ..conftest import BUILD_CACHE, REPO, CompilePlugin, HostFactory
 from ..host.streamutil import build_stream_rust, stream_plugin
 from ..serverutil import RunningServer, run_server
 
+CHATEXEC_SRC = REPO / "tests" / "plugins" / "chatexec.c"
+UPSTREAM_RUST = REPO / "tests" / "plugins" / "upstream-rust"
 KEY = "client-key-0123456789"
 OTHER_KEY = "client-key-limited-98765"
 
@@ -24,22 +30,39 @@ def stream_rust() -> Path:
     return build_stream_rust()
 
 
+@pytest.fixture(scope="session")
+def upstream_rust() -> Path:
+    """tests/plugins/upstream-rust, built with cargo offline (it has no dependencies)."""
+    target = BUILD_CACHE / "upstream-rust"
+    manifest = UPSTREAM_RUST / "Cargo.toml"
+    cmd = ["cargo", "build", "--release", "--offline", "--quiet", "--manifest-path", str(manifest)]
+    subprocess.run([*cmd, "--target-dir", str(target)], check=True, capture_output=True, text=True)
+    prefix = "" if sys.platform == "win32" else "lib"
+    return target / "release" / f"{prefix}upstream_rust{LIBRARY_SUFFIX}"
+
+
 @pytest.fixture
 def gateway(
+    *,
     host_factory: HostFactory,
     examples: dict[str, Path],
     compile_plugin: CompilePlugin,
     testplugin: Path,
     stream_rust: Path,
+    upstream_rust: Path,
 ) -> ServerFactory:
     """gateway(api_keys, plugins=...) starts the server with these plugins (IDs of
-    simple-c, simple-rust, sp (C stream plugin), stream-rust, tp (test plugin)) enabled."""
+    simple-c, simple-rust, sp (C stream plugin), stream-rust, tp (test plugin), chat-c (a
+    model executor, tests/plugins/chatexec.c), up-rust (a Rust model executor calling an
+    upstream)) enabled; `extra` adds top-level config sections (e.g. `http`)."""
     libraries = {
         "simple-c": examples["simple-c"],
         "simple-rust": examples["simple-rust"],
         "sp": stream_plugin(compile_plugin),
         "stream-rust": stream_rust,
         "tp": testplugin,
+        "chat-c": compile_plugin(CHATEXEC_SRC),
+        "up-rust": upstream_rust,
     }
 
     @contextmanager
@@ -47,12 +70,15 @@ def gateway(
         api_keys: Sequence[Any] | None,
         plugins: Sequence[str] = ("simple-c",),
         entries: Mapping[str, Mapping[str, Any]] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Iterator[RunningServer]:
         for plugin_id in plugins:
             host_factory.add(plugin_id, libraries[plugin_id])
         configs = {p: {"enabled": True, **(entries or {}).get(p, {})} for p in plugins}
-        extra = {} if api_keys is None else {"api-keys": list(api_keys)}
-        config = host_factory.write_config(configs, extra=extra)
+        sections = {**(extra or {})}
+        if api_keys is not None:
+            sections["api-keys"] = list(api_keys)
+        config = host_factory.write_config(configs, extra=sections)
         with run_server(config) as server:
             assert server.service.wait_ready(30)
             for plugin_id in plugins:
