@@ -51,6 +51,19 @@ def echo_c(examples: dict[str, Path]) -> Path:
     return path
 
 
+def build_rust_plugin(crate: str) -> Path:
+    """Build tests/plugins/<crate> with cargo, offline (no crates), into the build cache; the
+    library's path. The crates share rust-common/plugin.rs (included with #[path])."""
+    target = BUILD_CACHE / crate
+    manifest = REPO / "tests" / "plugins" / crate / "Cargo.toml"
+    cmd = ["cargo", "build", "--release", "--offline", "--quiet", "--manifest-path", str(manifest)]
+    subprocess.run(
+        [*cmd, "--target-dir", str(target)], check=True, capture_output=True, text=True, timeout=600
+    )
+    prefix = "" if sys.platform == "win32" else "lib"
+    return target / "release" / f"{prefix}{crate.replace('-', '_')}{LIBRARY_SUFFIX}"
+
+
 def _define_flag(name: str, value: Any) -> str:
     if value is True:
         return f"-D{name}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,13 +16,11 @@ import orjson
 import pytest
 
 from cliproxy_host import PluginHost
-from cliproxy_host.abi import LIBRARY_SUFFIX
 from cliproxy_host.callbacks.auth import auth_index, go_time
 from cliproxy_host.config import HostConfig
 from cliproxy_host.errors import InvalidRequest, UnknownAuth
-from tests.conftest import BUILD_CACHE, REPO, CompilePlugin, HostFactory
+from tests.conftest import CompilePlugin, HostFactory, build_rust_plugin
 
-AUTH_RUST = REPO / "tests" / "plugins" / "auth-rust"
 MAX_BYTES = 4096  # remote-management.max-body-bytes in these tests: the auth file cap
 
 Auth = Callable[[str, dict[str, Any]], Any]
@@ -31,26 +28,7 @@ Auth = Callable[[str, dict[str, Any]], Any]
 
 @pytest.fixture(scope="session")
 def auth_rust() -> Path:
-    """tests/plugins/auth-rust, built with cargo, offline, no crates."""
-    target = BUILD_CACHE / "auth-rust"
-    subprocess.run(
-        [
-            "cargo",
-            "build",
-            "--release",
-            "--offline",
-            "--quiet",
-            "--manifest-path",
-            str(AUTH_RUST / "Cargo.toml"),
-            "--target-dir",
-            str(target),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    prefix = "" if os.name == "nt" else "lib"
-    return target / "release" / f"{prefix}auth_rust{LIBRARY_SUFFIX}"
+    return build_rust_plugin("auth-rust")
 
 
 @pytest.fixture(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,15 +11,13 @@ from typing import Any
 import pytest
 
 from cliproxy_host import PluginHost
-from cliproxy_host.abi import LIBRARY_SUFFIX
 from cliproxy_host.callbacks import HostCallbacks
 from cliproxy_host.config import HostConfig
 from cliproxy_host.errors import PluginTimeout
-from tests.conftest import BUILD_CACHE, REPO
+from tests.conftest import build_rust_plugin
 
 from .conftest import MakeHost
 
-MODEL_RUST = REPO / "tests" / "plugins" / "model-rust"
 MODES = pytest.mark.parametrize("isolated", [False, True], ids=["inprocess", "isolated"])
 # The reader ("rs") serves any model; the streamer ("rs-inner") lists "inner-stream".
 ENTRIES = {"rs-inner": {"serves": "inner-stream"}}
@@ -29,13 +25,7 @@ ENTRIES = {"rs-inner": {"serves": "inner-stream"}}
 
 @pytest.fixture(scope="session")
 def model_rust() -> Path:
-    """tests/plugins/model-rust, built with cargo, offline (it has no dependencies)."""
-    target = BUILD_CACHE / "model-rust"
-    manifest = MODEL_RUST / "Cargo.toml"
-    cmd = ["cargo", "build", "--release", "--offline", "--quiet", "--manifest-path", str(manifest)]
-    subprocess.run([*cmd, "--target-dir", str(target)], check=True, capture_output=True, text=True)
-    prefix = "" if sys.platform == "win32" else "lib"
-    return target / "release" / f"{prefix}model_rust{LIBRARY_SUFFIX}"
+    return build_rust_plugin("model-rust")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -11,14 +9,11 @@ from typing import Any
 
 import pytest
 
-from cliproxy_host.abi import LIBRARY_SUFFIX
-
-from ..conftest import BUILD_CACHE, REPO, CompilePlugin, HostFactory
+from ..conftest import REPO, CompilePlugin, HostFactory, build_rust_plugin
 from ..host.streamutil import build_stream_rust, stream_plugin
 from ..serverutil import RunningServer, run_server
 
 CHATEXEC_SRC = REPO / "tests" / "plugins" / "chatexec.c"
-UPSTREAM_RUST = REPO / "tests" / "plugins" / "upstream-rust"
 KEY = "client-key-0123456789"
 OTHER_KEY = "client-key-limited-98765"
 
@@ -32,13 +27,7 @@ def stream_rust() -> Path:
 
 @pytest.fixture(scope="session")
 def upstream_rust() -> Path:
-    """tests/plugins/upstream-rust, built with cargo offline (it has no dependencies)."""
-    target = BUILD_CACHE / "upstream-rust"
-    manifest = UPSTREAM_RUST / "Cargo.toml"
-    cmd = ["cargo", "build", "--release", "--offline", "--quiet", "--manifest-path", str(manifest)]
-    subprocess.run([*cmd, "--target-dir", str(target)], check=True, capture_output=True, text=True)
-    prefix = "" if sys.platform == "win32" else "lib"
-    return target / "release" / f"{prefix}upstream_rust{LIBRARY_SUFFIX}"
+    return build_rust_plugin("upstream-rust")
 
 
 @pytest.fixture

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cliproxy_host.abi import LIBRARY_SUFFIX
 from cliproxy_host.host.facade import PluginHost
 
-from ..conftest import BUILD_CACHE, REPO, CompilePlugin, HostFactory
+from ..conftest import REPO, CompilePlugin, HostFactory, build_rust_plugin
 
 STREAMPLUGIN_SRC = REPO / "tests" / "plugins" / "streamplugin.c"
 
@@ -51,14 +48,5 @@ def settled(host: PluginHost, plugin_id: str = "sp") -> Mapping[str, Any]:
     return stats(host, plugin_id)
 
 
-STREAM_RUST = REPO / "tests" / "plugins" / "stream-rust"
-
-
 def build_stream_rust() -> Path:
-    """Build tests/plugins/stream-rust with cargo, offline (it has no dependencies)."""
-    target = BUILD_CACHE / "stream-rust"
-    manifest = STREAM_RUST / "Cargo.toml"
-    cmd = ["cargo", "build", "--release", "--offline", "--quiet", "--manifest-path", str(manifest)]
-    subprocess.run([*cmd, "--target-dir", str(target)], check=True, capture_output=True, text=True)
-    prefix = "" if sys.platform == "win32" else "lib"
-    return target / "release" / f"{prefix}stream_rust{LIBRARY_SUFFIX}"
+    return build_rust_plugin("stream-rust")
