@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
-import threading
 from pathlib import Path
 
-import uvicorn
 from fastapi import Depends, Request, Response
 
+from bench.server_process import serve_until_eof
 from cliproxy_host.host.service import HostService
 from cliproxy_host.management.auth import KeyChecker, ManagementAuth, protect_secret
 from cliproxy_host.server.app import create_server
@@ -41,35 +39,7 @@ def main() -> None:
         await request.body()
         return Response(b"{}", media_type="application/json")
 
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
-    )
-
-    def announce() -> None:
-        while not server.started:
-            if server.should_exit:
-                return
-            threading.Event().wait(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        service.wait_ready(60)
-        sys.stdout.write(f"ready {port}\n")
-        sys.stdout.flush()
-
-    def stop_on_eof() -> None:
-        sys.stdin.read()
-        server.should_exit = True
-
-    threading.Thread(target=announce, daemon=True).start()
-    threading.Thread(target=stop_on_eof, daemon=True).start()
-    server.run()
+    serve_until_eof(app, service)
 
 
 if __name__ == "__main__":

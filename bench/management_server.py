@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
-import threading
 from pathlib import Path
 
-import uvicorn
 from fastapi import Depends
 
+from bench.server_process import serve_until_eof
 from cliproxy_host.host.service import HostService
 from cliproxy_host.management.app import create_app
 from cliproxy_host.management.auth import KeyChecker, ManagementAuth, protect_secret
@@ -45,38 +43,7 @@ def main() -> None:
     def ping() -> dict[str, str]:
         return {}
 
-    # Bound by uvicorn itself, as `cliproxy-host serve` does (port 0: a free one). A
-    # socket made here and handed over with sockets=[...] would have proto 0, and asyncio
-    # then leaves Nagle on: keep-alive requests would wait ~40 ms for delayed ACKs.
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=10,
-        )
-    )
-
-    def announce() -> None:
-        while not server.started:
-            if server.should_exit:
-                return
-            threading.Event().wait(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        service.wait_ready(60)
-        sys.stdout.write(f"ready {port}\n")
-        sys.stdout.flush()
-
-    def stop_on_eof() -> None:
-        sys.stdin.read()
-        server.should_exit = True
-
-    threading.Thread(target=announce, daemon=True).start()
-    threading.Thread(target=stop_on_eof, daemon=True).start()
-    server.run()
+    serve_until_eof(app, service)
 
 
 if __name__ == "__main__":

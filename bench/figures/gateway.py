@@ -14,10 +14,7 @@ The server (bench/gateway_server.py: HostService + create_server + uvicorn, as
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from bench import build
 from bench.figures.common import Check, Context, FigureResult, loaded_host, table
 from bench.harness import Ratio, Stats, fmt_ns
 from bench.loadgen import LoadResult, get, run_load
+from bench.server_process import ServerProcess
 from cliproxy_host.pipeline import ModelRequest
 
 TITLE = "Model endpoints: /v1/chat/completions (requests/s, p99) and streamed chunks/s"
@@ -37,36 +35,6 @@ CHAT_PATH = "/v1/chat/completions"
 PING_PATH = "/v1/bench/ping"
 BODY = b'{"model":"gpt-bench","messages":[{"role":"user","content":"hello plugin"}]}'
 CONCURRENCY = 4
-
-
-class _Server:
-    def __init__(self, config: Path) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(REPO)) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.gateway_server", "--config", str(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=config.parent,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode().split()
-        if len(line) != 2 or line[0] != "ready":
-            self.close()
-            raise RuntimeError(f"the gateway server did not start: {line}")
-        self.port = int(line[1])
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 def _stream_rate(port: int, key: str, chunks: int) -> float:
@@ -102,7 +70,7 @@ def run(ctx: Context) -> FigureResult:
     hd.add("chat-c", build.chatexec())
     config = hd.write_config(extra={"api-keys": [key]})
 
-    server = _Server(config)
+    server = ServerProcess("bench.gateway_server", config)
     try:
         status, answer = get(server.port, CHAT_PATH, headers, BODY)
         if status != 200 or answer != BODY:

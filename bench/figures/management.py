@@ -11,11 +11,8 @@ ratio is what listing the plugins costs on top of the server's fixed cost per re
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -24,6 +21,7 @@ from bench import build
 from bench.figures.common import Check, Context, FigureResult, table
 from bench.harness import Ratio, Stats, fmt_ns
 from bench.loadgen import LoadResult, get, run_load
+from bench.server_process import ServerProcess
 
 TITLE = "Management API: GET /v0/management/plugins, requests/s and p99 latency"
 
@@ -33,45 +31,6 @@ PING_PATH = "/bench/ping"
 FULL_COUNT = 50
 QUICK_COUNT = 5
 CONCURRENCY = 4
-
-
-class _Server:
-    def __init__(self, config: Path, key: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(REPO)) if p)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.management_server",
-                "--config",
-                str(config),
-                # One argument: a random key may start with "-", which argparse would
-                # take for an option.
-                f"--key={key}",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=config.parent,  # PYTHONPATH decides which cliproxy_host is imported
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode().split()
-        if len(line) != 2 or line[0] != "ready":
-            self.close()
-            raise RuntimeError(f"the management server did not start: {line}")
-        self.port = int(line[1])
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 def run(ctx: Context) -> FigureResult:
@@ -87,7 +46,9 @@ def run(ctx: Context) -> FigureResult:
     seconds = 0.3 if ctx.settings.quick else 2.0
     rounds = 1 if ctx.settings.quick else 3
 
-    server = _Server(config, key)
+    # --key=<key> as one argument: a random key may start with "-", which argparse
+    # would take for an option.
+    server = ServerProcess("bench.management_server", config, f"--key={key}")
     try:
         status, body = get(server.port, LIST_PATH, headers)
         listed = orjson.loads(body) if status == 200 else {}
