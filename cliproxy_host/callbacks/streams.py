@@ -6,7 +6,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from ..envelope import b64decode, ci_get
@@ -22,6 +22,21 @@ class StreamChunk:
 
     payload: bytes
     error: str = ""
+
+
+# StreamChunk's slots, set directly: the frozen dataclass's __init__ goes through
+# object.__setattr__ per field, about three times the cost of this on every emit and
+# every chunk of an answer.
+_SET_PAYLOAD, _SET_ERROR = (StreamChunk.__dict__[name].__set__ for name in ("payload", "error"))
+assert len(fields(StreamChunk)) == 2, "new_chunk sets every field of StreamChunk"
+
+
+def new_chunk(payload: bytes, error: str = "") -> StreamChunk:
+    """StreamChunk(payload, error), faster."""
+    chunk: StreamChunk = object.__new__(StreamChunk)
+    _SET_PAYLOAD(chunk, payload)
+    _SET_ERROR(chunk, error)
+    return chunk
 
 
 class _End:
@@ -247,7 +262,7 @@ class StreamTable:
         error = ci_get(request, "error") or ""
         if not isinstance(error, str):
             raise _invalid("host.stream.emit: field 'error' must be a string")
-        stream.put(StreamChunk(payload, error))
+        stream.put(new_chunk(payload, error))
         return {}
 
     def close_stream(self, plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
-from ..callbacks.streams import EMPTY, END, ExecutorStream, StreamChunk
+from ..callbacks.streams import EMPTY, END, ExecutorStream, StreamChunk, new_chunk
 from ..envelope import b64decode, ci_get
 from ..errors import PluginResponseError, PluginTimeout
 
@@ -149,6 +149,10 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+# A chunk without a Payload key (a sentinel: None is a valid, empty Payload).
+_MISSING: Any = object()
+
+
 def parse_answer(
     result: Any, plugin_id: str, method: str
 ) -> tuple[dict[str, Any], list[StreamChunk]]:
@@ -165,20 +169,23 @@ def parse_answer(
     for n, raw in enumerate(raw_chunks):
         if not isinstance(raw, dict):
             raise _bad(plugin_id, method, f"chunks[{n}] must be an object with a Payload")
-        # One pass over the keys, case-insensitively as Go reads them.
-        encoded: Any = None
+        encoded: Any = raw.get("Payload", _MISSING)
         error: Any = ""
-        for key, value in raw.items():
-            folded = key.casefold() if isinstance(key, str) else key
-            if folded == "payload":
-                encoded = value
-            elif folded in ("error", "err") and value:
-                error = value
+        if encoded is _MISSING or len(raw) != 1:
+            # Not the Go struct's one field: one pass over the keys, case-insensitively
+            # as Go reads them.
+            encoded = None
+            for key, value in raw.items():
+                folded = key.casefold() if isinstance(key, str) else key
+                if folded == "payload":
+                    encoded = value
+                elif folded in ("error", "err") and value:
+                    error = value
         try:
-            payload = b64decode(encoded, f"chunks[{n}].Payload")
-        except ValueError as exc:
-            raise _bad(plugin_id, method, str(exc)) from None
-        chunks.append(StreamChunk(payload, error if isinstance(error, str) else str(error)))
+            payload = b64decode(encoded, "Payload")
+        except ValueError as exc:  # the chunk's index only now: an f-string per chunk costs
+            raise _bad(plugin_id, method, f"chunks[{n}]: {exc}") from None
+        chunks.append(new_chunk(payload, error if isinstance(error, str) else str(error)))
     return dict(headers), chunks
 
 
