@@ -14,6 +14,7 @@ from .calls import calls_router
 from .errors import install_error_handlers, refusal
 from .keys import ClientAuth
 from .models import models_router
+from .offload import Offload
 from .protocols import ProtocolScope
 
 __all__ = ["MAX_BODY_BYTES", "create_gateway"]
@@ -44,7 +45,8 @@ def create_gateway(service: HostService, auth: ClientAuth | None = None) -> Fast
     app.add_middleware(HeaderLimit, api=API_NAME, refuse=refusal)
     # Added last, so it runs first: the caps' refusals need the request's protocol.
     app.add_middleware(ProtocolScope)
-    app.include_router(calls_router(service.host, auth))
-    app.include_router(models_router(service.host, auth))
+    offload = Offload("v1")
+    app.include_router(calls_router(service.host, auth, offload))
+    app.include_router(models_router(service.host, auth, offload))
     app.state.client_auth = auth
     return app

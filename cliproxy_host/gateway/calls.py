@@ -10,7 +10,6 @@ from typing import Any, Final
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from ..abi import METHOD_CAPABILITY
 from ..callbacks.scopes import FIELD
@@ -20,6 +19,7 @@ from ..host.facade import PluginHost
 from ..host.stream import PluginStream
 from .errors import GatewayError, error_body
 from .keys import ClientAuth, ClientKey
+from .offload import Offload
 from .sse import EventStream
 
 __all__ = ["MAX_STREAMS_PER_KEY", "STREAMED_METHODS", "calls_router"]
@@ -36,7 +36,7 @@ MAX_STREAMS_PER_KEY: Final = 64
 _HOST_FIELDS: Final = (FIELD, "stream_id")
 
 
-def calls_router(host: PluginHost, auth: ClientAuth) -> APIRouter:
+def calls_router(host: PluginHost, auth: ClientAuth, offload: Offload) -> APIRouter:
     """The gateway's plugin routes over `host`, each behind the client key."""
     router = APIRouter()
     slots = _StreamSlots()
@@ -59,9 +59,9 @@ def calls_router(host: PluginHost, auth: ClientAuth) -> APIRouter:
         body = await _json_object(request)
         if method in STREAMED_METHODS:
             with slots.held(key) as release:
-                stream = await run_in_threadpool(host.call_stream, plugin_id, method, body)
+                stream = await offload.run(host.call_stream, plugin_id, method, body)
                 return _sse(stream, plugin_id, release)
-        result = await run_in_threadpool(host.call, plugin_id, method, body)
+        result = await offload.run(host.call, plugin_id, method, body)
         return _json(result)
 
     @router.post("/v1/dispatch/{method}", response_model=None)
@@ -78,9 +78,9 @@ def calls_router(host: PluginHost, auth: ClientAuth) -> APIRouter:
         body = await _json_object(request)
         if method in STREAMED_METHODS:
             with slots.held(key) as release:
-                plugin_id, stream = await run_in_threadpool(_first_stream, host, method, body)
+                plugin_id, stream = await offload.run(_first_stream, host, method, body)
                 return _sse(stream, plugin_id, release)
-        result = await run_in_threadpool(host.dispatch, method, body)
+        result = await offload.run(host.dispatch, method, body)
         if isinstance(result, list) and all(isinstance(r, BroadcastResult) for r in result):
             return _json([_observed(r) for r in result])
         return _json(result)

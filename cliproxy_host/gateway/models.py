@@ -8,7 +8,6 @@ from typing import Any, Final
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -17,6 +16,7 @@ from ..host.facade import PluginHost
 from ..pipeline.models import ModelChunk, ModelRequest, ModelResponse
 from .errors import GatewayError
 from .keys import ClientAuth, ClientKey
+from .offload import Offload
 from .protocols import CHAT, MESSAGES, RESPONSES, Protocol
 from .pump import ChunkPump
 
@@ -31,14 +31,14 @@ _HOP_HEADERS: Final = frozenset(
 _SECRET_HEADERS: Final = frozenset({"authorization", "x-api-key", "cookie"})
 
 
-def models_router(host: PluginHost, auth: ClientAuth) -> APIRouter:
+def models_router(host: PluginHost, auth: ClientAuth, offload: Offload) -> APIRouter:
     """The model routes over `host`'s pipeline, each behind the client key."""
     router = APIRouter()
     key_of = Depends(auth)
 
     @router.get("/v1/models", response_model=None)
     async def list_models(key: ClientKey = key_of) -> Response:
-        entries = await run_in_threadpool(host.models)
+        entries = await offload.run(host.models)
         seen: dict[str, dict[str, Any]] = {}
         for entry in entries:
             if entry.id not in seen and key.allows_model(entry.id):
@@ -53,7 +53,7 @@ def models_router(host: PluginHost, auth: ClientAuth) -> APIRouter:
     for protocol in (CHAT, RESPONSES, MESSAGES):
         router.add_api_route(
             protocol.path,
-            _endpoint(host, protocol, key_of),
+            _endpoint(host, protocol, key_of, offload),
             methods=["POST"],
             response_model=None,
             name=protocol.format,
@@ -61,7 +61,7 @@ def models_router(host: PluginHost, auth: ClientAuth) -> APIRouter:
     return router
 
 
-def _endpoint(host: PluginHost, protocol: Protocol, key_of: Any) -> Any:
+def _endpoint(host: PluginHost, protocol: Protocol, key_of: Any, offload: Offload) -> Any:
     async def run(request: Request, key: ClientKey = key_of) -> Response:
         raw, body = await _model_body(request)
         model = _model_of(body)
@@ -82,7 +82,7 @@ def _endpoint(host: PluginHost, protocol: Protocol, key_of: Any) -> Any:
         )
         if not stream:
             try:
-                answer = await run_in_threadpool(host.execute, req)
+                answer = await offload.run(host.execute, req)
             except NoHandler as exc:
                 raise _unknown_model(model, exc) from None
             return _answer(answer)
