@@ -41,7 +41,11 @@ def models_router(host: PluginHost, auth: ClientAuth, offload: Offload) -> APIRo
         entries = await offload.run(host.models)
         seen: dict[str, dict[str, Any]] = {}
         for entry in entries:
-            if entry.id not in seen and key.allows_model(entry.id):
+            if (
+                entry.id not in seen
+                and key.allows_model(entry.id)
+                and key.allows_plugin(entry.plugin_id)
+            ):
                 seen[entry.id] = {
                     "id": entry.id,
                     "object": "model",
@@ -79,6 +83,7 @@ def _endpoint(host: PluginHost, protocol: Protocol, key_of: Any, offload: Offloa
             entry_format=protocol.format,
             stream=stream,
             headers=_forwarded(request),
+            executors=key.plugins,
         )
         if not stream:
             try:

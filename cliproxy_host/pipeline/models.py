@@ -57,6 +57,9 @@ class ModelRequest:
     # The plugin that asked for this run through host.model.*: its own interceptors,
     # router and request.complete are skipped, and no usage is reported (as upstream).
     caller: str = ""
+    # The plugins that may execute it (None: any); a client key's `plugins` list. A host
+    # handler is not a plugin and is not limited by it.
+    executors: frozenset[str] | None = None
     # The canonical formats, worked out once (every stage's request carries them).
     source_format: str = field(init=False, repr=False, compare=False)
     response_format: str = field(init=False, repr=False, compare=False)

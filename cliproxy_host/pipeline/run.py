@@ -179,9 +179,12 @@ class _View:
         self.catalog: catalog_mod.Catalog | None = None
         # caller ("" for a client's run) -> the plan of its runs
         self.plans: dict[str, Plan] = {}
-        # (model, source format, response format) -> the executor and its (input, output)
+        # (model, source format, response format, executors allowed) -> the executor and
+        # its (input, output)
         # formats, when no router decides
-        self.chosen: dict[tuple[str, str, str], tuple[Participant, str, str]] = {}
+        self.chosen: dict[
+            tuple[str, str, str, frozenset[str] | None], tuple[Participant, str, str]
+        ] = {}
         # (executor, source format, response format) -> (input, output) or the refusal
         self.fits: dict[tuple[str, str, str], tuple[str, str] | UnsupportedFormat] = {}
         # model -> the executors that may serve it, in the order they are tried
@@ -460,18 +463,21 @@ class Pipeline:
 
     def _choose_executor(self, run: _Run, routed: str) -> None:
         """Host handlers first, then the plugins that serve the model, by priority."""
-        key = (run.req.model, run.source_format, run.response_format)
+        allowed = run.req.executors
+        key = (run.req.model, run.source_format, run.response_format, allowed)
         if routed:
             candidates: tuple[Participant, ...] = tuple(
                 p for p in run.plan["executor.execute"] if p.name == routed
             )
         else:
-            # Without a router the choice depends on the model and formats only.
+            # Without a router the choice depends on the model, formats and limit only.
             chosen = run.view.chosen.get(key)
             if chosen is not None:
                 run.executor, run.input_format, run.output_format = chosen
                 return
             candidates = self._candidates(run)
+        if allowed is not None:
+            candidates = tuple(p for p in candidates if p.native is not None or p.name in allowed)
         first_error: UnsupportedFormat | None = None
         for p in candidates:
             try:
@@ -486,11 +492,18 @@ class Pipeline:
         if first_error is not None:
             self._complete(run, "failed", first_error.http_status, first_error.message)
             raise first_error
-        err = NoHandler(
-            f"no executor serves model {run.req.model!r}; load a plugin with the executor "
-            "capability that lists it (model.static) or a model router that picks one",
-            method="executor.execute",
-        )
+        if allowed is not None:
+            problem = (
+                f"no executor this request may use serves model {run.req.model!r} (it may use "
+                f"plugins {', '.join(sorted(allowed)) or 'none'}: the client key's `plugins` "
+                "list in api-keys); add the executor's plugin ID there"
+            )
+        else:
+            problem = (
+                f"no executor serves model {run.req.model!r}; load a plugin with the executor "
+                "capability that lists it (model.static) or a model router that picks one"
+            )
+        err = NoHandler(problem, method="executor.execute")
         self._complete(run, "failed", err.http_status, err.message)
         raise err
 

@@ -174,3 +174,29 @@ def test_rust_executor_streams_its_upstream(gateway: ServerFactory) -> None:
             assert stats["upstream_calls"] == 2
             assert stats["emits_failed"] == 0
         assert upstream.hits == ["/stream?count=3", "/stream?count=3"]
+
+
+def test_a_key_limited_to_plugins_reaches_only_their_executors(gateway: ServerFactory) -> None:
+    """A key's `plugins` list limits the model routes too: the models of other executors
+    are not listed for it, and asking for one answers 404 naming the key's list."""
+    keys = [KEY, {"key": OTHER_KEY, "plugins": ["chat-c"]}]
+    # up-rust is never called here: its upstream is only needed for a completion.
+    entries = {"up-rust": {"upstream": "http://127.0.0.1:9/never"}}
+    with gateway(keys, ("chat-c", "up-rust"), entries) as server:
+        everything = sorted(m.id for m in client(server).models.list().data)
+        assert everything == ["chat-c-1", "chat-c-2", "rust-up-1"]
+        limited = client(server, OTHER_KEY)
+        assert sorted(m.id for m in limited.models.list().data) == ["chat-c-1", "chat-c-2"]
+        for stream in (False, True):
+            with pytest.raises(openai.NotFoundError) as refused:
+                limited.chat.completions.create(
+                    model="rust-up-1", messages=[{"role": "user", "content": "hi"}], stream=stream
+                )
+            assert refused.value.code == "model_not_found"
+            message = str(refused.value)
+            assert "plugins chat-c" in message
+            assert "api-keys" in message
+        answer = limited.chat.completions.create(
+            model="chat-c-1", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert (answer.choices[0].message.content or "").startswith("hello from chatexec")
