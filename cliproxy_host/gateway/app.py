@@ -16,6 +16,7 @@ from .keys import ClientAuth
 from .models import models_router
 from .offload import Offload
 from .protocols import ProtocolScope
+from .slots import StreamSlots
 
 __all__ = ["MAX_BODY_BYTES", "create_gateway"]
 
@@ -45,8 +46,8 @@ def create_gateway(service: HostService, auth: ClientAuth | None = None) -> Fast
     app.add_middleware(HeaderLimit, api=API_NAME, refuse=refusal)
     # Added last, so it runs first: the caps' refusals need the request's protocol.
     app.add_middleware(ProtocolScope)
-    offload = Offload("v1")
-    app.include_router(calls_router(service.host, auth, offload))
-    app.include_router(models_router(service.host, auth, offload))
+    offload, slots = Offload("v1"), StreamSlots()
+    app.include_router(calls_router(service.host, auth, offload, slots))
+    app.include_router(models_router(service.host, auth, offload, slots))
     app.state.client_auth = auth
     return app

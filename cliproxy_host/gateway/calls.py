@@ -4,8 +4,6 @@ plugin's result out, or Server-Sent Events for a streaming method."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, Final
 
 import orjson
@@ -20,9 +18,10 @@ from ..host.stream import PluginStream
 from .errors import GatewayError, error_body
 from .keys import ClientAuth, ClientKey
 from .offload import Offload
+from .slots import Release, StreamSlots
 from .sse import EventStream
 
-__all__ = ["MAX_STREAMS_PER_KEY", "STREAMED_METHODS", "calls_router"]
+__all__ = ["STREAMED_METHODS", "calls_router"]
 
 # Lifecycle and operator methods: the host's own business, never a client's.
 CLOSED_PREFIXES: Final = ("plugin.", "management.", "auth.", "command_line.")
@@ -30,16 +29,15 @@ CLOSED_PREFIXES: Final = ("plugin.", "management.", "auth.", "command_line.")
 STREAMED_METHODS: Final = frozenset({"executor.execute_stream"})
 # Dotted lower-case names, as every capability method is; bounded before any lookup.
 _METHOD_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}(?:\.[a-z][a-z0-9_]{0,63}){1,3}")
-# Open streams one client key may hold: each holds a plugin stream and its threads.
-MAX_STREAMS_PER_KEY: Final = 64
 # Fields the host sets in a request; a client's value would reach into another call's scope.
 _HOST_FIELDS: Final = (FIELD, "stream_id")
 
 
-def calls_router(host: PluginHost, auth: ClientAuth, offload: Offload) -> APIRouter:
+def calls_router(
+    host: PluginHost, auth: ClientAuth, offload: Offload, slots: StreamSlots
+) -> APIRouter:
     """The gateway's plugin routes over `host`, each behind the client key."""
     router = APIRouter()
-    slots = _StreamSlots()
     # A default, not Annotated[...]: the annotations are strings, and `auth` is local.
     key_of = Depends(auth)
 
@@ -86,56 +84,6 @@ def calls_router(host: PluginHost, auth: ClientAuth, offload: Offload) -> APIRou
         return _json(result)
 
     return router
-
-
-class Release:
-    """Gives a stream slot back once: on leaving `held` unless the SSE body took it over."""
-
-    def __init__(self, free: Callable[[], None]) -> None:
-        self._free: Callable[[], None] | None = free
-
-    def take(self) -> Callable[[], None]:
-        free, self._free = self._free, None
-        assert free is not None
-        return free
-
-    def __call__(self) -> None:
-        free, self._free = self._free, None
-        if free is not None:
-            free()
-
-
-class _StreamSlots:
-    """Open streams per client key, at most MAX_STREAMS_PER_KEY each (one event loop: no lock)."""
-
-    def __init__(self) -> None:
-        self._open: dict[ClientKey, int] = {}
-
-    @contextmanager
-    def held(self, key: ClientKey) -> Iterator[Release]:
-        count = self._open.get(key, 0)
-        if count >= MAX_STREAMS_PER_KEY:
-            raise GatewayError(
-                429,
-                "too_many_streams",
-                f"client key {key.index} of api-keys has {count} streams open, the most one "
-                "key may hold; close one, or give each client a key of its own",
-                retryable=True,
-            )
-        self._open[key] = count + 1
-
-        def free() -> None:
-            left = self._open[key] - 1
-            if left:
-                self._open[key] = left
-            else:
-                del self._open[key]
-
-        release = Release(free)
-        try:
-            yield release
-        finally:
-            release()
 
 
 def _check_method(method: str) -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -19,6 +19,7 @@ from .keys import ClientAuth, ClientKey
 from .offload import Offload
 from .protocols import CHAT, MESSAGES, RESPONSES, Protocol
 from .pump import ChunkPump
+from .slots import StreamSlots
 
 __all__ = ["models_router"]
 
@@ -31,7 +32,9 @@ _HOP_HEADERS: Final = frozenset(
 _SECRET_HEADERS: Final = frozenset({"authorization", "x-api-key", "cookie"})
 
 
-def models_router(host: PluginHost, auth: ClientAuth, offload: Offload) -> APIRouter:
+def models_router(
+    host: PluginHost, auth: ClientAuth, offload: Offload, slots: StreamSlots
+) -> APIRouter:
     """The model routes over `host`'s pipeline, each behind the client key."""
     router = APIRouter()
     key_of = Depends(auth)
@@ -57,7 +60,7 @@ def models_router(host: PluginHost, auth: ClientAuth, offload: Offload) -> APIRo
     for protocol in (CHAT, RESPONSES, MESSAGES):
         router.add_api_route(
             protocol.path,
-            _endpoint(host, protocol, key_of, offload),
+            _endpoint(host, protocol, key_of, offload, slots),
             methods=["POST"],
             response_model=None,
             name=protocol.format,
@@ -65,7 +68,9 @@ def models_router(host: PluginHost, auth: ClientAuth, offload: Offload) -> APIRo
     return router
 
 
-def _endpoint(host: PluginHost, protocol: Protocol, key_of: Any, offload: Offload) -> Any:
+def _endpoint(
+    host: PluginHost, protocol: Protocol, key_of: Any, offload: Offload, slots: StreamSlots
+) -> Any:
     async def run(request: Request, key: ClientKey = key_of) -> Response:
         raw, body = await _model_body(request)
         model = _model_of(body)
@@ -91,16 +96,17 @@ def _endpoint(host: PluginHost, protocol: Protocol, key_of: Any, offload: Offloa
             except NoHandler as exc:
                 raise _unknown_model(model, exc) from None
             return _answer(answer)
-        pump = ChunkPump(host.execute_stream(req), name=f"v1-stream {model[:40]}")
-        try:
-            first = await pump.next()
-        except NoHandler as exc:
-            pump.close()
-            raise _unknown_model(model, exc) from None
-        except BaseException:
-            pump.close()
-            raise
-        return ModelStream(protocol, pump, first)
+        with slots.held(key) as release:
+            pump = ChunkPump(host.execute_stream(req), name=f"v1-stream {model[:40]}")
+            try:
+                first = await pump.next()
+            except NoHandler as exc:
+                pump.close()
+                raise _unknown_model(model, exc) from None
+            except BaseException:
+                pump.close()
+                raise
+            return ModelStream(protocol, pump, first, release.take())
 
     return run
 
@@ -189,11 +195,16 @@ async def _events(
 
 
 class ModelStream(StreamingResponse):
-    """The SSE answer of one streamed run; the pump is closed when the answer is over,
-    also when the server never started the body (a client gone before the first byte)."""
+    """The SSE answer of one streamed run; the pump is closed and the key's stream slot
+    given back when the answer is over, also when the server never started the body (a
+    client gone before the first byte)."""
 
     def __init__(
-        self, protocol: Protocol, pump: ChunkPump[ModelChunk], first: ModelChunk | None
+        self,
+        protocol: Protocol,
+        pump: ChunkPump[ModelChunk],
+        first: ModelChunk | None,
+        end: Callable[[], None],
     ) -> None:
         super().__init__(
             _events(protocol, pump, first),
@@ -201,9 +212,16 @@ class ModelStream(StreamingResponse):
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
         self._pump = pump
+        self._end = end  # gives the key's stream slot back, once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             self._pump.close()
+            end, self._end = self._end, _nothing
+            end()
+
+
+def _nothing() -> None:
+    pass

@@ -15,7 +15,9 @@ import httpx
 import orjson
 import pytest
 
+from cliproxy_host.gateway import slots
 from cliproxy_host.gateway.app import MAX_BODY_BYTES
+from cliproxy_host.gateway.slots import MAX_STREAMS_PER_KEY
 
 from ..host.streamutil import wait_for
 from .conftest import KEY, ServerFactory, bearer
@@ -137,26 +139,35 @@ def test_client_vanishing_mid_stream_cancels_the_run(server: Any) -> None:
         assert client.post("/v1/messages", json={"model": "chat-c-1"}).status_code == 200
 
 
-async def _stream_all(base_url: str, count: int) -> list[list[str]]:
+async def _stream_all(base_url: str, count: int, keys: list[str]) -> list[list[str]]:
     limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
-    async with httpx.AsyncClient(
-        base_url=base_url, headers=bearer(KEY), timeout=120, limits=limits
-    ) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
 
         async def one(i: int) -> list[str]:
             body = {"model": "chat-c-1", "stream": True, "max_tokens": 5, "n": i}
-            async with client.stream("POST", "/v1/chat/completions", json=body) as answer:
+            headers = bearer(keys[i % len(keys)])
+            async with client.stream(
+                "POST", "/v1/chat/completions", json=body, headers=headers
+            ) as answer:
                 assert answer.status_code == 200
                 return [line async for line in answer.aiter_lines() if line]
 
         return await asyncio.gather(*(one(i) for i in range(count)))
 
 
-def test_many_concurrent_streams_leak_nothing(server: Any) -> None:
-    with http(server) as client:  # warm: the first run builds the model catalog
+def test_many_concurrent_streams_leak_nothing(gateway: ServerFactory) -> None:
+    # One key holds at most MAX_STREAMS_PER_KEY streams: enough keys for all at once.
+    keys = [f"{KEY}-{n}" for n in range(-(-STREAMS // MAX_STREAMS_PER_KEY))]
+    with gateway(keys, ("chat-c",)) as server:
+        _many_concurrent_streams(server, keys)
+
+
+def _many_concurrent_streams(server: Any, keys: list[str]) -> None:
+    with httpx.Client(base_url=server.base_url, headers=bearer(keys[0]), timeout=20) as client:
+        # Warm: the first run builds the model catalog.
         assert client.post("/v1/chat/completions", json={"model": "chat-c-1"}).status_code == 200
     base_fds, base_tasks = fds(), tasks()
-    results = asyncio.run(_stream_all(server.base_url, STREAMS))
+    results = asyncio.run(_stream_all(server.base_url, STREAMS, keys))
     assert len(results) == STREAMS
     for lines in results:
         assert lines[-1] == "data: [DONE]"
@@ -166,5 +177,33 @@ def test_many_concurrent_streams_leak_nothing(server: Any) -> None:
     wait_for(lambda: fds() <= base_fds + 2, timeout=30)
     # Threads: the server's pool may keep a few idle workers; none per stream stays.
     wait_for(lambda: tasks() <= base_tasks + 8, timeout=30)
-    with http(server) as client:
+    with httpx.Client(base_url=server.base_url, headers=bearer(keys[0]), timeout=20) as client:
         assert client.get("/v1/models").status_code == 200
+
+
+def test_model_streams_count_against_the_keys_stream_cap(
+    gateway: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Model streams and plugin streams share one count per key: a key at its cap gets 429
+    too_many_streams (in the protocol's shape) until one of its streams ends."""
+    monkeypatch.setattr(slots, "MAX_STREAMS_PER_KEY", 1)
+    body = {"model": "chat-c-1", "stream": True, "max_tokens": 1_000_000, "messages": []}
+    with gateway([KEY], ("chat-c", "sp")) as server, http(server) as client:
+        with client.stream("POST", "/v1/chat/completions", json=body) as answer:
+            assert answer.status_code == 200
+            lines = answer.iter_lines()  # kept: dropped half-way, it closes the connection
+            assert next(lines).startswith("data: ")
+            refused = client.post("/v1/chat/completions", json=body)
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "too_many_streams"
+            plugin_stream = client.post("/v1/plugins/sp/executor.execute_stream", json={})
+            assert plugin_stream.status_code == 429
+            # A run without a stream holds no slot.
+            plain = {"model": "chat-c-1", "messages": []}
+            assert client.post("/v1/chat/completions", json=plain).status_code == 200
+
+        def slot_free() -> bool:
+            short = {**body, "max_tokens": 2}
+            return client.post("/v1/chat/completions", json=short).status_code == 200
+
+        wait_for(slot_free, timeout=10)

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from cliproxy_host.gateway import calls
+from cliproxy_host.gateway import slots
 from cliproxy_host.gateway.sse import payload_data
 
 from ..host.streamutil import settled, wait_for
@@ -116,7 +116,7 @@ def test_payloads_that_are_json_travel_as_json_and_others_as_base64() -> None:
 def test_a_key_holds_at_most_max_streams_open_and_gets_them_back_when_they_end(
     gateway: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(calls, "MAX_STREAMS_PER_KEY", 2)
+    monkeypatch.setattr(slots, "MAX_STREAMS_PER_KEY", 2)
     long = {"count": 1000, "interval_us": 20_000}
     path = f"/v1/plugins/sp/{STREAM}"
     with (
