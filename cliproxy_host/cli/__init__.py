@@ -209,6 +209,7 @@ def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:
     print(f"cliproxy-host {__version__}: management API on http://{shown}:{port}", flush=True)
     print(f"  plugins:  http://{shown}:{port}/v0/management/plugins", flush=True)
     print(f"  API docs: http://{shown}:{port}/docs", flush=True)
+    print(f"  console:  http://{shown}:{port}/console (sign in with the key)", flush=True)
     keys = len(service.config.api_keys)
     print(
         f"  client API: http://{shown}:{port}{GATEWAY_PREFIX}/plugins/<id>/<method>, "

@@ -1,13 +1,16 @@
-"""create_server: /v1 goes to the gateway, everything else (and the lifespan, which starts
-and stops the plugins) to the management API; each keeps its own middlewares and errors."""
+"""create_server: /v1 goes to the gateway, /console to the operator's console, everything
+else (and the lifespan, which starts and stops the plugins) to the management API; each
+keeps its own middlewares and errors."""
 
 from __future__ import annotations
 
 from typing import Final
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..console.app import PREFIX as CONSOLE_PREFIX
+from ..console.app import create_console
 from ..gateway.app import create_gateway
 from ..host.service import HostService
 from ..management.app import create_app
@@ -22,13 +25,16 @@ class Server:
     """The ASGI app `cliproxy-host serve` runs. The path is handed on unchanged, so each
     app routes the full path it documents."""
 
-    def __init__(self, management: FastAPI, gateway: FastAPI) -> None:
+    def __init__(self, management: FastAPI, gateway: FastAPI, console: ASGIApp) -> None:
         self.management = management
         self.gateway = gateway
+        self.console = console
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _under(scope["path"], GATEWAY_PREFIX):
             await self.gateway(scope, receive, send)
+        elif scope["type"] == "http" and _under(scope["path"], CONSOLE_PREFIX):
+            await self.console(scope, receive, send)
         else:
             await self.management(scope, receive, send)
 
@@ -38,5 +44,10 @@ def _under(path: str, prefix: str) -> bool:
 
 
 def create_server(service: HostService, auth: ManagementAuth) -> Server:
-    """The management API (`auth` guards it) beside the gateway (the client keys guard it)."""
-    return Server(create_app(service, auth), create_gateway(service))
+    """The management API (`auth` guards it) beside the gateway (the client keys guard it)
+    and the console (`auth`'s key signs in; it shows the API's plugin routes and links)."""
+    management = create_app(service, auth)
+    console = create_console(
+        service, auth, management.state.plugin_routes, management.state.resource_links
+    )
+    return Server(management, create_gateway(service), console)

@@ -1,0 +1,1 @@
+"""The operator's console under /console: server-rendered pages over the host's service."""

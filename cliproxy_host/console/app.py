@@ -1,0 +1,461 @@
+"""create_console: the /console pages (sign-in, plugins, a plugin's status, config form and
+resources) and their writes, over the same service, key, limiter and links as the API."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..discovery import is_valid_id
+from ..errors import PluginError
+from ..host.service import HostService
+
+# The management API's objects the console shares: one key, one failure limiter (a wrong
+# key counts the same here as there), one set of plugin routes and resource links.
+from ..management.auth import ENV_KEY, ManagementAuth
+from ..management.errors import ApiError
+from ..management.plugin_routes import PluginRoutes
+from ..management.resource_links import ResourceLinks
+from ..web.body_limit import BodyLimit
+from ..web.header_limit import HeaderLimit
+from .csrf import FIELD, HEADER, CsrfRefused, check_origin, check_token
+from .forms import build_fields, parse_submission
+from .plugins import PluginView, plugin_view, plugin_views
+from .render import STATIC_DIR, page
+from .session import COOKIE, Session, SessionStore
+
+__all__ = ["NAV", "PREFIX", "NavItem", "create_console"]
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "/console"
+SIGN_IN: Final = f"{PREFIX}/sign-in"
+API_NAME: Final = "the console"  # in the refusals of the caps
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    href: str
+
+
+# The console's sections. A view joins when it exists (the store, metrics, the audit log
+# are built elsewhere): the navigation never links to a page that is not there.
+NAV: Final = (NavItem("Plugins", PREFIX),)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _refusal(status: int, code: str, message: str, headers: Mapping[str, str]) -> ASGIApp:
+    return PlainTextResponse(f"{code}: {message}\n", status_code=status, headers=dict(headers))
+
+
+def _is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+class Console:
+    """The console's endpoints, behind the network rule (NetworkRule) as every API route is."""
+
+    def __init__(
+        self,
+        service: HostService,
+        auth: ManagementAuth,
+        routes: PluginRoutes,
+        links: ResourceLinks,
+        sessions: SessionStore,
+    ) -> None:
+        self.service = service
+        self.auth = auth
+        self.routes = routes
+        self.links = links
+        self.sessions = sessions
+
+    # -- shared steps -----------------------------------------------------------------
+
+    def _session(self, request: Request) -> Session | None:
+        return self.sessions.get(request.cookies.get(COOKIE))
+
+    async def _form(self, request: Request) -> dict[str, str]:
+        """The urlencoded form (what browsers and htmx send); a repeated name keeps its last."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/x-www-form-urlencoded":
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "the console's forms are sent as application/x-www-form-urlencoded",
+            )
+        body = (await request.body()).decode("utf-8", "replace")
+        return dict(parse_qsl(body, keep_blank_values=True))
+
+    def _context(self, request: Request, session: Session | None, **extra: Any) -> dict[str, Any]:
+        return {
+            "nav": NAV,
+            "path": request.url.path,
+            "session": session,
+            "csrf_header": HEADER,
+            "csrf_field": FIELD,
+            **extra,
+        }
+
+    def _signed_out(self, request: Request) -> Response:
+        """Where a request without a live session goes: the sign-in page."""
+        if _is_htmx(request):
+            # htmx follows HX-Redirect with a full page load instead of swapping a fragment.
+            return Response(status_code=401, headers={"HX-Redirect": SIGN_IN})
+        return RedirectResponse(SIGN_IN, status_code=303)
+
+    def _plugin(self, plugin_id: str) -> PluginView | None:
+        if not is_valid_id(plugin_id):
+            return None
+        return plugin_view(self.service, self.routes, plugin_id)
+
+    def _not_found(self, request: Request, session: Session | None, plugin_id: str) -> Response:
+        return page(
+            "error.html",
+            self._context(
+                request,
+                session,
+                title="Not found",
+                message=f"There is no plugin {plugin_id!r} under "
+                f"{self.service.config.plugins_dir()} or in the config.",
+            ),
+            status=404,
+        )
+
+    # -- sign-in and sign-out -----------------------------------------------------------
+
+    async def sign_in_page(self, request: Request) -> Response:
+        if self._session(request) is not None:
+            return RedirectResponse(PREFIX, status_code=303)
+        return self._sign_in_form(request)
+
+    def _sign_in_form(
+        self, request: Request, error: str | None = None, status: int = 200, **headers: str
+    ) -> Response:
+        configured = self.auth.checker.configured
+        if not configured and error is None:
+            error = (
+                "No management key is configured, so nobody can sign in: set "
+                f"remote-management.secret-key or the {ENV_KEY} environment variable."
+            )
+        return page(
+            "sign_in.html",
+            self._context(request, None, title="Sign in", error=error),
+            status=status,
+            headers=headers,
+        )
+
+    async def sign_in(self, request: Request) -> Response:
+        check_origin(request)
+        form = await self._form(request)
+        client = request.client.host if request.client else "unknown"
+        wait = self.auth.limiter.check(client)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            return self._sign_in_form(
+                request,
+                f"Too many wrong keys from this address; try again in {seconds} s.",
+                429,
+                **{"Retry-After": str(seconds)},
+            )
+        if not self.auth.checker.configured:
+            return self._sign_in_form(request, status=403)
+        key = form.get("key", "").strip()
+        if not key:
+            return self._sign_in_form(request, "Enter the management key.", 400)
+        ok = self.auth.checker.verify_fast(key)
+        if ok is None:
+            ok = await run_in_threadpool(self.auth.checker.verify, key)
+        if not ok:
+            lockout = self.auth.limiter.failure(client)
+            log.warning(
+                "console sign-in with a wrong management key from client %r%s",
+                client,
+                "" if lockout is None else f"; locked out for {lockout:g} s",
+            )
+            return self._sign_in_form(
+                request,
+                f"That is not the management key (remote-management.secret-key or {ENV_KEY}).",
+                401,
+            )
+        self.auth.limiter.success(client)
+        token, _ = self.sessions.open()
+        response = RedirectResponse(PREFIX, status_code=303)
+        response.set_cookie(
+            COOKIE,
+            token,
+            path=PREFIX,
+            httponly=True,
+            samesite="strict",
+            # Plain HTTP is only served to loopback unless allow-remote, so a loopback
+            # operator still signs in; over HTTPS the cookie never travels in clear.
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def sign_out(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is not None:
+            check_token(request, await self._form(request), session)
+            self.sessions.close(request.cookies.get(COOKIE))
+        response: Response = RedirectResponse(SIGN_IN, status_code=303)
+        if _is_htmx(request):
+            response = Response(status_code=204, headers={"HX-Redirect": SIGN_IN})
+        response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="strict")
+        return response
+
+    # -- pages ------------------------------------------------------------------------
+
+    async def plugins_page(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        cfg = self.service.config
+        return page(
+            "plugins.html",
+            self._context(
+                request,
+                session,
+                title="Plugins",
+                plugins=plugin_views(self.service, self.routes),
+                plugins_enabled=cfg.plugins.enabled,
+                plugins_dir=cfg.plugins_dir(),
+                plugins_dir_error=self.service.host.plugins_dir_error,
+                config_path=self.service.config_path,
+            ),
+        )
+
+    async def plugin_page(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        plugin_id = request.path_params["plugin_id"]
+        view = self._plugin(plugin_id)
+        if view is None:
+            return self._not_found(request, session, plugin_id)
+        return self._plugin_page(request, session, view, self._form_state(view))
+
+    def _form_state(
+        self,
+        view: PluginView,
+        values: Mapping[str, Any] | None = None,
+        errors: Mapping[str, str] | None = None,
+        message: str | None = None,
+        failure: str | None = None,
+    ) -> dict[str, Any]:
+        shown = view.settings if values is None else values
+        return {
+            "fields": build_fields(view.fields, shown, errors),
+            "saved": message,
+            "failure": failure,
+        }
+
+    def _plugin_page(
+        self,
+        request: Request,
+        session: Session,
+        view: PluginView,
+        form: Mapping[str, Any],
+        status: int = 200,
+    ) -> Response:
+        return page(
+            "plugin.html",
+            self._context(request, session, title=view.id, plugin=view, form=form),
+            status=status,
+        )
+
+    # -- writes -----------------------------------------------------------------------
+
+    async def set_enabled(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        form = await self._form(request)
+        check_token(request, form, session)
+        plugin_id = request.path_params["plugin_id"]
+        if self._plugin(plugin_id) is None:
+            return self._not_found(request, session, plugin_id)
+        enabled = form.get("enabled") == "true"
+        failure: str | None = None
+        status = 200
+        try:
+            await run_in_threadpool(self.service.set_enabled, plugin_id, enabled)
+        except PluginError as exc:
+            failure, status = exc.message, exc.http_status
+        view = self._plugin(plugin_id)
+        if view is None:  # deleted meanwhile
+            return self._not_found(request, session, plugin_id)
+        if not _is_htmx(request):
+            back = form.get("back", "")
+            return RedirectResponse(back if back.startswith(PREFIX) else PREFIX, 303)
+        return page(
+            "_card.html",
+            self._context(
+                request, session, plugin=view, failure=failure, linked=form.get("back") == PREFIX
+            ),
+            status=status,
+        )
+
+    async def save_config(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        form = await self._form(request)
+        check_token(request, form, session)
+        plugin_id = request.path_params["plugin_id"]
+        view = self._plugin(plugin_id)
+        if view is None:
+            return self._not_found(request, session, plugin_id)
+        patch, errors = parse_submission(view.fields, form)
+        status = 200
+        if errors:
+            state = self._form_state(view, form, errors)
+            status = 422
+        else:
+            try:
+                await run_in_threadpool(self.service.patch_config, plugin_id, patch)
+            except PluginError as exc:
+                state = self._form_state(view, form, failure=exc.message)
+                status = exc.http_status
+            else:
+                view = self._plugin(plugin_id) or view
+                state = self._form_state(
+                    view, message=f"Saved to {self.service.config_path}; {plugin_id} reconfigured."
+                )
+        if not _is_htmx(request):
+            return self._plugin_page(request, session, view, state, status)
+        return page(
+            "_config.html",
+            self._context(request, session, plugin=view, form=state),
+            status=status,
+        )
+
+    async def open_menu(self, request: Request) -> Response:
+        """A plugin's resource or menu route, for the console's viewer frame: a resource
+        through a fresh signed link, a GET route answered by the plugin in a sandbox."""
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        plugin_id = request.path_params["plugin_id"]
+        path = request.query_params.get("path", "")
+        if path in self.routes.resources(plugin_id):
+            ttl = self.service.config.remote_management.resource_link_ttl
+            return RedirectResponse(self.links.link(path, ttl).url, status_code=303)
+        menus = {m.path for m in self.routes.menus(plugin_id)}
+        if path not in menus or self.routes.route_owner("GET", path) != plugin_id:
+            return PlainTextResponse(
+                f"plugin {plugin_id} has no resource or GET menu {path}", status_code=404
+            )
+        try:
+            status, headers, body = await run_in_threadpool(
+                lambda: self.routes.handle(
+                    plugin_id, method="GET", path=path, headers={}, query={}, body=b""
+                )
+            )
+        except PluginError as exc:
+            return PlainTextResponse(exc.message, status_code=exc.http_status)
+        kind = next((v[0] for k, v in headers.items() if k.lower() == "content-type" and v), None)
+        return Response(
+            body,
+            status_code=status,
+            media_type=kind or "application/octet-stream",
+            headers={
+                # The plugin's page runs in an origin of its own: it cannot reach the
+                # console's session or token, whatever it contains.
+                "Content-Security-Policy": "sandbox; frame-ancestors 'self'",
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-store",
+            },
+        )
+
+
+class NetworkRule:
+    """The API's rule on who may connect at all (loopback unless allow-remote), before
+    anything of the console is served, its static files included."""
+
+    def __init__(self, app: ASGIApp, *, auth: ManagementAuth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                await self.auth.network(Request(scope))
+            except ApiError as exc:
+                await _refusal(exc.status, exc.code, exc.message, exc.headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _gated(handler: Handler) -> Handler:
+    """`handler` with its refusals as pages rather than JSON."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return page(
+                "error.html",
+                {"nav": (), "session": None, "title": "Refused", "message": exc.message},
+                status=exc.status,
+                headers=exc.headers,
+            )
+        except CsrfRefused as exc:
+            return page(
+                "error.html",
+                {"nav": NAV, "session": None, "title": "Refused", "message": str(exc)},
+                status=403,
+            )
+
+    return endpoint
+
+
+def create_console(
+    service: HostService,
+    auth: ManagementAuth,
+    routes: PluginRoutes,
+    links: ResourceLinks,
+    *,
+    sessions: SessionStore | None = None,
+) -> ASGIApp:
+    """The console app; `routes` and `links` are the management app's, so menus and
+    resource links are the ones the API lists."""
+    console = Console(service, auth, routes, links, sessions or SessionStore())
+    gated = _gated
+    plugin = f"{PREFIX}/plugins/{{plugin_id}}"
+    app = Starlette(
+        routes=[
+            Route(PREFIX, gated(console.plugins_page), methods=["GET"]),
+            Route(SIGN_IN, gated(console.sign_in_page), methods=["GET"]),
+            Route(SIGN_IN, gated(console.sign_in), methods=["POST"]),
+            Route(f"{PREFIX}/sign-out", gated(console.sign_out), methods=["POST"]),
+            Route(plugin, gated(console.plugin_page), methods=["GET"]),
+            Route(f"{plugin}/enabled", gated(console.set_enabled), methods=["POST"]),
+            Route(f"{plugin}/config", gated(console.save_config), methods=["POST"]),
+            Route(f"{plugin}/open", gated(console.open_menu), methods=["GET"]),
+            Mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        ]
+    )
+    app.add_middleware(
+        BodyLimit,
+        cap=lambda: service.config.remote_management.max_body_bytes,
+        api=API_NAME,
+        cap_key="remote-management.max-body-bytes",
+        refuse=_refusal,
+    )
+    app.add_middleware(NetworkRule, auth=auth)
+    app.add_middleware(HeaderLimit, api=API_NAME, refuse=_refusal)  # added last: runs first
+    return app
