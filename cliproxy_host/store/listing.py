@@ -4,7 +4,6 @@ source read in parallel within the timeout, each entry with what is installed he
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +11,8 @@ from ..config import HostConfig
 from ..discovery import compare_versions, discover
 from ..errors import StoreRegistryFailed
 from ..host.listing import PluginInfo
-from .fetch import Fetcher
-from .install import fetcher_for, read_source
-from .registry import StorePlugin, bare_version
+from .install import fetcher_for, read_sources
+from .registry import bare_version
 from .sources import Source, sources_of
 
 
@@ -82,24 +80,10 @@ def _source_status(
     return "", "assumed", True
 
 
-def _read_all(fetcher: Fetcher, sources: list[Source]) -> list[list[StorePlugin] | str]:
-    def one(source: Source) -> list[StorePlugin] | str:
-        try:
-            return read_source(fetcher, source)
-        except StoreRegistryFailed as exc:
-            return exc.message
-
-    if not sources:
-        return []
-    # In parallel: an unreachable source costs the timeout once, not once per source.
-    with ThreadPoolExecutor(max_workers=min(8, len(sources)), thread_name_prefix="store") as pool:
-        return list(pool.map(one, sources))
-
-
 def store_list(config: HostConfig, infos: Iterable[PluginInfo] | None = None) -> dict[str, Any]:
     """The Go host's list body; StoreRegistryFailed when no source could be read."""
     sources = sources_of(config)
-    results = _read_all(fetcher_for(config), sources)
+    results = read_sources(fetcher_for(config), sources)
     errors = [
         {"source_id": s.id, "source_name": s.name, "source_url": s.url, "message": r}
         for s, r in zip(sources, results, strict=True)
