@@ -305,6 +305,75 @@ class HeadersTooLarge(PluginError):
     default_http_status = 431
 
 
+# -- the plugin store and uploads ----------------------------------------------------------
+
+
+class PluginInstallFailed(PluginError):
+    """A store download or an upload was refused (size, sha256, zip layout); nothing installed.
+
+    Unreachable, larger than its cap or its declared size, cut short, a sha256 that does
+    not match, a zip that breaks the layout, or a file this host cannot load.
+    """
+
+    code = "plugin_install_failed"
+    default_http_status = 502
+
+
+class UploadInvalid(PluginInstallFailed):
+    """An uploaded plugin file was refused (sha256, zip layout, not a library for here)."""
+
+    code = "plugin_upload_invalid"
+    default_http_status = 400
+
+
+class StoreRegistryFailed(PluginInstallFailed):
+    """No store source could be read (unreachable, not JSON, or not a valid registry)."""
+
+    code = "plugin_store_registry_failed"
+
+
+class PluginManifestInvalid(PluginInstallFailed):
+    """The registry's entry cannot be installed: no such version, or no artifact for here."""
+
+    code = "plugin_manifest_invalid"
+
+
+class StoreSourceNotFound(PluginNotFound):
+    """`?source=` names no configured store source."""
+
+    code = "plugin_store_source_not_found"
+
+
+class StoreSourceRequired(PluginError):
+    """Several store sources list the plugin: `?source=` must say which."""
+
+    code = "plugin_store_source_required"
+    default_http_status = 409
+
+    def __init__(self, message: str, *, sources: list[dict[str, str]], **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.sources = sources  # {id, name, url} of each source listing the plugin
+
+
+class StoreSourceConflict(PluginError):
+    """The plugin was installed from another store source (or one that cannot be told)."""
+
+    code = "plugin_store_source_conflict"
+    default_http_status = 409
+
+
+class StoreSourceInvalid(PluginError):
+    """The configured store sources cannot be used (two URLs with one source ID)."""
+
+    code = "plugin_store_source_invalid"
+
+
+class PluginDirectoryInvalid(PluginError):
+    """The plugins directory cannot take an installed file (missing, or not a directory)."""
+
+    code = "plugin_directory_invalid"
+
+
 # -- the model pipeline ------------------------------------------------------------------
 
 

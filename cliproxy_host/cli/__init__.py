@@ -32,6 +32,7 @@ from ..management.plugin_routes import PluginRoutes
 from ..management.views import plugin_list
 from ..server.app import GATEWAY_PREFIX, create_server
 from ..web.header_limit import SERVER_HEAD_BYTES
+from . import store as store_cli
 from .table import print_plugins_table
 
 EXIT_OK: Final = 0
@@ -121,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument(
         "--dir", type=Path, default=Path("."), help="where to create NAME/ (default: .)"
     )
+    store_cli.add_parser(sub)
     return parser
 
 
@@ -278,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_check(args.path, args.json, args.isolated)
     if args.command == "new":
         return _cmd_new(args.name, args.lang, args.capabilities, args.dir)
+    if args.command == "store":
+        return store_cli.run(args)
     if args.command == "plugins":
         try:
             return _cmd_plugins(Path(args.config), args.json, args.wide)

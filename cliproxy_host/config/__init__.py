@@ -14,6 +14,7 @@ from .schema import (
     PluginsSection,
     RemoteManagement,
     StoreConfig,
+    store_url_allowed,
 )
 from .store import ConfigStore
 
@@ -27,4 +28,5 @@ __all__ = [
     "PluginsSection",
     "RemoteManagement",
     "StoreConfig",
+    "store_url_allowed",
 ]

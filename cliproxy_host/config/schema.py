@@ -3,10 +3,12 @@ in each plugin's entry, and the `config_yaml` bytes each plugin is sent."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -41,6 +43,7 @@ __all__ = [
     "PluginsSection",
     "RemoteManagement",
     "StoreConfig",
+    "store_url_allowed",
 ]
 
 
@@ -239,6 +242,37 @@ def _check_plugin_id(plugin_id: str) -> str:
 PluginId = Annotated[str, AfterValidator(_check_plugin_id)]
 
 
+def store_url_allowed(url: str) -> bool:
+    """Whether the store may fetch `url`: https, or http to a literal loopback address
+    (a registry on the operator's own machine); never with a user or password in it."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        has_user = parts.username is not None
+    except ValueError:
+        return False
+    if not host or has_user:
+        return False
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_store_url(url: str) -> str:
+    # A blank entry is skipped, as the Go host does.
+    if url.strip() and not store_url_allowed(url.strip()):
+        raise broken_rule(
+            f"expected an https:// URL (http:// only for a loopback host such as 127.0.0.1),"
+            f" got {describe(url)}"
+        )
+    return url
+
+
 def _null_is_empty(value: Any) -> Any:
     """A key written with nothing after it (`http:`) means its defaults."""
     return {} if value is None else value
@@ -267,6 +301,19 @@ class PluginsSection(_Section):
     # executor calls a model ...); the Go host has no limit.
     model_call_depth: StrictInt = Field(default=8, ge=1, le=64)
     configs: dict[PluginId, PluginConfig] = Field(default_factory=dict)
+    # The plugin store (the Go host's `store-sources`): registry URLs listed after the
+    # official one, https unless on loopback.
+    store_sources: list[Annotated[str, AfterValidator(_check_store_url)]] = Field(
+        default_factory=list
+    )
+    # This host's own store keys: list the official source (false keeps a host off the
+    # internet); where github-release sources ask for releases; the cap on one download
+    # and on one upload (PUT .../file); how long one store request may take.
+    store_official: StrictBool = True
+    store_github_api: Annotated[str, AfterValidator(_check_store_url)] = "https://api.github.com"
+    store_max_bytes: PositiveStrictInt = 256 * 1024 * 1024
+    max_upload_bytes: PositiveStrictInt = 256 * 1024 * 1024
+    store_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
 
     @field_validator("configs", mode="before")
     @classmethod

@@ -199,6 +199,25 @@ class HostService:
             self.host.apply(cfg)
         return cfg
 
+    def install_file(
+        self,
+        plugin_id: str,
+        place: Callable[[], Callable[[], None]],
+        entry: Mapping[str, Any],
+    ) -> HostConfig:
+        """Put a plugin file in place (`place` returns how to undo it), merge `entry` into
+        its config entry and apply, as one change: if the config cannot be written, the
+        file is taken back, so the file and the config never disagree."""
+        with self._change(plugin_id):
+            undo = place()
+            try:
+                cfg = self.store.patch_plugin_config(plugin_id, entry)
+            except BaseException:
+                undo()
+                raise
+            self.host.apply(cfg)
+        return cfg
+
     def set_enabled(self, plugin_id: str, enabled: bool) -> HostConfig:
         """Write `enabled` and apply it; enabling a fused plugin also clears its fuse."""
         with self._change(plugin_id):

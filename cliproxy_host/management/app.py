@@ -23,7 +23,7 @@ from .errors import install_error_handlers, refusal
 from .openapi import SECURITY, drop_validation_errors
 from .plugin_routes import PluginRoutes
 from .resource_links import ResourceGate, ResourceLinks
-from .routers import plugin_config, plugin_owned, plugins
+from .routers import plugin_config, plugin_owned, plugin_store, plugin_upload, plugins
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,15 @@ def create_app(service: HostService, auth: ManagementAuth) -> FastAPI:
         api=API_NAME,
         cap_key="remote-management.max-body-bytes",
         refuse=refusal,
+        exempt=plugin_upload.is_upload,  # capped by plugins.max-upload-bytes instead
     )
     app.add_middleware(HeaderLimit, api=API_NAME, refuse=refusal)  # added last: it runs first
-    host_routers = (plugins.router, plugin_config.router)
+    host_routers = (
+        plugins.router,
+        plugin_config.router,
+        plugin_store.router,
+        plugin_upload.router,
+    )
     routes = PluginRoutes(
         service.host, lambda method, path: _is_host_route(host_routers, method, path)
     )

@@ -64,6 +64,17 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = dict(
             ("too_many_attempts", ErrorCode(429, "too many wrong keys; wait `Retry-After` s")),
             _tree(errors.ConfigSaveFailed, "the config file or a plugin file was not written"),
             ("plugin_error", ErrorCode(502, "a plugin-owned route's plugin failed")),
+            # The plugin store and uploads (the Go host's codes).
+            _tree(errors.InvalidRequest, "a store install's version or isolation disagree"),
+            _tree(errors.StoreSourceNotFound, "`?source=` names no configured store source"),
+            _tree(errors.StoreSourceRequired, "several sources list the plugin; `sources`"),
+            _tree(errors.StoreSourceConflict, "the plugin was installed from another source"),
+            _tree(errors.StoreSourceInvalid, "two plugins.store-sources share a source ID"),
+            _tree(errors.PluginDirectoryInvalid, "the plugins dir cannot take the file"),
+            _tree(errors.StoreRegistryFailed, "no store source could be read"),
+            _tree(errors.PluginManifestInvalid, "no such version, or no artifact for here"),
+            _tree(errors.PluginInstallFailed, "download, size, sha256 or zip layout refused"),
+            _tree(errors.UploadInvalid, "an uploaded file's sha256, zip layout or header"),
         ]
     )
 )

@@ -19,7 +19,8 @@ class BodyLimit:
     body is read up to the cap and refused as soon as it passes it; one within the cap is
     handed to the app as read. `cap` is asked per request, so a reloaded config applies.
     `api` names the API and `cap_key` the config key (None: a fixed cap) in the refusal,
-    which `refuse` writes in the API's own error shape.
+    which `refuse` writes in the API's own error shape. Requests `exempt` says yes to pass
+    unchecked: their route caps the body itself.
     """
 
     def __init__(
@@ -30,15 +31,18 @@ class BodyLimit:
         api: str,
         cap_key: str | None,
         refuse: Refusal,
+        exempt: Callable[[Scope], bool] | None = None,
     ) -> None:
         self.app = app
+        # Requests whose route caps its own body (an upload streamed to disk).
+        self.exempt = exempt
         self.cap = cap
         self.api = api
         self.cap_key = cap_key
         self.refuse = refuse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt is not None and self.exempt(scope)):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from ..conftest import HostFactory
 from ..serverutil import KEY, run_server
@@ -62,6 +63,10 @@ def test_no_generated_request_gets_a_server_error(
     host_factory.write_config(
         configs={"simple-c": {"enabled": True, "mode": "safe"}, "simple-rust": {"enabled": True}}
     )
+    # The store's official source is on the internet: tests stay on loopback.
+    config = YAML().load(host_factory.config_path)
+    config["plugins"]["store-official"] = False
+    YAML().dump(config, host_factory.config_path)
     watched = (host_factory.config_path, host_factory.plugins_dir)
     before = files_under(*watched)
     started = time.monotonic()
