@@ -19,6 +19,8 @@ from ..callbacks.streams import StreamTable
 from ..config import HostConfig
 from ..discovery import PluginFile
 from ..errors import ConfigError, PluginError, PluginUnloading
+from ..observe.metrics import CallSeries, Metrics, PluginStatus
+from ..observe.tracing import plugin_tracer
 from ..pipeline import ModelChunk, ModelEntry, ModelRequest, ModelResponse, Pipeline
 from . import dispatch, reconcile
 from .dispatch import NOT_HANDLED, BroadcastResult, NativeHandlers, encode
@@ -98,6 +100,12 @@ class PluginHost:
         # Readers take this reference once per call and never see a half-applied config.
         self._snapshot = Snapshot()
         self._closed = False
+        # Read once: whether calls are counted is fixed for the host's life.
+        self._metrics = (
+            Metrics(self._plugin_status, self._streams.open_per_plugin, plugin_tracer)
+            if config.metrics.enabled
+            else None
+        )
         self._pipeline = Pipeline(
             HostSource(lambda: self._snapshot, self._natives, self.call, self.call_stream)
         )
@@ -124,6 +132,23 @@ class PluginHost:
     @property
     def config(self) -> HostConfig:
         return self._config
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """The host's metrics (None with `metrics.enabled: false`)."""
+        return self._metrics
+
+    def _plugin_status(self) -> list[PluginStatus]:
+        """Every loaded plugin's state, restarts and breaker, for a scrape."""
+        with self._state:
+            slots = list(self._slots.items())
+        statuses = []
+        for pid, slot in slots:
+            health = slot.backend.health()
+            statuses.append(
+                PluginStatus(pid, health.state.value, health.restarts, slot.backend.breaker)
+            )
+        return statuses
 
     @property
     def plugins_dir_error(self) -> str | None:
@@ -356,9 +381,19 @@ class PluginHost:
             (pid, slot.registration.metadata.config_fields) for pid, slot in self._slots.items()
         )
         self._snapshot = Snapshot(
-            Record(pid, cfg.plugin_entry(pid).priority, slot.backend, slot.registration)
+            Record(
+                pid,
+                cfg.plugin_entry(pid).priority,
+                slot.backend,
+                slot.registration,
+                series=self._series(pid),
+            )
             for pid, slot in self._slots.items()
         )
+
+    def _series(self, plugin_id: str) -> CallSeries | None:
+        """The plugin's call series, made when it first registers (with metrics on)."""
+        return self._metrics.plugin(plugin_id) if self._metrics is not None else None
 
     def _retire(self, plugin_id: str, slot: Slot) -> None:
         self._close_backend(plugin_id, slot.backend)
@@ -517,7 +552,14 @@ class PluginHost:
         return (entry.timeout_ms or self._config.plugins.timeout_ms) / 1000
 
     def _invoke(self, record: Record, method: str, data: bytes) -> Any:
-        """The result of one call through the plugin's guard, which decodes and counts it."""
+        """The result of one call through the plugin's guard, which decodes and counts it;
+        counted and timed in the plugin's series (with metrics on)."""
+        series = record.series
+        if series is None:
+            return self._guarded(record, method, data)
+        return series.call(method, self._guarded, record, method, data)
+
+    def _guarded(self, record: Record, method: str, data: bytes) -> Any:
         try:
             return record.backend.call(method, data)
         except PluginUnloading:

@@ -21,6 +21,7 @@ from ..errors import (
     PluginBusy,
     PluginNotFound,
 )
+from ..observe.audit import AuditLog
 from .facade import PluginHost
 from .reconcile import plugins_dir_error
 from .watch import Changes, Watcher
@@ -62,6 +63,15 @@ class HostService:
             raise ConfigError(dir_error)
         self._protects_secret = protect_secret is not None
         self.host = host_factory(self.store.config)
+        # Read once, like the management key: where the audit goes changes with a restart.
+        audit = self.store.config.audit
+        self.audit = (
+            AuditLog(
+                self.store.config.audit_path(), max_bytes=audit.max_bytes, max_files=audit.max_files
+            )
+            if audit.enabled
+            else None
+        )
         self._watch = watch
         self._watcher: Watcher | None = None
         self._loader: threading.Thread | None = None
