@@ -445,6 +445,8 @@ def test_openapi_documents_every_host_route(server: RunningServer) -> None:
         "/v0/management/plugins/{plugin_id}",
         "/v0/management/plugins/{plugin_id}/enabled",
         "/v0/management/plugins/{plugin_id}/config",
+        "/v0/management/audit",
+        "/metrics",
     }
     assert set(paths["/v0/management/plugins/{plugin_id}/config"]) == {"get", "put", "patch"}
     listing = paths["/v0/management/plugins"]["get"]["responses"]["200"]
