@@ -4,6 +4,7 @@ audit log, and who may scrape the metrics."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..conftest import HostFactory
+from ..conftest import CompilePlugin, HostFactory
 from ..serverutil import KEY, RunningServer, run_server
 
 METRICS_KEY = "scraper-only-key"
@@ -134,3 +135,50 @@ def test_with_audit_and_metrics_off_their_routes_answer_not_found(
             response = server.client.get(path)
             assert (response.status_code, response.json()["error"]) == (404, "not_found")
         assert not (host_factory.config_path.parent / "audit.jsonl").exists()
+
+
+def test_a_write_to_a_plugin_route_is_audited_and_a_read_is_not(
+    compile_plugin: CompilePlugin, host_factory: HostFactory, tmp_path: Path
+) -> None:
+    registration = tmp_path / "reg.json"
+    registration.write_text(
+        json.dumps(
+            {
+                "metadata": {
+                    "Name": "mp",
+                    "Version": "1",
+                    "Author": "t",
+                    "GitHubRepository": "https://example.invalid",
+                },
+                "capabilities": {"management_api": True},
+            }
+        )
+    )
+    routes = tmp_path / "routes.json"
+    routes.write_text(
+        json.dumps(
+            {
+                "Routes": [
+                    {"Method": "POST", "Path": "/mp/items"},
+                    {"Method": "GET", "Path": "/mp/items"},
+                ],
+                "Resources": [],
+            }
+        )
+    )
+    library = compile_plugin(
+        TP_NAME="mp", TP_REGISTRATION_FILE=registration, TP_MANAGEMENT_FILE=routes
+    )
+    host_factory.add("mp", library)
+    host_factory.write_config(configs={"mp": {"enabled": True}})
+    with run_server(host_factory.config_path) as server:
+        assert server.service.wait_ready(30)
+        assert server.client.get("/v0/management/mp/items").status_code == 200
+        assert server.client.post("/v0/management/mp/items", json={}).status_code == 200
+        (entry,) = server.client.get("/v0/management/audit").json()["entries"]
+    assert (entry["action"], entry["route"], entry["plugin"], entry["outcome"]) == (
+        "plugin.route",
+        "POST /v0/management/mp/items",
+        "mp",
+        "ok",
+    )
