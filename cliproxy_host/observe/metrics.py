@@ -1,7 +1,8 @@
 """Prometheus metrics of the plugins: per-plugin call series bound at load, collected at scrape.
 
 The call path pays for plain integer updates on objects the host bound to the plugin's
-record when it loaded (no label lookup, no lock, no prometheus-client object per call);
+record when it loaded (no label lookup, no lock, no prometheus-client object per call;
+prometheus-client's own Counter and Histogram cost about as much as the call itself);
 prometheus-client builds the text format from them when /metrics is scraped. Everything
 else (state, restarts, breaker, fuse, open streams, queue depths) is read at scrape time
 from callbacks, so it costs the call path nothing.
@@ -10,12 +11,9 @@ from callbacks, so it costs the call path nothing.
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import partial
-from time import perf_counter_ns
-from typing import Any, Final
+from typing import Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -26,8 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..errors import PluginError
-from .tracing import Tracer, traced
+from .tracing import Tracer
 
 __all__ = [
     "CONTENT_TYPE",
@@ -35,39 +32,30 @@ __all__ = [
     "MAX_CODES",
     "MAX_METHODS",
     "OTHER",
+    "SAMPLE_EVERY",
     "CallSeries",
+    "MethodCounts",
     "Metrics",
     "PluginStatus",
 ]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
-# Upper bounds of the latency histogram, seconds: an in-process call takes microseconds,
-# an isolated one tens of them, a model call seconds.
-LATENCY_BUCKETS: Final = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
-_BOUNDS_NS: Final = [round(b * 1e9) for b in LATENCY_BUCKETS]
-_LE: Final = [f"{b:g}" for b in LATENCY_BUCKETS]
+# The latency histogram's buckets are powers of two of nanoseconds: a call that took
+# `elapsed` ns counts in bucket `elapsed.bit_length()` (bucket k holds 2^(k-1) <= ns < 2^k),
+# one int method instead of a search through bounds on the call path. The scrape shows
+# the bounds from 1.024 us (2^10 ns, the faster calls together) to 34.4 s (2^35 ns).
+_SLOTS: Final = 64
+_FIRST_SHOWN: Final = 10
+_LAST_SHOWN: Final = 35
+LATENCY_BUCKETS: Final = tuple(2**k / 1e9 for k in range(_FIRST_SHOWN, _LAST_SHOWN + 1))
+_LE: Final = [repr(b) for b in LATENCY_BUCKETS]
+
+# The latency histogram times one call in SAMPLE_EVERY of each method (every call is
+# counted): a clock pair and the bucket cost more than everything else metrics add to an
+# in-process call. A prime, so that a client cycling through 2, 3, 4 ... kinds of request
+# on one method gets each kind timed alike.
+SAMPLE_EVERY: Final = 7
 
 # Label values come from callers (a /v1 call names any method; a plugin's error envelope
 # any code): past these many per plugin and per method, the rest count as OTHER, so a
@@ -81,18 +69,23 @@ BREAKER_STATES: Final = ("closed", "open", "half_open")
 PLUGIN_STATES: Final = ("running", "restarting", "unhealthy", "fused")
 
 
-class _Method:
-    """One method's counts. Updated without a lock: under the GIL an attribute or list
-    item `+=` of an int has no point where another thread can run (no call, no jump
-    back), and the scrape only reads."""
+class MethodCounts:
+    """One method's calls: started and finished, errors by code, and the timed ones
+    (one in SAMPLE_EVERY) by bucket, with their total time.
 
-    __slots__ = ("buckets", "calls", "errors", "sum_ns")
+    The host updates them on its call path (PluginHost._invoke) without a lock: under
+    the GIL an attribute or list item update of an int has no point where another thread
+    can run (no call, no backward jump), and the scrape only reads. The calls in flight
+    are the started ones less the finished ones.
+    """
+
+    __slots__ = ("buckets", "errors", "finished", "started", "sum_ns")
 
     def __init__(self) -> None:
-        self.calls = 0
+        self.started = 0
+        self.finished = 0
         self.sum_ns = 0
-        # Per bucket, not cumulative; the last one counts what is above every bound.
-        self.buckets = [0] * (len(_BOUNDS_NS) + 1)
+        self.buckets = [0] * _SLOTS
         self.errors: dict[str, int] = {}
 
     def failed(self, code: str) -> None:
@@ -101,45 +94,34 @@ class _Method:
             code = OTHER
         errors[code] = errors.get(code, 0) + 1
 
+    def cumulative(self) -> list[tuple[str, float]]:
+        """The histogram's buckets as Prometheus shows them: (le, calls at or below)."""
+        counts = list(self.buckets)
+        # Bucket k holds calls under 2^k ns: the first shown bound takes all below it.
+        total = sum(counts[: _FIRST_SHOWN + 1])
+        shown = [(_LE[0], float(total))]
+        for le, count in zip(_LE[1:], counts[_FIRST_SHOWN + 1 : _LAST_SHOWN + 1], strict=True):
+            total += count
+            shown.append((le, float(total)))
+        shown.append(("+Inf", float(sum(counts))))
+        return shown
+
 
 class CallSeries:
     """One plugin's call counts, made when it registers and bound to its record, so that
-    a call finds them with one attribute read."""
+    a call finds them with one attribute read and one dict read."""
 
-    __slots__ = ("_lock", "in_flight", "methods", "plugin_id", "tracer")
+    __slots__ = ("_lock", "methods", "plugin_id", "tracer")
 
     def __init__(self, plugin_id: str, tracer: Tracer | None = None) -> None:
         self.plugin_id = plugin_id
-        self.methods: dict[str, _Method] = {}
-        self.in_flight = 0
+        self.methods: dict[str, MethodCounts] = {}
         # Spans are made only when an OpenTelemetry SDK was set up when the plugin loaded.
         self.tracer = tracer
         self._lock = threading.Lock()
 
-    def call(self, method: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(*args)`, counted under `method`: its time, and its error code if it fails."""
-        series = self.methods.get(method) or self._add(method)
-        if self.tracer is not None:
-            run = partial(self._count, series, fn, args)
-            return traced(self.tracer, self.plugin_id, method, run)
-        return self._count(series, fn, args)
-
-    def _count(self, series: _Method, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        self.in_flight += 1
-        start = perf_counter_ns()
-        try:
-            return fn(*args)
-        except PluginError as exc:
-            series.failed(exc.code)
-            raise
-        finally:
-            elapsed = perf_counter_ns() - start
-            self.in_flight -= 1
-            series.calls += 1
-            series.sum_ns += elapsed
-            series.buckets[bisect_left(_BOUNDS_NS, elapsed)] += 1
-
-    def _add(self, method: str) -> _Method:
+    def add(self, method: str) -> MethodCounts:
+        """The counts of a method not seen before (OTHER's past MAX_METHODS)."""
         with self._lock:
             found = self.methods.get(method)
             if found is not None:
@@ -149,8 +131,14 @@ class CallSeries:
                 found = self.methods.get(OTHER)
                 if found is not None:
                     return found
-            series = self.methods[method] = _Method()
-            return series
+            counts = self.methods[method] = MethodCounts()
+            return counts
+
+    @property
+    def in_flight(self) -> int:
+        """Calls started and not finished, over every method."""
+        # finished before started: read in this order, the difference is never negative.
+        return sum(-counts.finished + counts.started for counts in list(self.methods.values()))
 
 
 @dataclass(frozen=True)
@@ -244,7 +232,8 @@ class Metrics:
         )
         latency = HistogramMetricFamily(
             "cliproxy_plugin_call_duration_seconds",
-            "Time of a plugin call as the host sees it (guard, backend, decoding)",
+            "Time of a plugin call as the host sees it (guard, backend, decoding);"
+            f" one call in {SAMPLE_EVERY} of each method is timed",
             labels=["plugin", "method"],
         )
         in_flight = GaugeMetricFamily(
@@ -258,13 +247,10 @@ class Metrics:
             in_flight.add_metric([plugin_id], series.in_flight)
             for method, counts in sorted(dict(series.methods).items()):
                 labels = [plugin_id, method]
-                calls.add_metric(labels, counts.calls)
+                buckets = counts.cumulative()
+                calls.add_metric(labels, counts.finished)
                 for code, count in sorted(dict(counts.errors).items()):
                     errors.add_metric([*labels, code], count)
-                cumulative, buckets = 0, []
-                for le, count in zip([*_LE, "+Inf"], list(counts.buckets), strict=True):
-                    cumulative += count
-                    buckets.append((le, cumulative))
                 latency.add_metric(labels, buckets, counts.sum_ns / 1e9)
         yield from (calls, errors, latency, in_flight)
 

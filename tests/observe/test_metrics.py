@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cliproxy_host import errors
 from cliproxy_host.host.facade import PluginHost
-from cliproxy_host.observe.metrics import MAX_METHODS, OTHER, Metrics
+from cliproxy_host.observe.metrics import MAX_METHODS, OTHER, SAMPLE_EVERY, Metrics
 
 from ..conftest import CompilePlugin, HostFactory
 from ..host.streamutil import stream_plugin
@@ -79,14 +79,15 @@ def test_calls_errors_and_latency_are_counted_by_plugin_method_and_code(
     testplugin: Path, make_host: Any
 ) -> None:
     host = make_host({"tp": testplugin}, {"tp": {"enabled": True}})
-    for _ in range(3):
+    for _ in range(2 * SAMPLE_EVERY + 1):
         host.call("tp", "echo", {"a": 1})
     for _ in range(2):
         with pytest.raises(errors.PluginError):
             host.call("tp", "fail", {})
     assert host.dispatch("executor.identifier", {}) == {"identifier": "testplugin"}
     samples = scrape(host)
-    assert value(samples, "cliproxy_plugin_calls_total", plugin="tp", method="echo") == 3
+    echoes = 2 * SAMPLE_EVERY + 1
+    assert value(samples, "cliproxy_plugin_calls_total", plugin="tp", method="echo") == echoes
     assert value(samples, "cliproxy_plugin_calls_total", plugin="tp", method="fail") == 2
     assert (
         value(samples, "cliproxy_plugin_calls_total", plugin="tp", method="executor.identifier")
@@ -113,9 +114,18 @@ def test_calls_errors_and_latency_are_counted_by_plugin_method_and_code(
         method="echo",
         le="+Inf",
     )
+    # Every call counted, one in SAMPLE_EVERY timed: the first, the 8th and the 15th.
     assert count == top == 3
     assert total is not None
     assert 0 < total < 3
+    fast = value(
+        samples,
+        "cliproxy_plugin_call_duration_seconds_bucket",
+        plugin="tp",
+        method="echo",
+        le="0.268435456",
+    )
+    assert fast == 3
 
 
 def test_a_call_in_progress_is_in_flight_until_it_returns(testplugin: Path, make_host: Any) -> None:
@@ -129,16 +139,20 @@ def test_a_call_in_progress_is_in_flight_until_it_returns(testplugin: Path, make
     samples = scrape(host)
     assert value(samples, "cliproxy_plugin_calls_in_flight", plugin="tp") == 0
     slow = value(
-        samples, "cliproxy_plugin_call_duration_seconds_bucket", plugin="tp", method="sleep", le="1"
+        samples,
+        "cliproxy_plugin_call_duration_seconds_bucket",
+        plugin="tp",
+        method="sleep",
+        le="1.073741824",
     )
-    assert slow == 0  # it took 1.5 s: above the 1 s bucket
+    assert slow == 0  # it took 1.5 s: above the 2^30 ns bucket
     assert (
         value(
             samples,
             "cliproxy_plugin_call_duration_seconds_bucket",
             plugin="tp",
             method="sleep",
-            le="2.5",
+            le="2.147483648",
         )
         == 1
     )
