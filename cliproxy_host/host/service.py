@@ -44,7 +44,8 @@ class HostService:
     plugin files it deleted) is recognised and not applied again. Hand edits of the file
     and new plugin files are picked up by the watcher. Failures are raised as the error
     tree's classes (InvalidPluginId, PluginBusy, PluginNotFound, InvalidConfig,
-    ConfigSaveFailed).
+    ConfigSaveFailed). `audit` is the AuditLog the management API records its writes in
+    (None with `audit.enabled: false`).
     """
 
     def __init__(
