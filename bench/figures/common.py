@@ -111,17 +111,19 @@ def loaded_host(
     name: str,
     plugins: dict[str, Path],
     plugins_settings: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
     **plugin_config: Any,
 ) -> Iterator[PluginHost]:
     """A PluginHost loaded from a real YAML config in a temp dir, closed afterwards.
 
-    `plugin_config` goes into every plugin's entry under plugins.configs, and
-    `plugins_settings` (host defaults such as spin-us) into the plugins section.
+    `plugin_config` goes into every plugin's entry under plugins.configs,
+    `plugins_settings` (host defaults such as spin-us) into the plugins section, and
+    `extra` (other sections, such as metrics) at the top level.
     """
     hd = ctx.host_dir(name)
     for pid, lib in plugins.items():
         hd.add(pid, lib, **plugin_config)
-    hd.write_config(plugins_settings=plugins_settings)
+    hd.write_config(extra=extra, plugins_settings=plugins_settings)
     host = PluginHost.from_config(hd.config_path)
     try:
         for info in host.plugins():

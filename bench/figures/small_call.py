@@ -2,6 +2,8 @@
 
 Candidates, all calling the same C function (bench_plugin.c's echo) with the same bytes:
   host      PluginHost.call(plugin_id, "echo", request_dict) on a host loaded from YAML
+  host, metrics off   the same on a host with `metrics: {enabled: false}`: what counting
+            each call in its plugin's series (and timing one in 7) costs (1n)
   raw       bare cffi function pointer + orjson.dumps / orjson.loads (baselines/raw.py)
   ctypes    a hand-written ctypes loader with stdlib json (baselines/ctypes_loader.py)
   ctypes+orjson   the same with orjson (informational: how much of the gap is json)
@@ -39,6 +41,8 @@ TITLE = "Small envelope round trip (host.call, ~100 B request)"
 
 PID = "bench"
 NO_SPIN = "isolated, spin-us 0"
+METRICS_OFF = "host.call, metrics off"
+METRICS_OFF_CONFIG = {"metrics": {"enabled": False}}
 EXTISM = "Extism"
 BUSY_PROCESSES = 2
 DEFAULT_SPIN_US = 50  # IsolationLimits.spin_us, what "isolated" runs with
@@ -59,6 +63,11 @@ def run(ctx: Context) -> FigureResult:
     request = dict(SMALL_REQUEST)
     with ExitStack() as stack:
         host = stack.enter_context(loaded_host(ctx, "fig1-host", {PID: ctx.bench_plugin()}))
+        bare = stack.enter_context(
+            loaded_host(
+                ctx, "fig1-metrics-off", {PID: ctx.bench_plugin()}, extra=METRICS_OFF_CONFIG
+            )
+        )
         raw = RawPlugin(ctx.private_copy("fig1-raw"))
         stack.callback(raw.close)
         ct = CtypesPlugin(ctx.private_copy("fig1-ctypes"))
@@ -69,9 +78,10 @@ def run(ctx: Context) -> FigureResult:
         stack.callback(rpc.close)
         buffer = raw.new_buffer()
 
-        host_call, raw_call = host.call, raw.call
+        host_call, raw_call, bare_call = host.call, raw.call, bare.call
         calls: dict[str, Callable[[], Any]] = {
             "host.call": lambda: host_call(PID, "echo", request),
+            METRICS_OFF: lambda: bare_call(PID, "echo", request),
             "raw": lambda: raw_call(b"echo", request, buffer),
             "ctypes": lambda: ct.call("echo", request),
             "ctypes+orjson": lambda: ct_orjson.call("echo", request),
@@ -149,6 +159,17 @@ def run(ctx: Context) -> FigureResult:
             absolute=f"socket JSON-RPC {fmt_stats(m['socket JSON-RPC'])}",
         ),
     ]
+    metrics_cost = m.ratio("host.call", METRICS_OFF)
+    result.checks.append(
+        Check.ratio(
+            "1n",
+            "host.call with metrics on / off (counting every call, timing one in 7)",
+            metrics_cost,
+            target="<= 1.1x",
+            met=metrics_cost.value <= 1.1,
+            absolute=f"metrics off {fmt_stats(m[METRICS_OFF])}",
+        )
+    )
     iso_vs_raw = m.ratio("isolated", "raw")
     socket_vs_iso = m.ratio("socket JSON-RPC", "isolated")
     result.checks += [

@@ -237,6 +237,13 @@ class GuardedBackend:
             self._failing = False
             self._opened_at = None
 
+    @property
+    def breaker(self) -> str:
+        """The circuit breaker's state: "closed", "open", or "half_open" while a probe runs."""
+        if self._opened_at is None:
+            return "closed"
+        return "half_open" if self._probing else "open"
+
     def health(self) -> Health:
         inner = self.backend.health()
         if inner.state is not State.RUNNING:

@@ -293,6 +293,13 @@ class StreamTable:
             self._streams.pop(stream.stream_id, None)
             stream.abort(f"plugin {plugin_id} was unloaded while streaming")
 
+    def open_per_plugin(self) -> dict[str, int]:
+        """How many streams each plugin has open (for the metrics)."""
+        counts: dict[str, int] = {}
+        for stream in list(self._streams.values()):  # list(): one atomic copy
+            counts[stream.owner] = counts.get(stream.owner, 0) + 1
+        return counts
+
     def shutdown(self) -> None:
         """Abort every stream and open no more (the host is shutting down)."""
         self._closed = True

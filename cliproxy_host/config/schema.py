@@ -35,10 +35,12 @@ from .yamledit import dump_for_plugin, is_list, parse_yaml, plain
 
 __all__ = [
     "HOST_KEYS",
+    "AuditSection",
     "ClientKeyEntry",
     "ConfigError",
     "HostConfig",
     "HttpPolicy",
+    "MetricsSection",
     "PluginConfig",
     "PluginsSection",
     "RemoteManagement",
@@ -89,6 +91,28 @@ class RemoteManagement(_Section):
     resource_link_ttl: StrictInt = Field(default=300, ge=10, le=86_400)
     # The Go host serves /v0/resource/plugins/... without a key; true does the same here.
     open_plugin_resources: StrictBool = False
+    # A key that opens GET /metrics only (plaintext or a bcrypt hash), for a scraper that
+    # must not hold the management key; the management key opens it too.
+    metrics_key: str | None = Field(default=None, repr=False)
+
+
+class AuditSection(_Section):
+    """The `audit:` section: the append-only log of management writes (JSON lines)."""
+
+    enabled: StrictBool = True
+    # A relative path is taken from the config's folder.
+    file: Annotated[str, StringConstraints(min_length=1)] = "audit.jsonl"
+    # The file is rotated (audit.jsonl.1, .2, ...) before a line would take it past this.
+    max_bytes: StrictInt = Field(default=4 * 1024 * 1024, ge=4096)
+    # Rotated files kept beside the current one; the oldest goes first.
+    max_files: StrictInt = Field(default=5, ge=1, le=100)
+
+
+class MetricsSection(_Section):
+    """The `metrics:` section: GET /metrics and the per-call series (read once at start)."""
+
+    # false: no per-call counting and no OpenTelemetry spans; /metrics answers 404.
+    enabled: StrictBool = True
 
 
 class ClientKeyEntry(_Section):
@@ -326,8 +350,8 @@ class PluginsSection(_Section):
 
 class HostConfig(BaseModel):
     """The whole config file. Top-level keys other than `plugins`, `http`,
-    `remote-management`, `auth-dir` and `api-keys` belong to other programs sharing the
-    file: they are kept and ignored."""
+    `remote-management`, `auth-dir`, `api-keys`, `audit` and `metrics` belong to other
+    programs sharing the file: they are kept and ignored."""
 
     # populate_by_name: `HostConfig(remote_management=...)` must not land in model_extra.
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -352,8 +376,12 @@ class HostConfig(BaseModel):
         serialization_alias="api-keys",
         repr=False,
     )
+    audit: AuditSection = Field(default_factory=AuditSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
 
-    @field_validator("plugins", "http", "remote_management", "api_keys", mode="before")
+    @field_validator(
+        "plugins", "http", "remote_management", "api_keys", "audit", "metrics", mode="before"
+    )
     @classmethod
     def _empty_sections(cls, value: Any) -> Any:
         return _null_is_empty(value)
@@ -406,6 +434,11 @@ class HostConfig(BaseModel):
         is taken from the config's folder (the working directory for a config in memory)."""
         base = self._path.parent if self._path is not None else Path.cwd()
         return base / Path(self.auth_dir).expanduser()
+
+    def audit_path(self) -> Path:
+        """The audit log's file; a relative `audit.file` is taken from the config's folder."""
+        base = self._path.parent if self._path is not None else Path.cwd()
+        return base / Path(self.audit.file).expanduser()
 
     def plugin_entry(self, plugin_id: str) -> PluginConfig:
         """A plugin's config entry, or the defaults when the config has none."""

@@ -7,6 +7,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from functools import partial
 from pathlib import Path
+from time import perf_counter_ns
 from typing import Any
 
 from ..abi import HostHandler, Method
@@ -19,6 +20,8 @@ from ..callbacks.streams import StreamTable
 from ..config import HostConfig
 from ..discovery import PluginFile
 from ..errors import ConfigError, PluginError, PluginUnloading
+from ..observe.metrics import SAMPLE_EVERY, CallSeries, Metrics, PluginStatus
+from ..observe.tracing import plugin_tracer, traced
 from ..pipeline import ModelChunk, ModelEntry, ModelRequest, ModelResponse, Pipeline
 from . import dispatch, reconcile
 from .dispatch import NOT_HANDLED, BroadcastResult, NativeHandlers, encode
@@ -98,6 +101,12 @@ class PluginHost:
         # Readers take this reference once per call and never see a half-applied config.
         self._snapshot = Snapshot()
         self._closed = False
+        # Read once: whether calls are counted is fixed for the host's life.
+        self._metrics = (
+            Metrics(self._plugin_status, self._streams.open_per_plugin, plugin_tracer)
+            if config.metrics.enabled
+            else None
+        )
         self._pipeline = Pipeline(
             HostSource(lambda: self._snapshot, self._natives, self.call, self.call_stream)
         )
@@ -124,6 +133,23 @@ class PluginHost:
     @property
     def config(self) -> HostConfig:
         return self._config
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """The host's metrics (None with `metrics.enabled: false`)."""
+        return self._metrics
+
+    def _plugin_status(self) -> list[PluginStatus]:
+        """Every loaded plugin's state, restarts and breaker, for a scrape."""
+        with self._state:
+            slots = list(self._slots.items())
+        statuses = []
+        for pid, slot in slots:
+            health = slot.backend.health()
+            statuses.append(
+                PluginStatus(pid, health.state.value, health.restarts, slot.backend.breaker)
+            )
+        return statuses
 
     @property
     def plugins_dir_error(self) -> str | None:
@@ -356,9 +382,19 @@ class PluginHost:
             (pid, slot.registration.metadata.config_fields) for pid, slot in self._slots.items()
         )
         self._snapshot = Snapshot(
-            Record(pid, cfg.plugin_entry(pid).priority, slot.backend, slot.registration)
+            Record(
+                pid,
+                cfg.plugin_entry(pid).priority,
+                slot.backend,
+                slot.registration,
+                series=self._series(pid),
+            )
             for pid, slot in self._slots.items()
         )
+
+    def _series(self, plugin_id: str) -> CallSeries | None:
+        """The plugin's call series, made when it first registers (with metrics on)."""
+        return self._metrics.plugin(plugin_id) if self._metrics is not None else None
 
     def _retire(self, plugin_id: str, slot: Slot) -> None:
         self._close_backend(plugin_id, slot.backend)
@@ -516,17 +552,57 @@ class PluginHost:
         entry = self._config.plugin_entry(plugin_id)
         return (entry.timeout_ms or self._config.plugins.timeout_ms) / 1000
 
-    def _invoke(self, record: Record, method: str, data: bytes) -> Any:
-        """The result of one call through the plugin's guard, which decodes and counts it."""
+    def _invoke(self, record: Record, method: str, data: bytes, in_span: bool = False) -> Any:
+        """The result of one call through the plugin's guard, which decodes and counts it;
+        with metrics on, counted in the plugin's series (and traced, if set up).
+
+        The series' updates are written out here rather than in a method of the series: a
+        call frame more costs a tenth of what metrics may add to an in-process call.
+        MethodCounts documents the layout and why no lock is needed; SAMPLE_EVERY why
+        only some calls are timed.
+        """
+        series = record.series
+        if series is None:
+            try:
+                return record.backend.call(method, data)
+            except PluginUnloading as exc:
+                return self._on_successor(record, method, data, exc)
+        if series.tracer is not None and not in_span:
+            count = partial(self._invoke, record, method, data, True)
+            return traced(series.tracer, record.plugin_id, method, count)
+        counts = series.methods.get(method) or series.add(method)
+        started = counts.started
+        counts.started = started + 1
+        timed = not started % SAMPLE_EVERY
+        start = perf_counter_ns() if timed else 0
         try:
-            return record.backend.call(method, data)
-        except PluginUnloading:
-            # A caller can pick a record just before a swap retires it. The refusal comes
-            # before the plugin saw the request, so the successor can safely take it.
-            successor = self._snapshot.get(record.plugin_id)
-            if successor is None or successor is record:
-                raise
-            return successor.backend.call(method, data)
+            try:
+                return record.backend.call(method, data)
+            except PluginUnloading as exc:
+                return self._on_successor(record, method, data, exc)
+        except PluginError as exc:
+            counts.failed(exc.code)
+            raise
+        finally:
+            counts.finished += 1
+            if timed:
+                elapsed = perf_counter_ns() - start
+                counts.sum_ns += elapsed
+                counts.buckets[elapsed.bit_length()] += 1
+
+    def _on_successor(
+        self, record: Record, method: str, data: bytes, refusal: PluginUnloading
+    ) -> Any:
+        """A call the record refused with PluginUnloading, retried on its successor (the
+        refusal again when it has none).
+
+        A caller can pick a record just before a swap retires it. The refusal comes before
+        the plugin saw the request, so the successor can safely take it.
+        """
+        successor = self._snapshot.get(record.plugin_id)
+        if successor is None or successor is record:
+            raise refusal
+        return successor.backend.call(method, data)
 
     def _unavailable(self, plugin_id: str, method: str) -> PluginError:
         with self._state:

@@ -12,6 +12,7 @@ from ..abi import CAPABILITY_METHODS, QUALIFIER_FLAGS, SCHEMA_VERSION
 from ..backends.protocol import GuardedPlugin
 from ..config import HOST_KEYS
 from ..errors import InvalidRegistration, PluginLoadError
+from ..observe.metrics import CallSeries
 from ..pipeline.formats import missing_formats
 
 ConfigFieldType = Literal["string", "number", "integer", "boolean", "enum", "array", "object"]
@@ -156,6 +157,8 @@ class Record:
     backend: GuardedPlugin = field(compare=False)
     registration: Registration = field(compare=False)
     enabled: bool = True
+    # Where its calls are counted (and traced); None with metrics off.
+    series: CallSeries | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

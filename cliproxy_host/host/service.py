@@ -21,6 +21,7 @@ from ..errors import (
     PluginBusy,
     PluginNotFound,
 )
+from ..observe.audit import AuditLog
 from .facade import PluginHost
 from .reconcile import plugins_dir_error
 from .watch import Changes, Watcher
@@ -43,7 +44,8 @@ class HostService:
     plugin files it deleted) is recognised and not applied again. Hand edits of the file
     and new plugin files are picked up by the watcher. Failures are raised as the error
     tree's classes (InvalidPluginId, PluginBusy, PluginNotFound, InvalidConfig,
-    ConfigSaveFailed).
+    ConfigSaveFailed). `audit` is the AuditLog the management API records its writes in
+    (None with `audit.enabled: false`).
     """
 
     def __init__(
@@ -62,6 +64,15 @@ class HostService:
             raise ConfigError(dir_error)
         self._protects_secret = protect_secret is not None
         self.host = host_factory(self.store.config)
+        # Read once, like the management key: where the audit goes changes with a restart.
+        audit = self.store.config.audit
+        self.audit = (
+            AuditLog(
+                self.store.config.audit_path(), max_bytes=audit.max_bytes, max_files=audit.max_files
+            )
+            if audit.enabled
+            else None
+        )
         self._watch = watch
         self._watcher: Watcher | None = None
         self._loader: threading.Thread | None = None

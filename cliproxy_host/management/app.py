@@ -23,7 +23,8 @@ from .errors import install_error_handlers, refusal
 from .openapi import SECURITY, drop_validation_errors
 from .plugin_routes import PluginRoutes
 from .resource_links import ResourceGate, ResourceLinks
-from .routers import plugin_config, plugin_owned, plugin_store, plugin_upload, plugins
+from .routers import audit, metrics, plugin_config, plugin_owned, plugin_store, plugin_upload, plugins
+from .routers.metrics import MetricsGate
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def create_app(service: HostService, auth: ManagementAuth) -> FastAPI:
         plugin_config.router,
         plugin_store.router,
         plugin_upload.router,
+        audit.router,
     )
     routes = PluginRoutes(
         service.host, lambda method, path: _is_host_route(host_routers, method, path)
@@ -106,6 +108,11 @@ def create_app(service: HostService, auth: ManagementAuth) -> FastAPI:
     for router in (*host_routers, plugin_owned.router):
         app.include_router(router, dependencies=keyed)
     app.include_router(plugin_owned.resources, dependencies=[Depends(ResourceGate(auth, links))])
+    # Read once, like the management key.
+    metrics_key = service.config.remote_management.metrics_key
+    app.include_router(
+        metrics.router, dependencies=[Depends(MetricsGate(auth, metrics_key)), *SECURITY]
+    )
     app.include_router(docs_router(app, auth.network))
     return app
 

@@ -101,3 +101,24 @@ class DeleteResult(BaseModel):
 
 
 PluginConfigBody = dict[str, Any]
+
+
+class AuditEntryOut(BaseModel):
+    """One management write, as the audit log recorded it."""
+
+    seq: int = Field(description="the entry's number; numbering goes on across rotations")
+    time: str = Field(description="when, ISO 8601 in UTC")
+    action: str = Field(description="e.g. config.patch, plugin.enable, plugin.delete")
+    route: str = Field(description="method and path of the request")
+    plugin: str | None
+    client: str | None = Field(description="the client's address")
+    key: str | None = Field(description="the first 16 hex digits of the key's SHA-256")
+    config_before: str | None = Field(description="SHA-256 of the config file before")
+    config_after: str | None = Field(description="SHA-256 of the config file after")
+    outcome: str = Field(description='"ok", or the error code the write failed with')
+    detail: str | None = None
+
+
+class AuditPageOut(BaseModel):
+    entries: list[AuditEntryOut] = Field(description="newest first")
+    next: int | None = Field(description="pass as `before` for the next page; null: no more")

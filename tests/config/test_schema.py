@@ -223,7 +223,7 @@ def test_remote_management_can_be_built_in_python() -> None:
             "config.yaml:3: remote-management.allow-remotes: unknown key;"
             " expected one of: allow-remote, secret-key, "
             "disable-control-panel, disable-auto-update-panel, panel-github-repository, "
-            "max-body-bytes, resource-link-ttl, open-plugin-resources",
+            "max-body-bytes, resource-link-ttl, open-plugin-resources, metrics-key",
         ),
     ],
 )

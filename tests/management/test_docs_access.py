@@ -90,7 +90,7 @@ def test_the_docs_need_no_key_and_every_other_route_does(server: RunningServer) 
         for path, item in document["paths"].items()
         for method in item
     ]
-    assert len(operations) == 9  # 6 plugin routes, the store's 2, the upload
+    assert len(operations) == 11  # 6 plugin routes, the store's 2, the upload, audit, /metrics
     # Plugin routes and resources, which the document leaves out, too.
     operations += [
         ("GET", "/v0/management/simple-c/status"),
@@ -111,8 +111,10 @@ def test_the_document_holds_no_plugin_data(server: RunningServer) -> None:
     for private in ("simple-c", "index.html", str(server.service.config_path)):
         assert private not in text
     # The host's routes only: no plugin route or resource is listed.
+    host_paths = {"/v0/management/audit", "/metrics"}
     assert all(
         path.startswith(("/v0/management/plugins", "/v0/management/plugin-store"))
+        or path in host_paths
         for path in response.json()["paths"]
     )
     assert KEY not in text

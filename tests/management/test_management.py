@@ -448,6 +448,8 @@ def test_openapi_documents_every_host_route(server: RunningServer) -> None:
         "/v0/management/plugins/{plugin_id}/file",
         "/v0/management/plugin-store",
         "/v0/management/plugin-store/{plugin_id}/install",
+        "/v0/management/audit",
+        "/metrics",
     }
     assert set(paths["/v0/management/plugins/{plugin_id}/config"]) == {"get", "put", "patch"}
     listing = paths["/v0/management/plugins"]["get"]["responses"]["200"]

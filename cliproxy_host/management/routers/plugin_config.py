@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 
 from ...errors import InvalidConfig
 from ...host.registry import check_settings
 from ...host.service import HostService
+from ..audit import Caller, audited
 from ..deps import PluginId, Service, find_plugin
 from ..errors import error_responses
 from ..json_body import JsonBodyRoute
@@ -60,12 +61,16 @@ def get_config(plugin_id: PluginId, service: Service) -> dict[str, Any]:
     responses=error_responses(400, 401, 403, 404, 409, 413, 414, 415, 429, 431, 500),
 )
 def put_config(
-    plugin_id: PluginId, body: Annotated[dict[str, Any], Body()], service: Service
+    plugin_id: PluginId,
+    body: Annotated[dict[str, Any], Body()],
+    service: Service,
+    request: Request,
 ) -> dict[str, Any]:
     """Replace the plugin's whole config mapping; the plugin is reconfigured."""
-    find_plugin(service, plugin_id)
-    check_plugin_settings(service, plugin_id, body)
-    service.replace_config(plugin_id, body)
+    with audited(service, Caller.of(request), "config.replace", plugin_id):
+        find_plugin(service, plugin_id)
+        check_plugin_settings(service, plugin_id, body)
+        service.replace_config(plugin_id, body)
     return config_of(service, plugin_id)
 
 
@@ -76,10 +81,14 @@ def put_config(
     responses=error_responses(400, 401, 403, 404, 409, 413, 414, 415, 429, 431, 500),
 )
 def patch_config(
-    plugin_id: PluginId, body: Annotated[dict[str, Any], Body()], service: Service
+    plugin_id: PluginId,
+    body: Annotated[dict[str, Any], Body()],
+    service: Service,
+    request: Request,
 ) -> dict[str, Any]:
     """Shallow merge into the plugin's config; a null value deletes that key."""
-    find_plugin(service, plugin_id)
-    check_plugin_settings(service, plugin_id, body)
-    service.patch_config(plugin_id, body)
+    with audited(service, Caller.of(request), "config.patch", plugin_id):
+        find_plugin(service, plugin_id)
+        check_plugin_settings(service, plugin_id, body)
+        service.patch_config(plugin_id, body)
     return config_of(service, plugin_id)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
+from ..audit import Caller, audited
 from ..deps import Links, PluginId, Routes, Service, find_plugin
 from ..errors import error_responses
 from ..json_body import JsonBodyRoute
@@ -41,10 +42,11 @@ async def list_plugins(service: Service, routes: Routes, links: Links) -> Respon
     summary="Delete a plugin",
     responses=error_responses(400, 401, 403, 404, 409, 413, 414, 429, 431, 500),
 )
-def delete_plugin(plugin_id: PluginId, service: Service) -> DeleteResult:
+def delete_plugin(plugin_id: PluginId, service: Service, request: Request) -> DeleteResult:
     """Unload the plugin, delete its files (every version) and drop its config entry."""
-    find_plugin(service, plugin_id)
-    done = service.delete(plugin_id)
+    with audited(service, Caller.of(request), "plugin.delete", plugin_id):
+        find_plugin(service, plugin_id)
+        done = service.delete(plugin_id)
     return DeleteResult(
         id=plugin_id,
         deleted_files=[str(p) for p in done.files],
@@ -59,9 +61,17 @@ def delete_plugin(plugin_id: PluginId, service: Service) -> DeleteResult:
     responses=error_responses(400, 401, 403, 404, 409, 413, 414, 415, 429, 431, 500),
 )
 def set_enabled(
-    plugin_id: PluginId, body: EnabledBody, service: Service, routes: Routes, links: Links
+    plugin_id: PluginId,
+    body: EnabledBody,
+    *,
+    service: Service,
+    routes: Routes,
+    links: Links,
+    request: Request,
 ) -> PluginEntry:
     """Write `enabled` to the config file and load or unload the plugin accordingly."""
-    find_plugin(service, plugin_id)
-    service.set_enabled(plugin_id, body.enabled)
+    action = "plugin.enable" if body.enabled else "plugin.disable"
+    with audited(service, Caller.of(request), action, plugin_id):
+        find_plugin(service, plugin_id)
+        service.set_enabled(plugin_id, body.enabled)
     return plugin_entry(service, routes, links, find_plugin(service, plugin_id))
