@@ -7,13 +7,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import orjson
 import uvicorn
 
 from .. import __version__
+from ..abi import LIBRARY_SUFFIX
 from ..config import HostConfig
+from ..discovery import parse_name
 from ..envelope import b64encode, ok
 from ..errors import ConfigError, PluginError, PluginNotFound, PluginNotLoaded
 from ..host.facade import PluginHost
@@ -31,7 +33,9 @@ from ..management.auth import (
 from ..management.plugin_routes import PluginRoutes
 from ..management.views import plugin_list
 from ..server.app import GATEWAY_PREFIX, create_server
+from ..trust import read_image, sha256_hex
 from ..web.header_limit import SERVER_HEAD_BYTES
+from .signing import cmd_keygen, cmd_sign
 from .table import print_plugins_table
 
 EXIT_OK: Final = 0
@@ -121,6 +125,24 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument(
         "--dir", type=Path, default=Path("."), help="where to create NAME/ (default: .)"
     )
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="make an ed25519 key pair for signing plugins",
+        description="Write a new private key (PEM) and print its public key, the form "
+        "plugins.trusted-keys takes.",
+    )
+    keygen.add_argument(
+        "--out", type=Path, default=Path("plugin-signing.pem"), help="the private key file"
+    )
+
+    sign = sub.add_parser(
+        "sign",
+        help="sign a plugin file: writes FILE.sig",
+        description="Write FILE.sig, the detached ed25519 signature of FILE's bytes.",
+    )
+    sign.add_argument("path", type=Path, help="the plugin library to sign")
+    sign.add_argument("--key", type=Path, required=True, help="the private key (keygen --out)")
     return parser
 
 
@@ -251,11 +273,23 @@ def _cmd_check(path: Path, as_json: bool, isolated: bool) -> int:
         sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print(report.table())
+    _print_digest(path, sys.stderr if as_json else sys.stdout)
     return EXIT_ERROR_ENVELOPE if report.failed else EXIT_OK
 
 
+def _print_digest(path: Path, out: TextIO) -> None:
+    """The file's sha256, as plugins.configs.<id>.sha256 pins it."""
+    try:
+        digest = sha256_hex(read_image(path))
+    except OSError:
+        return  # the checks have said why the file cannot be read
+    parsed = parse_name(path.name, LIBRARY_SUFFIX)
+    plugin_id = parsed[0] if parsed else "<id>"
+    print(f"sha256: {digest}  {path}", file=out)
+    print(f"  pin it: plugins.configs.{plugin_id}.sha256: {digest}", file=out)
+
+
 def _cmd_new(name: str, lang: str, capabilities: Sequence[str], parent: Path) -> int:
-    from ..abi import LIBRARY_SUFFIX  # noqa: PLC0415
     from ..scaffold.project import ScaffoldError, create_project  # noqa: PLC0415
 
     try:
@@ -277,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_check(args.path, args.json, args.isolated)
     if args.command == "new":
         return _cmd_new(args.name, args.lang, args.capabilities, args.dir)
+    if args.command == "keygen":
+        return cmd_keygen(args.out)
+    if args.command == "sign":
+        return cmd_sign(args.path, args.key)
     if args.command == "plugins":
         try:
             return _cmd_plugins(Path(args.config), args.json, args.wide)

@@ -94,7 +94,9 @@ def plan(cfg: HostConfig, slots: Mapping[str, Slot]) -> Plan:
             slot.config_yaml != cfg.config_yaml(pid) and slot.backend.health().state is State.FUSED
         ):
             steps.load[pid] = pfile
-            if slot.spec.isolated or restarts:
+            # A new trust policy retires the old library first: bytes the new pin or keys
+            # refuse must not go on serving because their successor failed to load.
+            if slot.spec.isolated or restarts or slot.spec.trust != cfg.trust_policy(pid):
                 steps.restart.append(pid)
         elif slot.config_yaml != cfg.config_yaml(pid):
             steps.reconfigure.append(pid)
