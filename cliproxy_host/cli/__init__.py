@@ -125,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument(
         "--dir", type=Path, default=Path("."), help="where to create NAME/ (default: .)"
     )
+    new.add_argument(
+        "--wheel",
+        action="store_true",
+        help="Rust only: also build it as a Python wheel (maturin; `make wheel`) that the "
+        "host finds through the cliproxy_host.plugins entry point",
+    )
 
     keygen = sub.add_parser(
         "keygen",
@@ -289,11 +295,13 @@ def _print_digest(path: Path, out: TextIO) -> None:
     print(f"  pin it: plugins.configs.{plugin_id}.sha256: {digest}", file=out)
 
 
-def _cmd_new(name: str, lang: str, capabilities: Sequence[str], parent: Path) -> int:
+def _cmd_new(
+    name: str, lang: str, capabilities: Sequence[str], parent: Path, *, wheel: bool = False
+) -> int:
     from ..scaffold.project import ScaffoldError, create_project  # noqa: PLC0415
 
     try:
-        project = create_project(name, lang, capabilities, parent)
+        project = create_project(name, lang, capabilities, parent, wheel=wheel)
     except ScaffoldError as exc:
         print(f"cliproxy-host: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -301,6 +309,8 @@ def _cmd_new(name: str, lang: str, capabilities: Sequence[str], parent: Path) ->
     print(f"  make -C {project} build     # build/{name}{LIBRARY_SUFFIX}")
     print(f"  make -C {project} check     # cliproxy-host check build/{name}{LIBRARY_SUFFIX}")
     print(f"  make -C {project} install   # into ../plugins/<os>/<arch>/ (PLUGINS_DIR=...)")
+    if wheel:
+        print(f"  make -C {project} wheel     # or a wheel: pip install {project}/dist/*.whl")
     return EXIT_OK
 
 
@@ -310,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _cmd_check(args.path, args.json, args.isolated)
     if args.command == "new":
-        return _cmd_new(args.name, args.lang, args.capabilities, args.dir)
+        return _cmd_new(args.name, args.lang, args.capabilities, args.dir, wheel=args.wheel)
     if args.command == "keygen":
         return cmd_keygen(args.out)
     if args.command == "sign":
