@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import SignatureInvalid, SignatureMissing
 from .digest import check_digest, read_image, sha256_hex
-from .signatures import read_signature, signature_path, signer
+from .signatures import parse_signature, read_signature, signature_path, signer
 
 
 @dataclass(frozen=True)
@@ -39,19 +39,28 @@ class Verdict:
 
 
 def verify_plugin(
-    data: bytes, path: Path, policy: TrustPolicy, *, plugin_id: str | None = None
+    data: bytes,
+    path: Path,
+    policy: TrustPolicy,
+    *,
+    plugin_id: str | None = None,
+    signature: bytes | None = None,
 ) -> Verdict:
     """Check the bytes of a plugin file against its policy; raise the PluginUntrusted
     subclass that says why they may not be loaded.
 
     `data` must be the very bytes that are loaded afterwards (never the file read again);
-    `path` names the file in messages and locates its `.sig`.
+    `path` names the file in messages and locates its `.sig`, unless `signature` brings
+    the content of one (an upload's, say, not yet on disk).
     """
     if policy.sha256:
         digest = check_digest(policy.sha256, data, path, plugin_id=plugin_id)
     else:
         digest = sha256_hex(data)
-    signature = read_signature(path, plugin_id=plugin_id)
+    if signature is not None:
+        signature = parse_signature(signature, signature_path(path), plugin_id=plugin_id)
+    else:
+        signature = read_signature(path, plugin_id=plugin_id)
     if signature is None:
         if policy.require_signature:
             raise SignatureMissing(

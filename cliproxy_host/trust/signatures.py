@@ -34,13 +34,19 @@ def read_signature(path: Path, *, plugin_id: str | None) -> bytes | None:
             text = fh.read(_MAX_SIG_FILE + 1)
     except FileNotFoundError:
         return None
+    return parse_signature(text, sig_path, plugin_id=plugin_id)
+
+
+def parse_signature(text: bytes, source: Path | str, *, plugin_id: str | None) -> bytes:
+    """The 64 bytes of a `.sig` file's content; SignatureInvalid naming `source` if it
+    holds none."""
     try:
         raw = base64.b64decode(text.strip(), validate=True)
     except binascii.Error:
         raw = b""
     if len(text) > _MAX_SIG_FILE or len(raw) != SIGNATURE_BYTES:
         raise SignatureInvalid(
-            f"{sig_path} is no ed25519 signature (expected the base64 of 64 bytes on one "
+            f"{source} is no ed25519 signature (expected the base64 of 64 bytes on one "
             "line); sign the file again with `cliproxy-host sign`",
             plugin_id=plugin_id,
         )

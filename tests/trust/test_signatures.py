@@ -158,6 +158,13 @@ def test_verify_tells_which_trusted_key_signed_the_bytes(
     # The signature covers the bytes handed in, whatever the file holds now.
     with pytest.raises(errors.SignatureInvalid):
         verify_plugin(data + b"\0", path, policy, plugin_id="tp")
+    # A signature handed in (an upload's) instead of the file beside the path.
+    given = verify_plugin(
+        data, tmp_path / "upload.so", policy, signature=Path(f"{path}.sig").read_bytes()
+    )
+    assert given.signer == author.public
+    with pytest.raises(errors.SignatureInvalid, match=r"upload\.so\.sig is no ed25519"):
+        verify_plugin(data, tmp_path / "upload.so", policy, signature=b"short")
     unsigned = verify_plugin(data, tmp_path / "elsewhere.so", policy)
     assert (unsigned.signed, unsigned.sha256) == (False, verdict.sha256)
     assert issubclass(errors.SignatureInvalid, errors.PluginUntrusted)
