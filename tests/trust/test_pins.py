@@ -34,6 +34,7 @@ def test_a_plugin_whose_file_has_the_pinned_digest_loads_and_answers(
     with PluginHost.from_config(host_factory.config_path) as host:
         [info] = host.plugins()
         assert (info.registered, info.error) == (True, None)
+        assert (info.sha256, info.signed_by) == (pin.lower(), None)
         assert host.call("tp", "echo", {"pinned": True}) == {"pinned": True}
 
 
@@ -68,6 +69,7 @@ def test_the_mismatch_shows_in_the_management_list_and_the_plugins_table(
     assert main(["plugins", "--config", str(host_factory.config_path), "--json"]) == 0
     [entry] = json.loads(capsys.readouterr().out)["plugins"]
     assert f"sha256 mismatch: config {'0' * 64}, file {actual}" in entry["error"]
+    assert (entry["sha256"], entry["signed_by"]) == (None, None)  # nothing loaded
     assert main(["plugins", "--config", str(host_factory.config_path), "--wide"]) == 0
     table = " ".join(capsys.readouterr().out.split())  # rich wraps long cells
     assert "sha256 mismatch" in table

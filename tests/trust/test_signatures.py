@@ -4,6 +4,7 @@ and `cliproxy-host keygen` / `sign` for authors."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 import stat
 from pathlib import Path
@@ -70,6 +71,8 @@ def test_a_file_signed_by_a_trusted_key_loads_under_require_signature(
     with PluginHost.from_config(host_factory.config_path) as host:
         [info] = host.plugins()
         assert (info.registered, info.error) == (True, None)
+        assert info.signed_by == author.public
+        assert info.sha256 == hashlib.sha256(installed.read_bytes()).hexdigest()
         assert host.call("tp", "echo", {"signed": True}) == {"signed": True}
 
 
