@@ -110,3 +110,39 @@ def test_a_maturin_wheel_installed_in_a_venv_is_loaded_and_called_by_the_host(
     assert results["same version"]["path"].endswith(f"wheel-demo-v0.1.0{LIBRARY_SUFFIX}")
     # The wheel is this venv's alone: the host outside it does not see it.
     assert "wheel-demo" not in {found.id for found in scan_wheels(LIBRARY_SUFFIX).files}
+
+
+def install_dist(site: Path, name: str, version: str, entry: str, libraries: list[str]) -> None:
+    """A distribution as an installer leaves it: a package and its .dist-info."""
+    package = site / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('the host must not import me')\n")
+    for library in libraries:
+        (package / library).write_bytes(b"")
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[cliproxy_host.plugins]\n{entry}\n")
+
+
+def test_entry_points_are_located_without_importing_and_explain_what_they_lack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    so = LIBRARY_SUFFIX
+    install_dist(site, "empty_pkg", "1.0", "empty = empty_pkg", [])
+    install_dist(site, "two_pkg", "2.0", "two = two_pkg", [f"liba{so}", f"libb{so}"])
+    install_dist(
+        site, "named_pkg", "dev", f"named = named_pkg:libb{so}", [f"liba{so}", f"libb{so}"]
+    )
+    install_dist(site, "bad_id_pkg", "1.0", "-bad = bad_id_pkg", [f"liba{so}"])
+    monkeypatch.syspath_prepend(str(site))
+    scan = scan_wheels(so)
+    assert [(f.id, f.path, f.version) for f in scan.files] == [
+        ("named", site / "named_pkg" / f"libb{so}", None)  # "dev" is no version
+    ]
+    assert "is no installed package" not in scan.problems["empty"]  # found, but empty
+    assert f"no {so} libraries in {site / 'empty_pkg'}" in scan.problems["empty"]
+    assert f"2 {so} libraries" in scan.problems["two"]
+    assert "-bad" not in scan.problems
+    assert "empty_pkg" not in sys.modules
