@@ -258,12 +258,16 @@ def discover(
     arch: str | None = None,
     variants: Iterable[str] | None = None,
     suffix: str | None = None,
+    extra: Iterable[PluginFile] = (),
+    extra_problems: Mapping[str, str] | None = None,
 ) -> Discovery:
     """Scan the plugins directory `root` and pick one file per plugin ID.
 
     A versioned file beats an unversioned one and a higher version a lower one; between
     equals the first in search order wins. `pins` maps plugin IDs to the only version
-    that may be taken for them. The platform defaults to this process's.
+    that may be taken for them. The platform defaults to this process's. `extra` are
+    files found elsewhere (installed wheels), searched after the plugins dir, and
+    `extra_problems` why an ID found there has no file.
     """
     here = platform_tag()
     os_name = os_name or here[0]
@@ -287,6 +291,10 @@ def discover(
             seen.setdefault(plugin_file.id, []).append(plugin_file)
         for plugin_id, reason in unlistable.items():
             broken.setdefault(plugin_id, reason)
+    for plugin_file in extra:
+        seen.setdefault(plugin_file.id, []).append(plugin_file)
+    for plugin_id, reason in (extra_problems or {}).items():
+        broken.setdefault(plugin_id, reason)
 
     normalized_pins = {key: normalize_pin(value) for key, value in (pins or {}).items()}
     result = Discovery(errors=tuple(errors))

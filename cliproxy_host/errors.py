@@ -146,6 +146,31 @@ class RegistrationTimeout(PluginLoadError):
     default_http_status = 504
 
 
+class PluginUntrusted(PluginLoadError):
+    """The plugin file fails its trust checks (sha256 pin, signature): it is not loaded."""
+
+    code = "plugin_untrusted"
+    default_http_status = 403
+
+
+class ChecksumMismatch(PluginUntrusted):
+    """The file's sha256 is not the one pinned in the config (`sha256 mismatch: ...`)."""
+
+    code = "sha256_mismatch"
+
+
+class SignatureInvalid(PluginUntrusted):
+    """The file's `.sig` is malformed, or no key of plugins.trusted-keys made it."""
+
+    code = "signature_invalid"
+
+
+class SignatureMissing(PluginUntrusted):
+    """plugins.require-signature is true and the file has no `.sig`."""
+
+    code = "signature_missing"
+
+
 # -- answers that break the contract -----------------------------------------------------
 
 

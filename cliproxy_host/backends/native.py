@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from ..abi import ABI_VERSION, HostHandler, Method, ffi, libc
-from ..binfmt import load_problem
+from ..binfmt import host_target, identify, load_problem, mismatch
 from ..envelope import failed_call_error
 from ..errors import (
     AbiVersionMismatch,
@@ -24,6 +24,7 @@ from ..errors import (
     PluginUnloading,
 )
 from ..gate import failure_envelope
+from .image import LibraryImage, is_loaded
 from .protocol import DEFAULT_DRAIN_TIMEOUT, Health
 
 log = logging.getLogger(__name__)
@@ -197,14 +198,19 @@ class NativePlugin:
     # A call in this process cannot be stopped: the guard times it on a thread of its own.
     ends_overruns = False
 
-    def __init__(self, plugin_id: str, path: Path, handler: HostHandler) -> None:
+    def __init__(
+        self, plugin_id: str, path: Path, handler: HostHandler, *, image: bytes | None = None
+    ) -> None:
         """Load and initialise the library (ABI.md section 1, steps 1-4).
 
-        The steps stay in one function, in the ABI's order, so each failure can undo
-        exactly what the steps before it did (that order is the point, hence the length).
+        `image`, when given, is the file's content as the host verified it (trust/): that
+        copy is loaded, from memory, never the file on disk again. The steps stay in one
+        function, in the ABI's order, so each failure can undo exactly what the steps
+        before it did (that order is the point, hence the length).
         """
         self.plugin_id = plugin_id
         self.path = path
+        self._image: LibraryImage | None = None
         self._methods: dict[str, bytes] = {}
         self._cond = threading.Condition()
         self._calls: list[None] = []  # one entry per call in flight
@@ -214,21 +220,30 @@ class NativePlugin:
 
         # The header first: dlopen's own words for a foreign or broken file mislead
         # ("No such file or directory" for a file that exists but is for another CPU).
-        problem = load_problem(path)
+        if image is None:
+            problem = load_problem(path)
+        else:
+            reason = mismatch(identify(image), host_target())
+            problem = None if reason is None else f"cannot load {path}: {reason}"
         if problem is not None:
             raise self._load_error(problem)
+        if image is not None:
+            self._image = LibraryImage(image, path.name)
+        # Absolute: dlopen searches the library path for a bare name like "x.so".
+        self.load_path = self._image.path if self._image else path.absolute()
         try:
-            # Absolute: dlopen searches the library path for a bare name like "x.so".
-            self._lib = ffi.dlopen(str(path.absolute()), _DLOPEN_FLAGS)
+            self._lib = ffi.dlopen(str(self.load_path), _DLOPEN_FLAGS)
         except OSError as exc:
+            self._release_image()
             raise self._load_error(
-                f"cannot load {path}: {dlopen_reason(exc, path)}; install the libraries it "
-                f"needs (ldd {path} lists them) or rebuild it for this system"
+                f"cannot load {path}: {dlopen_reason(exc, self.load_path)}; install the "
+                f"libraries it needs (ldd {path} lists them) or rebuild it for this system"
             ) from None
         try:
             init = getattr(self._lib, INIT_SYMBOL)
         except AttributeError:
             ffi.dlclose(self._lib)
+            self._release_image()
             raise self._load_error(
                 f"{path} does not export {INIT_SYMBOL}; export it with C linkage "
                 '(CLIPROXY_EXPORT in C, #[no_mangle] pub extern "C" in Rust)'
@@ -289,7 +304,13 @@ class NativePlugin:
         _contexts.pop(self._ctx_id, None)
         _contexts_by_ptr.pop(self._ctx_ptr, None)
         ffi.dlclose(self._lib)
+        self._release_image()
         self._closed = True
+
+    def _release_image(self) -> None:
+        if self._image is not None:
+            self._image.release(still_loaded=is_loaded(self.load_path))
+            self._image = None
 
     def call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
         """Send a request envelope; answer the plugin's response envelope bytes (copied).

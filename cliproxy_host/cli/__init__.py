@@ -7,13 +7,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import orjson
 import uvicorn
 
 from .. import __version__
+from ..abi import LIBRARY_SUFFIX
 from ..config import HostConfig
+from ..discovery import parse_name
 from ..envelope import b64encode, ok
 from ..errors import ConfigError, PluginError, PluginNotFound, PluginNotLoaded
 from ..host.facade import PluginHost
@@ -31,8 +33,10 @@ from ..management.auth import (
 from ..management.plugin_routes import PluginRoutes
 from ..management.views import plugin_list
 from ..server.app import GATEWAY_PREFIX, create_server
+from ..trust import read_image, sha256_hex
 from ..web.header_limit import SERVER_HEAD_BYTES
 from . import store as store_cli
+from .signing import cmd_keygen, cmd_sign
 from .table import print_plugins_table
 
 EXIT_OK: Final = 0
@@ -123,6 +127,30 @@ def _parser() -> argparse.ArgumentParser:
         "--dir", type=Path, default=Path("."), help="where to create NAME/ (default: .)"
     )
     store_cli.add_parser(sub)
+    new.add_argument(
+        "--wheel",
+        action="store_true",
+        help="Rust only: also build it as a Python wheel (maturin; `make wheel`) that the "
+        "host finds through the cliproxy_host.plugins entry point",
+    )
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="make an ed25519 key pair for signing plugins",
+        description="Write a new private key (PEM) and print its public key, the form "
+        "plugins.trusted-keys takes.",
+    )
+    keygen.add_argument(
+        "--out", type=Path, default=Path("plugin-signing.pem"), help="the private key file"
+    )
+
+    sign = sub.add_parser(
+        "sign",
+        help="sign a plugin file: writes FILE.sig",
+        description="Write FILE.sig, the detached ed25519 signature of FILE's bytes.",
+    )
+    sign.add_argument("path", type=Path, help="the plugin library to sign")
+    sign.add_argument("--key", type=Path, required=True, help="the private key (keygen --out)")
     return parser
 
 
@@ -254,15 +282,29 @@ def _cmd_check(path: Path, as_json: bool, isolated: bool) -> int:
         sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print(report.table())
+    _print_digest(path, sys.stderr if as_json else sys.stdout)
     return EXIT_ERROR_ENVELOPE if report.failed else EXIT_OK
 
 
-def _cmd_new(name: str, lang: str, capabilities: Sequence[str], parent: Path) -> int:
-    from ..abi import LIBRARY_SUFFIX  # noqa: PLC0415
+def _print_digest(path: Path, out: TextIO) -> None:
+    """The file's sha256, as plugins.configs.<id>.sha256 pins it."""
+    try:
+        digest = sha256_hex(read_image(path))
+    except OSError:
+        return  # the checks have said why the file cannot be read
+    parsed = parse_name(path.name, LIBRARY_SUFFIX)
+    plugin_id = parsed[0] if parsed else "<id>"
+    print(f"sha256: {digest}  {path}", file=out)
+    print(f"  pin it: plugins.configs.{plugin_id}.sha256: {digest}", file=out)
+
+
+def _cmd_new(
+    name: str, lang: str, capabilities: Sequence[str], parent: Path, *, wheel: bool = False
+) -> int:
     from ..scaffold.project import ScaffoldError, create_project  # noqa: PLC0415
 
     try:
-        project = create_project(name, lang, capabilities, parent)
+        project = create_project(name, lang, capabilities, parent, wheel=wheel)
     except ScaffoldError as exc:
         print(f"cliproxy-host: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -270,6 +312,8 @@ def _cmd_new(name: str, lang: str, capabilities: Sequence[str], parent: Path) ->
     print(f"  make -C {project} build     # build/{name}{LIBRARY_SUFFIX}")
     print(f"  make -C {project} check     # cliproxy-host check build/{name}{LIBRARY_SUFFIX}")
     print(f"  make -C {project} install   # into ../plugins/<os>/<arch>/ (PLUGINS_DIR=...)")
+    if wheel:
+        print(f"  make -C {project} wheel     # or a wheel: pip install {project}/dist/*.whl")
     return EXIT_OK
 
 
@@ -279,9 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _cmd_check(args.path, args.json, args.isolated)
     if args.command == "new":
-        return _cmd_new(args.name, args.lang, args.capabilities, args.dir)
+        return _cmd_new(args.name, args.lang, args.capabilities, args.dir, wheel=args.wheel)
     if args.command == "store":
         return store_cli.run(args)
+    if args.command == "keygen":
+        return cmd_keygen(args.out)
+    if args.command == "sign":
+        return cmd_sign(args.path, args.key)
     if args.command == "plugins":
         try:
             return _cmd_plugins(Path(args.config), args.json, args.wide)

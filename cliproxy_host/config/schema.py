@@ -29,6 +29,9 @@ from ruamel.yaml import YAML
 
 from ..discovery import is_valid_id, normalize_pin
 from ..errors import ConfigError
+from ..trust import TrustPolicy
+from ..trust.digest import is_sha256
+from ..trust.keys import public_key_problem
 from .files import read_existing_file
 from .problems import broken_rule, describe, line_of, validation_message, where, yaml_name
 from .yamledit import dump_for_plugin, is_list, parse_yaml, plain
@@ -166,6 +169,26 @@ class _KeepsKeyOrder(BaseModel):
 
 PositiveStrictInt = Annotated[StrictInt, Field(gt=0)]
 
+
+def _check_sha256(value: str) -> str:
+    if not is_sha256(value):
+        raise broken_rule(
+            f"expected the file's sha256 as 64 hex digits (`cliproxy-host check FILE` "
+            f"prints it), got {describe(value)}"
+        )
+    return value.lower()
+
+
+def _check_public_key(value: str) -> str:
+    problem = public_key_problem(value)
+    if problem is not None:
+        raise broken_rule(f"{problem}, got {describe(value)}")
+    return value.strip()
+
+
+Sha256Pin = Annotated[str, AfterValidator(_check_sha256)]
+TrustedKey = Annotated[str, AfterValidator(_check_public_key)]
+
 # -- bounds: every size a config file or a management request controls (README "Limits") --
 # The config file; the management API's writes may not grow it past this either.
 MAX_CONFIG_FILE_BYTES: Final = 4 * 1024 * 1024
@@ -216,6 +239,8 @@ class PluginConfig(_KeepsKeyOrder):
     max_response_bytes: PositiveStrictInt | None = None
     memory_limit_mb: PositiveStrictInt | None = None  # isolated only (RLIMIT_AS)
     cpu_limit_s: PositiveStrictInt | None = None  # isolated only (RLIMIT_CPU)
+    # The sha256 the plugin's file must have; the host hashes the very bytes it loads.
+    sha256: Sha256Pin | None = None
 
     @property
     def pinned_version(self) -> str | None:
@@ -338,6 +363,19 @@ class PluginsSection(_Section):
     store_max_bytes: PositiveStrictInt = 256 * 1024 * 1024
     max_upload_bytes: PositiveStrictInt = 256 * 1024 * 1024
     store_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
+    # ed25519 public keys (base64 of the raw 32 bytes) whose `<file>.sig` a plugin file may
+    # carry; require-signature refuses a file that no trusted key signed.
+    trusted_keys: list[TrustedKey] = Field(default_factory=list)
+    require_signature: StrictBool = False
+
+    @model_validator(mode="after")
+    def _signatures_need_keys(self) -> Self:
+        if self.require_signature and not self.trusted_keys:
+            raise broken_rule(
+                "require-signature is true but trusted-keys is empty, so no plugin could "
+                "load: add the signers' public keys to plugins.trusted-keys"
+            )
+        return self
 
     @field_validator("configs", mode="before")
     @classmethod
@@ -444,6 +482,14 @@ class HostConfig(BaseModel):
         """A plugin's config entry, or the defaults when the config has none."""
         entry = self.plugins.configs.get(plugin_id)
         return entry if entry is not None else PluginConfig()
+
+    def trust_policy(self, plugin_id: str) -> TrustPolicy:
+        """What the plugin's file must satisfy: its pin, the trusted keys, require-signature."""
+        return TrustPolicy(
+            sha256=self.plugin_entry(plugin_id).sha256,
+            trusted_keys=tuple(self.plugins.trusted_keys),
+            require_signature=self.plugins.require_signature,
+        )
 
     def config_yaml(self, plugin_id: str) -> bytes:
         """The `config_yaml` bytes sent to a plugin: `enabled: false\npriority: 0\n`

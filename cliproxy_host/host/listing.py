@@ -34,6 +34,9 @@ class PluginInfo(BaseModel):
     last_error: str | None  # the last runtime failure (crash, timeout, open circuit)
     last_signal: str | None  # the signal that killed its worker last, if any
     warnings: list[str] = []  # what registered but cannot work (an executor without formats)
+    # What the trust checks found in the loaded bytes (only when a pin or trusted keys apply).
+    sha256: str | None = None
+    signed_by: str | None = None  # the trusted key (as in plugins.trusted-keys) that signed it
 
 
 def plugins_off_reason(cfg: HostConfig) -> str | None:
@@ -88,6 +91,8 @@ def describe(
         last_error=health.last_error if health else None,
         last_signal=health.last_signal if health else None,
         warnings=list(reg.warnings) if reg else [],
+        sha256=slot.verdict.sha256 if slot and slot.verdict else None,
+        signed_by=slot.verdict.signer if slot and slot.verdict else None,
     )
 
 

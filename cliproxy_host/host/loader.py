@@ -7,8 +7,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import orjson
 
@@ -21,12 +22,19 @@ from ..backends.protocol import PluginBackend
 from ..config import HostConfig
 from ..discovery import PluginFile
 from ..envelope import b64encode
-from ..errors import PluginError, RegistrationTimeout
+from ..errors import PluginError, PluginLoadError, RegistrationTimeout
+from ..trust import TrustPolicy, Verdict, verify_file
 from .registry import Registration, parse_registration
 
 log = logging.getLogger(__name__)
 
-BackendFactory = Callable[[str, Path, HostHandler], PluginBackend]
+
+class BackendFactory(Protocol):
+    """Builds an in-process backend (NativePlugin); `image` is the verified file content."""
+
+    def __call__(
+        self, plugin_id: str, path: Path, handler: HostHandler, *, image: bytes | None = None
+    ) -> PluginBackend: ...
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class Spec:
     isolated: bool
     guard: GuardLimits
     isolation: IsolationLimits | None
+    trust: TrustPolicy
 
     @classmethod
     def of(cls, cfg: HostConfig, plugin_id: str) -> Spec:
@@ -64,7 +73,7 @@ class Spec:
             breaker_failures=defaults.breaker_failures,
             breaker_cooldown_s=defaults.breaker_cooldown_seconds,
         )
-        return cls(isolated, guard, isolation)
+        return cls(isolated, guard, isolation, cfg.trust_policy(plugin_id))
 
 
 @dataclass
@@ -81,6 +90,8 @@ class Slot:
     spec: Spec
     # An in-process library with a Go runtime in it: Go allows one per process.
     go_runtime: bool = False
+    # What the trust checks found (digest, signer); None when the policy asks for none.
+    verdict: Verdict | None = None
 
 
 def stamp(path: Path) -> tuple[int, int, int]:
@@ -109,10 +120,15 @@ def load_plugin(
 ) -> Slot:
     """Open the plugin's backend, guard it and register it; `close` undoes a failed load."""
     file_stamp = stamp(pfile.path)
+    image, verdict = _verified(plugin_id, pfile.path, spec.trust)
     if spec.isolation is not None:
-        inner: PluginBackend = IsolatedPlugin(plugin_id, pfile.path, callbacks, spec.isolation)
+        # The worker loads the file itself: it is told the digest the bytes must have.
+        limits = spec.isolation
+        if verdict is not None:
+            limits = replace(limits, sha256=verdict.sha256)
+        inner: PluginBackend = IsolatedPlugin(plugin_id, pfile.path, callbacks, limits)
     else:
-        inner = factory(plugin_id, pfile.path, callbacks)
+        inner = factory(plugin_id, pfile.path, callbacks, image=image)
     backend = GuardedBackend(inner, spec.guard)
     try:
         result = backend.call(Method.REGISTER, lifecycle_request(config_yaml))
@@ -123,7 +139,21 @@ def load_plugin(
     for warning in registration.warnings:
         log.warning("plugin %s (%s): %s", plugin_id, pfile.path, warning)
     go_runtime = not spec.isolated and built_with_go(pfile.path)
-    return Slot(pfile, backend, registration, config_yaml, file_stamp, spec, go_runtime)
+    return Slot(pfile, backend, registration, config_yaml, file_stamp, spec, go_runtime, verdict)
+
+
+def _verified(
+    plugin_id: str, path: Path, policy: TrustPolicy
+) -> tuple[bytes | None, Verdict | None]:
+    """The file's bytes and verdict when the policy asks for checks, else (None, None)."""
+    if not policy.active:
+        return None, None
+    try:
+        return verify_file(path, policy, plugin_id=plugin_id)
+    except OSError as exc:
+        raise PluginLoadError(
+            f"cannot read {path} to verify it: {exc.strerror or exc}", plugin_id=plugin_id
+        ) from None
 
 
 def warn_go_runtimes(slots: Mapping[str, Slot]) -> None:

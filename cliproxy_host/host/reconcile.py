@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..abi import LIBRARY_SUFFIX
 from ..backends.protocol import State
 from ..config import HostConfig, PluginConfig
 from ..discovery import PluginFile, discover, plugins_dir_problem
 from ..errors import ConfigError
+from ..wheels import scan_wheels
 from .loader import Slot, Spec, stamp
 from .registry import ConfigField, Registration, check_settings
 
@@ -73,7 +75,8 @@ def plan(cfg: HostConfig, slots: Mapping[str, Slot]) -> Plan:
         for pid in cfg.plugins.configs
         if (pin := cfg.plugin_entry(pid).pinned_version) is not None
     }
-    found = discover(cfg.plugins_dir(), pins)
+    wheels = scan_wheels(LIBRARY_SUFFIX)
+    found = discover(cfg.plugins_dir(), pins, extra=wheels.files, extra_problems=wheels.problems)
     wanted = {
         pid: f
         for pid, f in found.files.items()
@@ -94,7 +97,9 @@ def plan(cfg: HostConfig, slots: Mapping[str, Slot]) -> Plan:
             slot.config_yaml != cfg.config_yaml(pid) and slot.backend.health().state is State.FUSED
         ):
             steps.load[pid] = pfile
-            if slot.spec.isolated or restarts:
+            # A new trust policy retires the old library first: bytes the new pin or keys
+            # refuse must not go on serving because their successor failed to load.
+            if slot.spec.isolated or restarts or slot.spec.trust != cfg.trust_policy(pid):
                 steps.restart.append(pid)
         elif slot.config_yaml != cfg.config_yaml(pid):
             steps.reconfigure.append(pid)

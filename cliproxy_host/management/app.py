@@ -23,7 +23,15 @@ from .errors import install_error_handlers, refusal
 from .openapi import SECURITY, drop_validation_errors
 from .plugin_routes import PluginRoutes
 from .resource_links import ResourceGate, ResourceLinks
-from .routers import audit, metrics, plugin_config, plugin_owned, plugin_store, plugin_upload, plugins
+from .routers import (
+    audit,
+    metrics,
+    plugin_config,
+    plugin_owned,
+    plugin_store,
+    plugin_upload,
+    plugins,
+)
 from .routers.metrics import MetricsGate
 
 log = logging.getLogger(__name__)

@@ -78,6 +78,13 @@ class PluginEntry(BaseModel):
         default_factory=list,
         description="what registered but cannot work, e.g. an executor without formats",
     )
+    sha256: str | None = Field(
+        default=None,
+        description="the sha256 of the loaded bytes, when a pin or trusted keys apply",
+    )
+    signed_by: str | None = Field(
+        default=None, description="the key of plugins.trusted-keys that signed the loaded file"
+    )
 
 
 class PluginList(BaseModel):

@@ -76,6 +76,8 @@ def plugin_entry(
         last_error=info.last_error,
         last_signal=info.last_signal,
         warnings=info.warnings,
+        sha256=info.sha256,
+        signed_by=info.signed_by,
     )
 
 

@@ -134,7 +134,27 @@ def _capabilities(chosen: Sequence[str]) -> list[str]:
     return [flag for flag in CAPABILITY_METHODS if flag in wanted]
 
 
-def _tokens(name: str, flags: Sequence[str]) -> dict[str, str]:
+# `new --wheel`: what a Rust project gets to build a wheel (templates/rust-wheel/ on top).
+_WHEEL_MAKE: Final = """
+# A Python wheel carrying the library (maturin, offline): dist/@@LIB@@-*.whl.
+wheel:
+\t$(MATURIN) build --release --offline --out dist
+"""
+_WHEEL_README: Final = """## As a Python wheel
+
+```sh
+make wheel                    # maturin build --release --offline: dist/@@LIB@@-*.whl
+pip install dist/@@LIB@@-*.whl  # into the environment cliproxy-host runs in
+```
+
+The wheel carries the library. The host finds it through the entry point
+`@@NAME@@ = "@@LIB@@"` of the group `cliproxy_host.plugins` (`pyproject.toml`) and takes
+it like a file `@@NAME@@-v<version>.so` under its plugins dir, after the files there.
+
+"""
+
+
+def _tokens(name: str, flags: Sequence[str], *, wheel: bool = False) -> dict[str, str]:
     capabilities: dict[str, object] = {}
     for flag in flags:
         capabilities[flag] = True
@@ -168,6 +188,10 @@ def _tokens(name: str, flags: Sequence[str]) -> dict[str, str]:
         "@@CRATE@@": crate,
         "@@LIB@@": crate.replace("-", "_"),
         "@@MAKE_COMMON@@": _templates().joinpath("Makefile.common").read_text("utf-8"),
+        # _render puts these in first: they hold tokens of their own.
+        "@@WHEEL_MAKE@@": ("MATURIN ?= maturin\n" + _WHEEL_MAKE) if wheel else "",
+        "@@WHEEL_PHONY@@": " wheel" if wheel else "",
+        "@@WHEEL_README@@": _WHEEL_README if wheel else "",
     }
 
 
@@ -186,6 +210,9 @@ def _walk(directory: Traversable, prefix: str = "") -> Iterator[tuple[str, Trave
 
 
 def _render(text: str, tokens: dict[str, str]) -> str:
+    # The wheel's snippets hold tokens of their own: put them in first.
+    for token in ("@@WHEEL_MAKE@@", "@@WHEEL_README@@"):
+        text = text.replace(token, tokens[token])
     for token, value in tokens.items():
         text = text.replace(token, value)
     left = _TOKEN.search(text)
@@ -199,8 +226,12 @@ def create_project(
     lang: str,
     capabilities: Sequence[str] = (),
     parent: Path = Path("."),
+    *,
+    wheel: bool = False,
 ) -> Path:
-    """Write PARENT/NAME/, a plugin project for `lang` with `capabilities`; answer its path."""
+    """Write PARENT/NAME/, a plugin project for `lang` with `capabilities`; answer its path.
+
+    `wheel` (Rust only) adds what builds it as a Python wheel with maturin."""
     if not is_valid_id(name):
         raise ScaffoldError(
             f"{name!r} is not a valid plugin ID: use 1-128 letters, digits, '.', '_' or '-', "
@@ -208,20 +239,24 @@ def create_project(
         )
     if lang not in LANGUAGES:
         raise ScaffoldError(f"unknown language {lang!r}; choose from {', '.join(LANGUAGES)}")
+    if wheel and lang != "rust":
+        raise ScaffoldError("--wheel is for Rust plugins (maturin); drop it or use --lang rust")
     flags = _capabilities(capabilities)
     target = parent / name
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ScaffoldError(
             f"{target} already exists and is not empty; choose another NAME or --dir"
         )
-    tokens = _tokens(name, flags)
+    tokens = _tokens(name, flags, wheel=wheel)
+    layers = [lang, *(["rust-wheel"] if wheel else [])]
 
     parent.mkdir(parents=True, exist_ok=True)
     # Written aside and renamed into place, so a failure leaves no half-made project.
     staging = parent / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir()
     try:
-        for relative, source in _walk(_templates().joinpath(lang)):
+        sources = [item for layer in layers for item in _walk(_templates().joinpath(layer))]
+        for relative, source in sources:
             dest = staging / _render(relative, tokens)
             dest.parent.mkdir(parents=True, exist_ok=True)
             if relative.endswith(TEMPLATE_SUFFIX):

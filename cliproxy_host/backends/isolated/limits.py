@@ -31,6 +31,9 @@ class IsolationLimits:
     # outlast it are not polled for.
     spin_us: int = 50
     line_idle_s: float = 30.0  # call lines unused this long are closed (one stays open)
+    # The sha256 of the bytes the host verified (trust/): the worker reads the file once,
+    # refuses other bytes, and loads that copy from memory. None: loaded from its path.
+    sha256: str | None = None
 
     def __post_init__(self) -> None:
         positive = {

@@ -78,6 +78,8 @@ def worker_command(
         command += ["--memory-limit-mb", str(limits.memory_limit_mb)]
     if limits.cpu_limit_s is not None:
         command += ["--cpu-limit-s", str(limits.cpu_limit_s)]
+    if limits.sha256 is not None:
+        command += ["--sha256", limits.sha256]
     return command
 
 

@@ -27,6 +27,7 @@ from typing import Final, NoReturn
 import orjson
 
 from ...errors import PluginBusy, PluginCallFailed, PluginError, PluginLoadError, ResponseTooLarge
+from ...trust.digest import check_digest, read_image
 from ..native import NativePlugin
 from .wire import (
     HANDSHAKE_ID,
@@ -77,6 +78,7 @@ class _Server:
         path: Path,
         max_response: int,
         spin_us: int,
+        sha256: str | None = None,
     ) -> None:
         self.channel = Channel(sock)
         self.spin_s = spin_us / 1e6
@@ -84,6 +86,7 @@ class _Server:
         self.plugin_id = plugin_id
         self.path = path
         self.max_response = max_response
+        self.sha256 = sha256
         self.plugin: NativePlugin | None = None
         self._host_waits: dict[int, _HostWait] = {}
         self._host_lock = threading.Lock()
@@ -201,7 +204,7 @@ class _Server:
 
     def _load(self) -> None:
         try:
-            plugin = NativePlugin(self.plugin_id, self.path, self._forward)
+            plugin = NativePlugin(self.plugin_id, self.path, self._forward, image=self._image())
         except PluginError as exc:
             self._send(Kind.ERROR, HANDSHAKE_ID, pack_error(exc))
             _exit(0)
@@ -217,13 +220,25 @@ class _Server:
         # the worker exits (they would fault in unmapped memory). Exit reclaims it.
         mode = os.RTLD_NOW | os.RTLD_LOCAL | getattr(os, "RTLD_NODELETE", 0)
         try:
-            self._pin = ctypes.CDLL(str(self.path), mode=mode)
+            self._pin = ctypes.CDLL(str(plugin.load_path), mode=mode)
         except OSError as exc:
             log.warning(
                 "worker for plugin %s: could not pin %s: %s", self.plugin_id, self.path, exc
             )
         self.plugin = plugin
         self._send(Kind.READY, HANDSHAKE_ID, orjson.dumps({"pid": os.getpid()}))
+
+    def _image(self) -> bytes | None:
+        """The file's bytes if the host verified them: read once here, and refused unless
+        they are what the host checked (the file may have changed since)."""
+        if self.sha256 is None:
+            return None
+        try:
+            data = read_image(self.path)
+        except OSError as exc:
+            raise PluginLoadError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        check_digest(self.sha256, data, self.path, plugin_id=self.plugin_id, source="verified")
+        return data
 
     def _call(self, line: Channel, request_id: int, method: str, request: bytes) -> None:
         plugin = self.plugin
@@ -350,6 +365,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--spin-us", type=int, default=0)
     parser.add_argument("--memory-limit-mb", type=int)
     parser.add_argument("--cpu-limit-s", type=int)
+    parser.add_argument("--sha256")
     return parser.parse_args(argv)
 
 
@@ -371,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         path=args.path,
         max_response=args.max_response_bytes,
         spin_us=args.spin_us,
+        sha256=args.sha256,
     ).serve()
 
 

@@ -1,0 +1,1 @@
+"""Plugins shipped as wheels: the cliproxy_host.plugins entry-point group."""
