@@ -75,6 +75,9 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = dict(
             _tree(errors.PluginManifestInvalid, "no such version, or no artifact for here"),
             _tree(errors.PluginInstallFailed, "download, size, sha256 or zip layout refused"),
             _tree(errors.UploadInvalid, "an uploaded file's sha256, zip layout or header"),
+            # An installed file's signature (plugins.trusted-keys, require-signature).
+            _tree(errors.SignatureMissing, "require-signature is on and no signature came"),
+            _tree(errors.SignatureInvalid, "the signature is malformed or by no trusted key"),
         ]
     )
 )

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..config import ConfigStore, HostConfig
+from ..config.files import write_atomically
 from ..discovery import is_valid_id, platform_tag, plugins_dir_problem
 from ..errors import (
     InvalidPluginId,
@@ -28,6 +29,7 @@ from ..errors import (
     StoreSourceRequired,
     UploadInvalid,
 )
+from ..trust.signatures import signature_path
 from .fetch import Fetched, Fetcher, FetchFailed
 from .place import Placement, Undo, library_problem, staging_file, target_path
 from .registry import (
@@ -43,7 +45,7 @@ from .registry import (
     valid_version,
 )
 from .sources import Source, sources_of
-from .trust import Isolation, installed_isolation
+from .trust import Isolation, installed_isolation, verify_installed
 from .unpack import UnpackFailed, extract_library, is_zip
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,8 @@ class InstallRequest:
     version: str | None = None
     source: str | None = None
     isolation: Isolation | None = None
+    # The content of the file's detached signature (`<file>.sig`), if one came with it.
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -491,9 +495,21 @@ class StoreInstaller:
                 # Named as the file it would have become, not the temp file it was.
                 problem = problem.replace(str(staged), str(target))
                 raise PluginInstallFailed(f"{plugin_id}: {problem}", plugin_id=plugin_id)
-            isolation = installed_isolation(request.isolation, staged)
+            verdict = verify_installed(config, plugin_id, staged, target, request.signature)
+            isolation = installed_isolation(request.isolation, verdict)
             entry = {"enabled": True, "isolation": isolation, "store": dict(manifest)}
-            self.committer.install_file(plugin_id, placement.place, entry)
+            # The signature goes beside the file before the reload loads it; a stale one
+            # (of a file this replaces) must not be read as this file's.
+            sig = signature_path(target)
+            if verdict.signed and request.signature is not None:
+                write_atomically(sig, request.signature)
+            else:
+                sig.unlink(missing_ok=True)
+            try:
+                self.committer.install_file(plugin_id, placement.place, entry)
+            except BaseException:
+                sig.unlink(missing_ok=True)
+                raise
             placement.finish()
         finally:
             placement.discard()

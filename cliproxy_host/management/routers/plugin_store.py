@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from ...errors import InvalidRequest, StoreSourceRequired
 from ...store.install import InstallRequest, StoreInstaller, requested_version
 from ...store.listing import store_list
+from ..audit import Caller, audited
 from ..deps import PluginId, Service
 from ..errors import ApiError, error_responses
 from ..json_body import JsonBodyRoute
@@ -51,6 +52,7 @@ def list_store(service: Service) -> dict[str, Any]:
 def install(
     plugin_id: PluginId,
     service: Service,
+    http_request: Request,
     *,
     source: Annotated[str | None, Query(description="the store source's ID")] = None,
     version: Annotated[str | None, Query(description="the version; the latest if left out")] = None,
@@ -72,8 +74,10 @@ def install(
         source=source,
         isolation=isolation or body.isolation,
     )
+    detail = f"store {source or 'any source'}, version {request.version or 'latest'}"
     try:
-        return StoreInstaller(service).install(request).reply()
+        with audited(service, Caller.of(http_request), "plugin.install", plugin_id, detail):
+            return StoreInstaller(service).install(request).reply()
     except StoreSourceRequired as exc:
         raise ApiError(
             exc.http_status, exc.code, exc.message, extra={"sources": exc.sources}

@@ -17,6 +17,7 @@ from starlette.types import Scope
 from ...errors import BodyTooLarge
 from ...store.fetch import Fetched
 from ...store.install import InstallRequest, StoreInstaller
+from ..audit import Caller, audited
 from ..deps import PluginId, Service
 from ..errors import ApiError, error_responses
 from ..plugin_routes import BASE_PATH
@@ -103,6 +104,14 @@ async def upload(
     *,
     version: Annotated[str, Query(description="the file's version, e.g. 1.0.0")],
     sha256: Annotated[str | None, Query(description="the body's sha256, checked if given")] = None,
+    signature: Annotated[
+        str | None,
+        Query(
+            description="the library's detached ed25519 signature: the line `cliproxy-host "
+            "sign` writes into FILE.sig",
+            max_length=200,
+        ),
+    ] = None,
     isolation: Annotated[
         IsolationParam | None, Query(description="how the plugin runs; process if left out")
     ] = None,
@@ -111,9 +120,16 @@ async def upload(
     `<plugins-dir>/<os>/<arch>/<id>-v<version><ext>`, enable it and reload."""
     _check_type(request)
     installer = StoreInstaller(service)
-    wanted = InstallRequest(plugin_id, version=version, isolation=isolation)
-    directory = await run_in_threadpool(installer.upload_dir, wanted)
-    cap = service.config.plugins.max_upload_bytes
-    received = await _receive(request, directory, cap)
-    installed = await run_in_threadpool(installer.install_upload, wanted, received, sha256)
+    wanted = InstallRequest(
+        plugin_id,
+        version=version,
+        isolation=isolation,
+        signature=None if signature is None else signature.encode("ascii", "replace"),
+    )
+    detail = f"upload, version {version}"
+    with audited(service, Caller.of(request), "plugin.upload", plugin_id, detail):
+        directory = await run_in_threadpool(installer.upload_dir, wanted)
+        cap = service.config.plugins.max_upload_bytes
+        received = await _receive(request, directory, cap)
+        installed = await run_in_threadpool(installer.install_upload, wanted, received, sha256)
     return installed.reply()
