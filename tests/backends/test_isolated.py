@@ -24,6 +24,7 @@ import pytest
 from cliproxy_host import envelope as env
 from cliproxy_host import errors
 from cliproxy_host.backends.guard import GuardedBackend, GuardLimits
+from cliproxy_host.backends.isolated import core_build
 from cliproxy_host.backends.isolated.client import IsolatedPlugin
 from cliproxy_host.backends.isolated.limits import IsolationLimits
 from cliproxy_host.backends.isolated.wire import CallLine, Channel, FrameTooLarge, Kind
@@ -152,6 +153,17 @@ def error_fields(exc: errors.PluginError) -> tuple[Any, ...]:
 
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and signals")
+
+
+@pytest.fixture(autouse=True, params=["native-core", "python-lines"])
+def worker_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs against both ways a worker serves its call lines: in C by the
+    native line core (the default), and in Python (where no compiler built the core)."""
+    if request.param == "python-lines":
+        monkeypatch.setattr(core_build, "line_core", lambda: None)
+    else:
+        assert core_build.line_core() is not None, "the native line core did not build"
+    return str(request.param)
 
 
 # -- loading, calling, closing -----------------------------------------------------------
@@ -932,3 +944,60 @@ def test_unloading_while_plugin_threads_call_back_is_clean(
     health = plugin.health()
     assert (health.last_signal, health.last_error, health.restarts) == (None, None, 0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- the native line core ----------------------------------------------------------------
+
+
+def _thread_names(pid: int) -> list[str]:
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            names.append((task / "comm").read_text().strip())
+    return names
+
+
+def test_calls_and_host_calls_run_on_the_native_core(
+    testplugin: Path, load: Load, worker_core: str
+) -> None:
+    seen: list[str] = []
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        seen.append(method)
+        return answer_ok(plugin_id, method, request)
+
+    plugin = load(testplugin, handler)
+    pid = worker_pid(plugin)
+    assert result(plugin, "host", {"method": "host.log", "request": {"m": 1}})["method"] == (
+        "host.log"
+    )
+    assert seen == ["host.log"]
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    lines = [n for n in _thread_names(pid) if n.startswith("cw-line-")]
+    if worker_core == "native-core":
+        assert "/linecore-" in maps
+        assert lines  # the line that served these calls is a thread of the core
+    else:
+        assert "/linecore-" not in maps
+        assert lines == []
+
+
+def test_a_core_that_does_not_load_leaves_the_worker_serving_in_python(
+    testplugin: Path, load: Load, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "linecore-broken.so"
+    broken.write_text("not a library")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(core_build, "line_core", lambda: broken)
+        plugin = load(testplugin, plugin_id="nocore")
+        pid = worker_pid(plugin)
+    assert result(plugin, "echo", {"x": 1}) == {"x": 1}
+    assert not [n for n in _thread_names(pid) if n.startswith("cw-line-")]
+
+    def warned() -> bool:
+        return any(
+            "cannot load the native line core" in r.getMessage() and str(broken) in r.getMessage()
+            for r in caplog.records
+        )
+
+    assert wait_until(warned)

@@ -31,6 +31,9 @@ class IsolationLimits:
     # outlast it are not polled for.
     spin_us: int = 50
     line_idle_s: float = 30.0  # call lines unused this long are closed (one stays open)
+    # Call lines served in C by the worker's native line core (core_build.py, linecore.c)
+    # rather than in Python; without a C compiler, in Python whatever this says.
+    native_core: bool = True
 
     def __post_init__(self) -> None:
         positive = {

@@ -28,6 +28,7 @@ import orjson
 
 from ...errors import PluginBusy, PluginCallFailed, PluginError, PluginLoadError, ResponseTooLarge
 from ..native import NativePlugin
+from .core import LineCore, load_core
 from .wire import (
     HANDSHAKE_ID,
     LINE_BUFFER,
@@ -77,8 +78,13 @@ class _Server:
         path: Path,
         max_response: int,
         spin_us: int,
+        line_core: Path | None = None,
     ) -> None:
         self.channel = Channel(sock)
+        self.spin_us = spin_us
+        self.line_core = line_core
+        self.core: LineCore | None = None  # serves the call lines in C once loaded
+        self._loaded = threading.Event()
         self.spin_s = spin_us / 1e6
         self.lines_sock = lines_sock
         self.plugin_id = plugin_id
@@ -128,6 +134,9 @@ class _Server:
 
     def _accept_lines(self) -> None:
         """Serve each call line the host passes, on a new thread; return at EOF."""
+        # The host sends calls only once the plugin is READY: until then a line waits
+        # here, so that it is served by the core when there is one.
+        self._loaded.wait()
         while True:
             try:
                 _, fds, _, _ = socket.recv_fds(self.lines_sock, 1, 1, _CMSG_CLOEXEC)
@@ -143,6 +152,12 @@ class _Server:
                 continue
             if not _CMSG_CLOEXEC:
                 os.set_inheritable(fds[0], False)
+            if self.core is not None:
+                err = self.core.serve_line(fds[0])
+                if err:
+                    line = Channel(socket.socket(fileno=fds[0]), buffering=LINE_BUFFER)
+                    self._refuse_line(line, RuntimeError(os.strerror(err)))
+                continue
             line = Channel(socket.socket(fileno=fds[0]), buffering=LINE_BUFFER)
             try:
                 threading.Thread(
@@ -222,7 +237,10 @@ class _Server:
             log.warning(
                 "worker for plugin %s: could not pin %s: %s", self.plugin_id, self.path, exc
             )
+        if self.line_core is not None:
+            self.core = load_core(self.line_core, plugin, self.max_response, self.spin_us)
         self.plugin = plugin
+        self._loaded.set()
         self._send(Kind.READY, HANDSHAKE_ID, orjson.dumps({"pid": os.getpid()}))
 
     def _call(self, line: Channel, request_id: int, method: str, request: bytes) -> None:
@@ -300,6 +318,10 @@ class _Server:
             self.channel.send(kind, request_id, *parts)
 
     def _shutdown(self, drain: float) -> None:
+        if self.core is not None and not self.core.drain(drain):
+            # Calls still running: as NativePlugin defers closing to the last of them,
+            # and the worker exits before that, the plugin is not shut down.
+            _exit(0)
         if self.plugin is not None:
             self.plugin.close(timeout=drain)
         _exit(0)
@@ -350,6 +372,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--spin-us", type=int, default=0)
     parser.add_argument("--memory-limit-mb", type=int)
     parser.add_argument("--cpu-limit-s", type=int)
+    parser.add_argument("--line-core", type=Path)
     return parser.parse_args(argv)
 
 
@@ -371,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         path=args.path,
         max_response=args.max_response_bytes,
         spin_us=args.spin_us,
+        line_core=args.line_core,
     ).serve()
 
 
