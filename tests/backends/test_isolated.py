@@ -24,8 +24,10 @@ import pytest
 from cliproxy_host import envelope as env
 from cliproxy_host import errors
 from cliproxy_host.backends.guard import GuardedBackend, GuardLimits
+from cliproxy_host.backends.isolated import client as client_module
 from cliproxy_host.backends.isolated import core_build
 from cliproxy_host.backends.isolated.client import IsolatedPlugin
+from cliproxy_host.backends.isolated.cpu import spare_cpu
 from cliproxy_host.backends.isolated.limits import IsolationLimits
 from cliproxy_host.backends.isolated.wire import CallLine, Channel, FrameTooLarge, Kind
 from cliproxy_host.backends.native import NativePlugin
@@ -539,8 +541,12 @@ def test_each_concurrent_call_gets_a_line_and_idle_lines_are_closed(
     assert worker_pid(plugin) == pid
 
 
-def test_a_method_slower_than_the_spin_time_is_slept_on(testplugin: Path, load: Load) -> None:
-    # A long spin time, so that even a thread starved by a busy machine shows it.
+def test_a_method_slower_than_the_spin_time_is_slept_on(
+    testplugin: Path, load: Load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long spin time, so that even a thread starved by a busy machine shows it; and
+    # polling as on a machine with a spare CPU, whatever this one's load.
+    monkeypatch.setattr(client_module, "spare_cpu", lambda: True)
     plugin = load(testplugin, spin_us=500_000)
 
     def cpu_seconds(ms: int) -> float:
@@ -555,6 +561,34 @@ def test_a_method_slower_than_the_spin_time_is_slept_on(testplugin: Path, load: 
     # a method that answers within the spin time is still polled for: no CPU check here,
     # only that the answer is the same
     assert result(plugin, "echo", {"x": 1}) == {"x": 1}
+
+
+_BUSY = "import time\nend = time.monotonic() + 20\nwhile time.monotonic() < end: pass\n"
+
+
+@contextlib.contextmanager
+def busy_machine() -> Iterator[None]:
+    """More processes spinning than this machine has CPUs (each stops after 20 s)."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _BUSY]) for _ in range((os.cpu_count() or 1) + 2)
+    ]
+    try:
+        assert wait_until(lambda: not spare_cpu(), timeout=10), "the load did not show"
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_on_a_loaded_machine_callers_sleep_instead_of_polling(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin, spin_us=500_000)
+    assert result(plugin, "echo", {"x": 1}) == {"x": 1}
+    with busy_machine():
+        started = time.thread_time()
+        # a method never seen before: on a machine with a spare CPU it would be polled for
+        assert result(plugin, "sleep", {"ms": 700}) == {"slept_ms": 700}
+        assert time.thread_time() - started < 0.03
 
 
 def test_waiting_for_a_restart_counts_against_the_call_timeout(

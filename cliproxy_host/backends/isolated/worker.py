@@ -29,6 +29,7 @@ import orjson
 from ...errors import PluginBusy, PluginCallFailed, PluginError, PluginLoadError, ResponseTooLarge
 from ..native import NativePlugin
 from .core import LineCore, load_core
+from .cpu import spare_cpu
 from .wire import (
     HANDSHAKE_ID,
     LINE_BUFFER,
@@ -182,7 +183,7 @@ class _Server:
         answered = float("-inf")
         try:
             while True:
-                if quick:
+                if quick and spare_cpu():
                     spin_until_readable(poller, spin)
                 frame = line.recv()
                 if frame is None:
@@ -294,7 +295,7 @@ class _Server:
         is the caller waiting for the answer; it answers, then goes on waiting."""
         try:
             line.send(Kind.HOST_CALL, request_id, *pack_call(method, request))
-            if self.spin_s:
+            if self.spin_s and spare_cpu():
                 spin_until_readable(poller, self.spin_s)
             frame = line.recv()
         except (OSError, ProtocolError) as exc:
