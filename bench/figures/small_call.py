@@ -12,7 +12,8 @@ Candidates, all calling the same C function (bench_plugin.c's echo) with the sam
             in-process (baselines/extism_echo.py; needs the bench extra, else not measured)
 
 Then the same candidates again with two busy background processes (the loaded variant,
-bench/busy.py), and the per-hop breakdown of one isolated call (figures/hops.py).
+bench/busy.py), the per-hop breakdown of one isolated call (figures/hops.py), and a
+worker restart against a bare spawn (figures/restart.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bench.busy import busy_processes
 from bench.figures.breakdown import call_path_breakdown
 from bench.figures.common import SMALL_REQUEST, Check, Context, FigureResult, loaded_host, table
 from bench.figures.hops import hop_table
+from bench.figures.restart import restart_rows
 from bench.harness import Candidate, Measured, Settings, compare, fmt_stats
 
 TITLE = "Small envelope round trip (host.call, ~100 B request)"
@@ -177,6 +179,8 @@ def run(ctx: Context) -> FigureResult:
 
     result.checks += _extism_checks(m)
     result.checks += _loaded_checks(loaded)
+    restart_checks, restart_details = restart_rows(ctx)
+    result.checks += restart_checks
 
     rows = [
         [
@@ -201,6 +205,8 @@ def run(ctx: Context) -> FigureResult:
         *hops,
         "",
         *_loaded_table(m, loaded),
+        "",
+        *restart_details,
     ]
     return result
 
