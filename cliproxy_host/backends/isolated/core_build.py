@@ -29,8 +29,14 @@ _built: dict[tuple[str, Path], Path | None] = {}
 
 
 def cache_dir() -> Path:
-    """Where built cores are kept: $XDG_CACHE_HOME/cliproxy-host, or ~/.cache/cliproxy-host."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    """Where built cores are kept: $XDG_CACHE_HOME/cliproxy-host, or ~/.cache/cliproxy-host
+    (a directory of this user's under the temp dir where there is no home)."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no passwd entry
+            return Path(tempfile.gettempdir()) / f"cliproxy-host-{os.getuid()}"
     return Path(base) / "cliproxy-host"
 
 
