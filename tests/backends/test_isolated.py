@@ -1002,18 +1002,21 @@ def test_calls_and_host_calls_run_on_the_native_core(
 
     plugin = load(testplugin, handler)
     pid = worker_pid(plugin)
-    assert result(plugin, "host", {"method": "host.log", "request": {"m": 1}})["method"] == (
-        "host.log"
-    )
-    assert seen == ["host.log"]
+    for via in ("host", "host_thread"):
+        answer = result(plugin, via, {"method": "host.log", "request": {"m": 1}})
+        assert answer["method"] == "host.log"
+    assert seen == ["host.log", "host.log"]
     maps = Path(f"/proc/{pid}/maps").read_text()
-    lines = [n for n in _thread_names(pid) if n.startswith("cw-line-")]
+    names = _thread_names(pid)
+    lines = [n for n in names if n.startswith("cw-line-")]
     if worker_core == "native-core":
         assert "/linecore-" in maps
         assert lines  # the line that served these calls is a thread of the core
+        assert "cw-control" in names  # and so is the control socket's reader
     else:
         assert "/linecore-" not in maps
         assert lines == []
+        assert "cw-control" not in names
 
 
 def test_a_core_that_does_not_load_leaves_the_worker_serving_in_python(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,6 +26,10 @@ ffi.cdef(
     void cw_host_free(void* ptr, size_t len);
     int cw_serve_line(int fd);
     int cw_drain(double seconds);
+    int cw_control_start(int fd, const char* plugin_id, void* on_shutdown);
+    int cw_control_send(int kind, uint64_t id, const uint8_t* payload, size_t len);
+    int cw_control_call(const char* method, const uint8_t* request, size_t request_len,
+                        cliproxy_buffer* response);
     """
 )
 
@@ -35,19 +41,52 @@ _ERR_UNLOADING: Final = 4
 
 
 class LineCore:
-    """The loaded core, serving one plugin's call lines on threads of its own, in C."""
+    """The loaded core: it reads the control socket and serves the call lines, in C."""
 
-    def __init__(self, path: Path, plugin: NativePlugin, max_response: int, spin_us: int) -> None:
-        """Load the core and hand it the plugin; OSError when the library cannot be loaded."""
+    def __init__(self, path: Path) -> None:
+        """Load the core's library; OSError when it cannot be loaded."""
         self._lib = ffi.dlopen(str(path))
-        self._plugin_id = plugin.plugin_id
-        self._max_response = max_response
-        # Kept referenced as long as the core may call it: for the life of the process.
+        self._plugin_id = ""
+        self._max_response = 0
+        # Kept referenced as long as the core may call them: for the life of the process.
         self._error_cb = ffi.callback(
             "int(int, const char*, int, const uint8_t*, size_t, cliproxy_buffer*)",
             self._error,
             error=1,
         )
+        self._shutdown_cb: Any = None
+
+    def start_control(self, fd: int, plugin_id: str, on_shutdown: Callable[[float], None]) -> None:
+        """Read the control socket on a thread of the core from now on (pings, the host's
+        answers, SHUTDOWN, which runs `on_shutdown(drain)`); at its EOF the worker exits."""
+        self._plugin_id = plugin_id
+        self._shutdown_cb = ffi.callback("void(double)", on_shutdown)
+        err = self._lib.cw_control_start(
+            fd, plugin_id.encode("utf-8", "replace"), ffi.cast("void*", self._shutdown_cb)
+        )
+        if err:
+            raise OSError(err, f"cannot start the control reader: {os.strerror(err)}")
+
+    def send(self, kind: int, request_id: int, payload: bytes = b"") -> None:
+        """Send a frame on the control socket; OSError when the host is gone."""
+        if self._lib.cw_control_send(kind, request_id, payload, len(payload)) != 0:
+            raise OSError("the control socket is closed")
+
+    def host_call(self, method: str, request: bytes) -> bytes:
+        """Ask the host on the control socket and wait for its answer; OSError when the
+        host is gone."""
+        response = ffi.new("cliproxy_buffer*")
+        if self._lib.cw_control_call(method.encode("utf-8"), request, len(request), response):
+            raise OSError("the control socket is closed")
+        try:
+            answer: bytes = ffi.unpack(ffi.cast("char*", response.ptr), response.len)
+            return answer
+        finally:
+            self._lib.cw_host_free(response.ptr, response.len)
+
+    def attach(self, plugin: NativePlugin, max_response: int, spin_us: int) -> None:
+        """Hand the core the loaded plugin: it serves lines from now on."""
+        self._max_response = max_response
         call, free_buffer, ctx, fallback = plugin.entry_points()
         self._lib.cw_setup(
             ffi.cast("void*", call),
@@ -110,15 +149,15 @@ class LineCore:
         return 0
 
 
-def load_core(path: Path, plugin: NativePlugin, max_response: int, spin_us: int) -> LineCore | None:
-    """The core for this plugin, or None (logged) when its library cannot be loaded."""
+def load_core(path: Path, plugin_id: str) -> LineCore | None:
+    """The core, or None (logged) when its library cannot be loaded."""
     try:
-        return LineCore(path, plugin, max_response, spin_us)
+        return LineCore(path)
     except OSError as exc:
         log.warning(
             "worker for plugin %s: cannot load the native line core %s (%s); serving calls "
             "in Python",
-            plugin.plugin_id,
+            plugin_id,
             path,
             exc,
         )

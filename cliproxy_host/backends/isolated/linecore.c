@@ -73,6 +73,24 @@ typedef struct {
 
 static _Thread_local line_t* tls_line;
 
+/* The control socket, once the core reads it: its writes are serialized by g_ctl_lock,
+ * and the host's answers to the plugin's host calls on it wake their waiters. */
+typedef void (*cw_shutdown_fn)(double);
+typedef struct waiter {
+    uint64_t id;
+    int done;
+    uint8_t* payload;
+    size_t size;
+    pthread_cond_t cond;
+    struct waiter* next;
+} waiter_t;
+static int g_ctl_fd = -1;
+static pthread_mutex_t g_ctl_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t g_wait_lock = PTHREAD_MUTEX_INITIALIZER;
+static waiter_t* g_waiters;
+static _Atomic uint64_t g_ctl_ids = 1;
+static cw_shutdown_fn g_on_shutdown;
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -323,14 +341,157 @@ static void* serve_line(void* arg) {
     return NULL;
 }
 
+static int control_send(int kind, uint64_t id, const struct iovec* parts, int count) {
+    pthread_mutex_lock(&g_ctl_lock);
+    int rc = send_frame(g_ctl_fd, kind, id, parts, count);
+    pthread_mutex_unlock(&g_ctl_lock);
+    return rc;
+}
+
+/* Send a frame on the control socket (READY, a load ERROR): 0, or -1 when the host is gone. */
+int cw_control_send(int kind, uint64_t id, const uint8_t* payload, size_t len) {
+    struct iovec part = {(void*)payload, len};
+    return control_send(kind, id, &part, len ? 1 : 0);
+}
+
+/* A host call on the control socket, from a thread that serves no line: wait for the host's
+ * answer (no timeout: the host answers every host call, or dies and the worker with it).
+ * 0 with the answer in *response (malloc'd), or 1 when the host is gone. */
+int cw_control_call(const char* method, const uint8_t* request, size_t request_len,
+                    cw_buffer* response) {
+    size_t mlen = strlen(method);
+    if (mlen > 0xffff) mlen = 0xffff;
+    waiter_t w = {.id = atomic_fetch_add(&g_ctl_ids, 1)};
+    pthread_cond_init(&w.cond, NULL);
+    pthread_mutex_lock(&g_wait_lock);
+    w.next = g_waiters;
+    g_waiters = &w;
+    pthread_mutex_unlock(&g_wait_lock);
+    uint8_t head[2] = {(uint8_t)(mlen >> 8), (uint8_t)mlen};
+    struct iovec parts[3] = {{head, 2}, {(void*)method, mlen}, {(void*)request, request_len}};
+    int sent = control_send(K_HOST_CALL, w.id, parts, request_len ? 3 : 2);
+    pthread_mutex_lock(&g_wait_lock);
+    if (sent == 0) {
+        while (!w.done) pthread_cond_wait(&w.cond, &g_wait_lock);
+    } else {
+        for (waiter_t** at = &g_waiters; *at; at = &(*at)->next) {
+            if (*at == &w) {
+                *at = w.next;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&g_wait_lock);
+    pthread_cond_destroy(&w.cond);
+    response->ptr = sent == 0 ? w.payload : NULL;
+    response->len = sent == 0 ? w.size : 0;
+    return sent == 0 ? 0 : 1;
+}
+
+static void answered(uint64_t id, uint8_t* payload, size_t size) {
+    pthread_mutex_lock(&g_wait_lock);
+    for (waiter_t** at = &g_waiters; *at; at = &(*at)->next) {
+        waiter_t* w = *at;
+        if (w->id == id) {
+            *at = w->next;
+            w->payload = payload;
+            w->size = size;
+            w->done = 1;
+            pthread_cond_signal(&w->cond);
+            pthread_mutex_unlock(&g_wait_lock);
+            return;
+        }
+    }
+    pthread_mutex_unlock(&g_wait_lock);
+    free(payload); /* nobody waits for it any more */
+}
+
+static double g_drain;
+
+static void* run_shutdown(void* arg) {
+    (void)arg;
+    g_on_shutdown(g_drain);
+    return NULL;
+}
+
+/* The control socket's reader: pings, the host's answers, shutdown. It never runs plugin
+ * code, so a long call never delays a ping; at EOF (the host closed it or died) the
+ * worker exits, nobody being left to answer to. */
+static void* control_reader(void* arg) {
+    line_t* ctl = arg;
+    pthread_setname_np(pthread_self(), "cw-control");
+    for (;;) {
+        int kind;
+        uint64_t id;
+        uint8_t* payload;
+        size_t size;
+        int r = read_frame(ctl, &kind, &id, &payload, &size);
+        if (r < 0) {
+            fprintf(stderr, "worker for plugin %s: connection to the host broken: %s\n",
+                    g_plugin_id, strerror(errno));
+            fflush(stderr);
+        }
+        if (r <= 0) _exit(0);
+        if (kind == 7 /* PING */) {
+            free(payload);
+            control_send(8 /* PONG */, id, NULL, 0);
+        } else if (kind == K_HOST_RESULT) {
+            answered(id, payload, size);
+        } else if (kind == 9 /* SHUTDOWN */) {
+            g_drain = strtod((const char*)payload, NULL);
+            free(payload);
+            /* On a thread of its own: pings and host answers go on while calls drain. */
+            pthread_t thread;
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            if (pthread_create(&thread, &attr, run_shutdown, NULL) != 0) g_on_shutdown(g_drain);
+            pthread_attr_destroy(&attr);
+        } else {
+            fprintf(stderr, "worker for plugin %s: connection to the host broken: "
+                    "unexpected frame kind %d from the host\n", g_plugin_id, kind);
+            fflush(stderr);
+            _exit(0);
+        }
+    }
+    return NULL;
+}
+
+/* Read the control socket on a thread of the core from now on; 0 or an errno. */
+int cw_control_start(int fd, const char* plugin_id, cw_shutdown_fn on_shutdown) {
+    snprintf(g_plugin_id, sizeof g_plugin_id, "%s", plugin_id);
+    g_on_shutdown = on_shutdown;
+    line_t* ctl = malloc(sizeof *ctl);
+    if (!ctl) return ENOMEM;
+    ctl->fd = fd;
+    ctl->start = ctl->end = 0;
+    g_ctl_fd = fd;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int err = pthread_create(&thread, &attr, control_reader, ctl);
+    pthread_attr_destroy(&attr);
+    if (err) {
+        free(ctl);
+        g_ctl_fd = -1;
+    }
+    return err;
+}
+
 /* The plugin's host->call. On a thread serving a line, the call travels on that line,
  * whose host end is the caller waiting for the call's answer; anywhere else (and for
  * whatever NativePlugin's trampoline refuses), the Python trampoline answers. */
 int cw_host_call(void* ctx, const char* method, const uint8_t* request, size_t request_len,
                  cw_buffer* response) {
     line_t* line = tls_line;
-    if (!line || !response || !ctx || ctx != g_ctx || !method || (!request && request_len)) {
+    if (!response || !ctx || ctx != g_ctx || !method || (!request && request_len) ||
+        (!line && g_ctl_fd < 0)) {
         return g_fallback(ctx, method, request, request_len, response);
+    }
+    if (!line) {
+        int rc = cw_control_call(method, request, request_len, response);
+        return rc == 0 ? 0 : g_fallback(ctx, method, request, request_len, response);
     }
     uint64_t id = atomic_fetch_add(&g_host_ids, 1);
     size_t mlen = strlen(method);

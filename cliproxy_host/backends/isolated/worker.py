@@ -79,12 +79,12 @@ class _Server:
         path: Path,
         max_response: int,
         spin_us: int,
-        line_core: Path | None = None,
+        core: LineCore | None = None,
     ) -> None:
         self.channel = Channel(sock)
         self.spin_us = spin_us
-        self.line_core = line_core
-        self.core: LineCore | None = None  # serves the call lines in C once loaded
+        # Reads the control socket and serves the call lines in C (None: Python does).
+        self.core = core
         self._loaded = threading.Event()
         self.spin_s = spin_us / 1e6
         self.lines_sock = lines_sock
@@ -100,12 +100,23 @@ class _Server:
         self._pin: ctypes.CDLL | None = None
 
     def serve(self) -> NoReturn:
+        if self.core is not None:
+            try:
+                self.core.start_control(self.channel.sock.fileno(), self.plugin_id, self._shutdown)
+            except OSError as exc:
+                log.warning(
+                    "worker for plugin %s: %s; serving calls in Python", self.plugin_id, exc
+                )
+                self.core = None
         # The plugin loads on another thread because its init may call the host, and the
-        # answers to those calls arrive through the loop below.
+        # answers to those calls arrive through the control socket's reader.
         threading.Thread(target=self._load, name="cliproxy-worker-load", daemon=True).start()
         threading.Thread(
             target=self._accept_lines, name="cliproxy-worker-lines", daemon=True
         ).start()
+        if self.core is not None:
+            # The core's reader exits the process at EOF; this thread has nothing to do.
+            threading.Event().wait()
         try:
             while (frame := self.channel.recv()) is not None:
                 self._dispatch(*frame)
@@ -238,8 +249,8 @@ class _Server:
             log.warning(
                 "worker for plugin %s: could not pin %s: %s", self.plugin_id, self.path, exc
             )
-        if self.line_core is not None:
-            self.core = load_core(self.line_core, plugin, self.max_response, self.spin_us)
+        if self.core is not None:
+            self.core.attach(plugin, self.max_response, self.spin_us)
         self.plugin = plugin
         self._loaded.set()
         self._send(Kind.READY, HANDSHAKE_ID, orjson.dumps({"pid": os.getpid()}))
@@ -270,6 +281,8 @@ class _Server:
         What this raises (the host is gone) is answered by NativePlugin's trampoline, the
         answer gate of this process.
         """
+        if self.core is not None:
+            return self.core.host_call(method, request)
         request_id = next(self._host_ids)
         on_line: tuple[Channel, select.poll] | None = getattr(self._local, "line", None)
         if on_line is not None:
@@ -316,7 +329,10 @@ class _Server:
     def _send(self, kind: Kind, request_id: int, *parts: bytes) -> None:
         # OSError: the host is gone; the reader sees EOF and the worker exits.
         with contextlib.suppress(OSError):
-            self.channel.send(kind, request_id, *parts)
+            if self.core is not None:
+                self.core.send(kind, request_id, b"".join(parts))
+            else:
+                self.channel.send(kind, request_id, *parts)
 
     def _shutdown(self, drain: float) -> None:
         if self.core is not None and not self.core.drain(drain):
@@ -395,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         path=args.path,
         max_response=args.max_response_bytes,
         spin_us=args.spin_us,
-        line_core=args.line_core,
+        core=None if args.line_core is None else load_core(args.line_core, args.plugin_id),
     ).serve()
 
 
