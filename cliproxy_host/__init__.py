@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -51,11 +50,6 @@ if TYPE_CHECKING:
         StreamChunk,
     )
 
-try:
-    __version__ = version("cliproxy-host")
-except PackageNotFoundError:  # running from a checkout that was never installed
-    __version__ = "0.0.0"
-
 # The rest of the public names, imported on first use: an isolated worker process imports
 # only the loader, and must not pay for the host, its HTTP client and the config parser on
 # every (re)start. The error tree is small and imported at once.
@@ -72,7 +66,20 @@ _EXPORTS = {
 }
 
 
+def _version() -> str:
+    # importlib.metadata alone costs a worker process a third of its start-up: on first use.
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("cliproxy-host")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "0.0.0"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

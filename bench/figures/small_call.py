@@ -3,7 +3,7 @@
 Candidates, all calling the same C function (bench_plugin.c's echo) with the same bytes:
   host      PluginHost.call(plugin_id, "echo", request_dict) on a host loaded from YAML
   host, metrics off   the same on a host with `metrics: {enabled: false}`: what counting
-            each call in its plugin's series (and timing one in 7) costs (1n)
+            each call in its plugin's series (and timing one in 7) costs (1o)
   raw       bare cffi function pointer + orjson.dumps / orjson.loads (baselines/raw.py)
   ctypes    a hand-written ctypes loader with stdlib json (baselines/ctypes_loader.py)
   ctypes+orjson   the same with orjson (informational: how much of the gap is json)
@@ -14,7 +14,8 @@ Candidates, all calling the same C function (bench_plugin.c's echo) with the sam
             in-process (baselines/extism_echo.py; needs the bench extra, else not measured)
 
 Then the same candidates again with two busy background processes (the loaded variant,
-bench/busy.py), and the per-hop breakdown of one isolated call (figures/hops.py).
+bench/busy.py), the per-hop breakdown of one isolated call (figures/hops.py), and a
+worker restart against a bare spawn (figures/restart.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from bench.busy import busy_processes
 from bench.figures.breakdown import call_path_breakdown
 from bench.figures.common import SMALL_REQUEST, Check, Context, FigureResult, loaded_host, table
 from bench.figures.hops import hop_table
+from bench.figures.restart import restart_rows
 from bench.harness import Candidate, Measured, Settings, compare, fmt_stats
 
 TITLE = "Small envelope round trip (host.call, ~100 B request)"
@@ -162,7 +164,7 @@ def run(ctx: Context) -> FigureResult:
     metrics_cost = m.ratio("host.call", METRICS_OFF)
     result.checks.append(
         Check.ratio(
-            "1n",
+            "1o",
             "host.call with metrics on / off (counting every call, timing one in 7)",
             metrics_cost,
             target="<= 1.1x",
@@ -198,6 +200,8 @@ def run(ctx: Context) -> FigureResult:
 
     result.checks += _extism_checks(m)
     result.checks += _loaded_checks(loaded)
+    restart_checks, restart_details = restart_rows(ctx)
+    result.checks += restart_checks
 
     rows = [
         [
@@ -222,6 +226,8 @@ def run(ctx: Context) -> FigureResult:
         *hops,
         "",
         *_loaded_table(m, loaded),
+        "",
+        *restart_details,
     ]
     return result
 

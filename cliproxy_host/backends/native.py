@@ -289,6 +289,22 @@ class NativePlugin:
         self._call = ffi.cast(_PLUGIN_CALL, self._api.call)
         self._free = self._api.free_buffer
 
+    def entry_points(self) -> tuple[Any, Any, Any, Any]:
+        """The plugin's call and free_buffer, its host_ctx and the host->call trampoline:
+        for a native core that calls this plugin without the GIL (an isolated worker's)."""
+        return self._call, self._free, self._ctx_ptr, _HOST_CALL
+
+    def route_host_calls(self, host_call: Any, host_free: Any) -> None:
+        """Send the plugin's host calls to `host_call`/`host_free` (C functions that pass
+        the trampoline what they do not serve themselves).
+
+        Plugins read host->call when they call (the ABI lets them keep the pointer to the
+        table); one that copied the function during init keeps the trampoline, which
+        answers the same.
+        """
+        self._host_api.call = host_call
+        self._host_api.free_buffer = host_free
+
     def _load_error(
         self, message: str, kind: type[PluginLoadError] = PluginLoadError
     ) -> PluginLoadError:

@@ -24,7 +24,10 @@ import pytest
 from cliproxy_host import envelope as env
 from cliproxy_host import errors
 from cliproxy_host.backends.guard import GuardedBackend, GuardLimits
+from cliproxy_host.backends.isolated import client as client_module
+from cliproxy_host.backends.isolated import core_build
 from cliproxy_host.backends.isolated.client import IsolatedPlugin
+from cliproxy_host.backends.isolated.cpu import spare_cpu
 from cliproxy_host.backends.isolated.limits import IsolationLimits
 from cliproxy_host.backends.isolated.wire import CallLine, Channel, FrameTooLarge, Kind
 from cliproxy_host.backends.native import NativePlugin
@@ -152,6 +155,17 @@ def error_fields(exc: errors.PluginError) -> tuple[Any, ...]:
 
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and signals")
+
+
+@pytest.fixture(autouse=True, params=["native-core", "python-lines"])
+def worker_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs against both ways a worker serves its call lines: in C by the
+    native line core (the default), and in Python (where no compiler built the core)."""
+    if request.param == "python-lines":
+        monkeypatch.setattr(core_build, "line_core", lambda: None)
+    else:
+        assert core_build.line_core() is not None, "the native line core did not build"
+    return str(request.param)
 
 
 # -- loading, calling, closing -----------------------------------------------------------
@@ -527,8 +541,12 @@ def test_each_concurrent_call_gets_a_line_and_idle_lines_are_closed(
     assert worker_pid(plugin) == pid
 
 
-def test_a_method_slower_than_the_spin_time_is_slept_on(testplugin: Path, load: Load) -> None:
-    # A long spin time, so that even a thread starved by a busy machine shows it.
+def test_a_method_slower_than_the_spin_time_is_slept_on(
+    testplugin: Path, load: Load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long spin time, so that even a thread starved by a busy machine shows it; and
+    # polling as on a machine with a spare CPU, whatever this one's load.
+    monkeypatch.setattr(client_module, "spare_cpu", lambda: True)
     plugin = load(testplugin, spin_us=500_000)
 
     def cpu_seconds(ms: int) -> float:
@@ -543,6 +561,34 @@ def test_a_method_slower_than_the_spin_time_is_slept_on(testplugin: Path, load: 
     # a method that answers within the spin time is still polled for: no CPU check here,
     # only that the answer is the same
     assert result(plugin, "echo", {"x": 1}) == {"x": 1}
+
+
+_BUSY = "import time\nend = time.monotonic() + 20\nwhile time.monotonic() < end: pass\n"
+
+
+@contextlib.contextmanager
+def busy_machine() -> Iterator[None]:
+    """More processes spinning than this machine has CPUs (each stops after 20 s)."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _BUSY]) for _ in range((os.cpu_count() or 1) + 2)
+    ]
+    try:
+        assert wait_until(lambda: not spare_cpu(), timeout=10), "the load did not show"
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_on_a_loaded_machine_callers_sleep_instead_of_polling(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin, spin_us=500_000)
+    assert result(plugin, "echo", {"x": 1}) == {"x": 1}
+    with busy_machine():
+        started = time.thread_time()
+        # a method never seen before: on a machine with a spare CPU it would be polled for
+        assert result(plugin, "sleep", {"ms": 700}) == {"slept_ms": 700}
+        assert time.thread_time() - started < 0.03
 
 
 def test_waiting_for_a_restart_counts_against_the_call_timeout(
@@ -932,3 +978,63 @@ def test_unloading_while_plugin_threads_call_back_is_clean(
     health = plugin.health()
     assert (health.last_signal, health.last_error, health.restarts) == (None, None, 0)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- the native line core ----------------------------------------------------------------
+
+
+def _thread_names(pid: int) -> list[str]:
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            names.append((task / "comm").read_text().strip())
+    return names
+
+
+def test_calls_and_host_calls_run_on_the_native_core(
+    testplugin: Path, load: Load, worker_core: str
+) -> None:
+    seen: list[str] = []
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        seen.append(method)
+        return answer_ok(plugin_id, method, request)
+
+    plugin = load(testplugin, handler)
+    pid = worker_pid(plugin)
+    for via in ("host", "host_thread"):
+        answer = result(plugin, via, {"method": "host.log", "request": {"m": 1}})
+        assert answer["method"] == "host.log"
+    assert seen == ["host.log", "host.log"]
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    names = _thread_names(pid)
+    lines = [n for n in names if n.startswith("cw-line-")]
+    if worker_core == "native-core":
+        assert "/linecore-" in maps
+        assert lines  # the line that served these calls is a thread of the core
+        assert "cw-control" in names  # and so is the control socket's reader
+    else:
+        assert "/linecore-" not in maps
+        assert lines == []
+        assert "cw-control" not in names
+
+
+def test_a_core_that_does_not_load_leaves_the_worker_serving_in_python(
+    testplugin: Path, load: Load, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "linecore-broken.so"
+    broken.write_text("not a library")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(core_build, "line_core", lambda: broken)
+        plugin = load(testplugin, plugin_id="nocore")
+        pid = worker_pid(plugin)
+    assert result(plugin, "echo", {"x": 1}) == {"x": 1}
+    assert not [n for n in _thread_names(pid) if n.startswith("cw-line-")]
+
+    def warned() -> bool:
+        return any(
+            "cannot load the native line core" in r.getMessage() and str(broken) in r.getMessage()
+            for r in caplog.records
+        )
+
+    assert wait_until(warned)

@@ -9,12 +9,22 @@ from pathlib import Path
 import pytest
 
 from cliproxy_host import errors
+from cliproxy_host.backends.isolated import core_build
 from cliproxy_host.host.facade import PluginHost
 
 from ..conftest import HostFactory
 from ..serverutil import RunningServer, run_server, wait_until
 
 ISOLATED = {"enabled": True, "isolation": "process", "timeout_ms": 2000}
+
+
+@pytest.fixture(autouse=True, params=["native-core", "python-lines"])
+def worker_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways a worker serves its call lines: in C (the native line core) and in Python."""
+    if request.param == "python-lines":
+        monkeypatch.setattr(core_build, "line_core", lambda: None)
+    else:
+        assert core_build.line_core() is not None, "the native line core did not build"
 
 
 @pytest.fixture

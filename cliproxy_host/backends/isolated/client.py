@@ -22,6 +22,7 @@ from ...errors import PluginBusy, PluginCrashed, PluginTimeout
 from ...gate import gated
 from ..pool import DaemonPool
 from ..protocol import DEFAULT_DRAIN_TIMEOUT, Health
+from .cpu import spare_cpu
 from .limits import IsolationLimits
 from .process import REAP_GRACE, Pending, WorkerGone, WorkerProcess, frame_fault
 from .supervisor import Supervisor, unloading_error
@@ -127,7 +128,7 @@ class IsolatedPlugin:
             worker.take(request_id)
             raise WorkerGone
         pending.line = line
-        spin = self._spin_s if self._fast.get(method, True) else 0.0
+        spin = self._spin_s if self._fast.get(method, True) and spare_cpu() else 0.0
         started = time.perf_counter()
         try:
             line.send(request_id, method, request, remaining)
@@ -151,7 +152,7 @@ class IsolatedPlugin:
                 line.answer(frame[1], answer, left)
                 # The plugin goes on at once with what it was answered: its next frame
                 # (another host call, or the result) is worth polling for.
-                spin = self._spin_s
+                spin = self._spin_s if spare_cpu() else 0.0
         except TimeoutError:
             return self._timed_out(worker, request_id, pending, method, line, timeout=timeout)
         except ProtocolError as exc:

@@ -34,6 +34,9 @@ class IsolationLimits:
     # The sha256 of the bytes the host verified (trust/): the worker reads the file once,
     # refuses other bytes, and loads that copy from memory. None: loaded from its path.
     sha256: str | None = None
+    # Call lines served in C by the worker's native line core (core_build.py, linecore.c)
+    # rather than in Python; without a C compiler, in Python whatever this says.
+    native_core: bool = True
 
     def __post_init__(self) -> None:
         positive = {

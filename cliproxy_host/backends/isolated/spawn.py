@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import IO, Final
 
+from . import core_build
 from .limits import IsolationLimits
 
 _LINE_LIMIT: Final = 64 * 1024
@@ -80,6 +81,10 @@ def worker_command(
         command += ["--cpu-limit-s", str(limits.cpu_limit_s)]
     if limits.sha256 is not None:
         command += ["--sha256", limits.sha256]
+    if limits.native_core:
+        core = core_build.line_core()
+        if core is not None:
+            command += ["--line-core", str(core)]
     return command
 
 

@@ -29,6 +29,8 @@ import orjson
 from ...errors import PluginBusy, PluginCallFailed, PluginError, PluginLoadError, ResponseTooLarge
 from ...trust.digest import check_digest, read_image
 from ..native import NativePlugin
+from .core import LineCore, load_core
+from .cpu import spare_cpu
 from .wire import (
     HANDSHAKE_ID,
     LINE_BUFFER,
@@ -79,8 +81,13 @@ class _Server:
         max_response: int,
         spin_us: int,
         sha256: str | None = None,
+        core: LineCore | None = None,
     ) -> None:
         self.channel = Channel(sock)
+        self.spin_us = spin_us
+        # Reads the control socket and serves the call lines in C (None: Python does).
+        self.core = core
+        self._loaded = threading.Event()
         self.spin_s = spin_us / 1e6
         self.lines_sock = lines_sock
         self.plugin_id = plugin_id
@@ -96,12 +103,23 @@ class _Server:
         self._pin: ctypes.CDLL | None = None
 
     def serve(self) -> NoReturn:
+        if self.core is not None:
+            try:
+                self.core.start_control(self.channel.sock.fileno(), self.plugin_id, self._shutdown)
+            except OSError as exc:
+                log.warning(
+                    "worker for plugin %s: %s; serving calls in Python", self.plugin_id, exc
+                )
+                self.core = None
         # The plugin loads on another thread because its init may call the host, and the
-        # answers to those calls arrive through the loop below.
+        # answers to those calls arrive through the control socket's reader.
         threading.Thread(target=self._load, name="cliproxy-worker-load", daemon=True).start()
         threading.Thread(
             target=self._accept_lines, name="cliproxy-worker-lines", daemon=True
         ).start()
+        if self.core is not None:
+            # The core's reader exits the process at EOF; this thread has nothing to do.
+            threading.Event().wait()
         try:
             while (frame := self.channel.recv()) is not None:
                 self._dispatch(*frame)
@@ -131,6 +149,9 @@ class _Server:
 
     def _accept_lines(self) -> None:
         """Serve each call line the host passes, on a new thread; return at EOF."""
+        # The host sends calls only once the plugin is READY: until then a line waits
+        # here, so that it is served by the core when there is one.
+        self._loaded.wait()
         while True:
             try:
                 _, fds, _, _ = socket.recv_fds(self.lines_sock, 1, 1, _CMSG_CLOEXEC)
@@ -146,6 +167,12 @@ class _Server:
                 continue
             if not _CMSG_CLOEXEC:
                 os.set_inheritable(fds[0], False)
+            if self.core is not None:
+                err = self.core.serve_line(fds[0])
+                if err:
+                    line = Channel(socket.socket(fileno=fds[0]), buffering=LINE_BUFFER)
+                    self._refuse_line(line, RuntimeError(os.strerror(err)))
+                continue
             line = Channel(socket.socket(fileno=fds[0]), buffering=LINE_BUFFER)
             try:
                 threading.Thread(
@@ -170,7 +197,7 @@ class _Server:
         answered = float("-inf")
         try:
             while True:
-                if quick:
+                if quick and spare_cpu():
                     spin_until_readable(poller, spin)
                 frame = line.recv()
                 if frame is None:
@@ -225,7 +252,10 @@ class _Server:
             log.warning(
                 "worker for plugin %s: could not pin %s: %s", self.plugin_id, self.path, exc
             )
+        if self.core is not None:
+            self.core.attach(plugin, self.max_response, self.spin_us)
         self.plugin = plugin
+        self._loaded.set()
         self._send(Kind.READY, HANDSHAKE_ID, orjson.dumps({"pid": os.getpid()}))
 
     def _image(self) -> bytes | None:
@@ -266,6 +296,8 @@ class _Server:
         What this raises (the host is gone) is answered by NativePlugin's trampoline, the
         answer gate of this process.
         """
+        if self.core is not None:
+            return self.core.host_call(method, request)
         request_id = next(self._host_ids)
         on_line: tuple[Channel, select.poll] | None = getattr(self._local, "line", None)
         if on_line is not None:
@@ -291,7 +323,7 @@ class _Server:
         is the caller waiting for the answer; it answers, then goes on waiting."""
         try:
             line.send(Kind.HOST_CALL, request_id, *pack_call(method, request))
-            if self.spin_s:
+            if self.spin_s and spare_cpu():
                 spin_until_readable(poller, self.spin_s)
             frame = line.recv()
         except (OSError, ProtocolError) as exc:
@@ -312,9 +344,16 @@ class _Server:
     def _send(self, kind: Kind, request_id: int, *parts: bytes) -> None:
         # OSError: the host is gone; the reader sees EOF and the worker exits.
         with contextlib.suppress(OSError):
-            self.channel.send(kind, request_id, *parts)
+            if self.core is not None:
+                self.core.send(kind, request_id, b"".join(parts))
+            else:
+                self.channel.send(kind, request_id, *parts)
 
     def _shutdown(self, drain: float) -> None:
+        if self.core is not None and not self.core.drain(drain):
+            # Calls still running: as NativePlugin defers closing to the last of them,
+            # and the worker exits before that, the plugin is not shut down.
+            _exit(0)
         if self.plugin is not None:
             self.plugin.close(timeout=drain)
         _exit(0)
@@ -366,6 +405,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-limit-mb", type=int)
     parser.add_argument("--cpu-limit-s", type=int)
     parser.add_argument("--sha256")
+    parser.add_argument("--line-core", type=Path)
     return parser.parse_args(argv)
 
 
@@ -388,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         max_response=args.max_response_bytes,
         spin_us=args.spin_us,
         sha256=args.sha256,
+        core=None if args.line_core is None else load_core(args.line_core, args.plugin_id),
     ).serve()
 
 

@@ -1,0 +1,164 @@
+"""The worker's side of the native line core (linecore.c): load it, hand it the plugin and lines."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from ...abi import ffi, libc
+from ...envelope import failed_call_error
+from ...errors import PluginError, PluginResponseError, PluginUnloading, ResponseTooLarge
+from ..native import NativePlugin
+from .wire import pack_error
+
+log = logging.getLogger("cliproxy_host.worker")
+
+# The core's functions, over the ABI's own types (see linecore.c for what each does).
+ffi.cdef(
+    """
+    int cw_setup(void* call, void* free_buffer, void* ctx, void* fallback, void* error,
+                 uint64_t max_response, int spin_us, const char* plugin_id);
+    int cw_host_call(void* ctx, const char* method, const uint8_t* request,
+                     size_t request_len, cliproxy_buffer* response);
+    void cw_host_free(void* ptr, size_t len);
+    int cw_serve_line(int fd);
+    int cw_drain(double seconds);
+    int cw_control_start(int fd, const char* plugin_id, void* on_shutdown);
+    int cw_control_send(int kind, uint64_t id, const uint8_t* payload, size_t len);
+    int cw_control_call(const char* method, const uint8_t* request, size_t request_len,
+                        cliproxy_buffer* response);
+    """
+)
+
+# The kinds of failed call the core asks Python to word (CW_ERR_* in linecore.c).
+_ERR_RC: Final = 1
+_ERR_NULL_WITH_LEN: Final = 2
+_ERR_TOO_LARGE: Final = 3
+_ERR_UNLOADING: Final = 4
+
+
+class LineCore:
+    """The loaded core: it reads the control socket and serves the call lines, in C."""
+
+    def __init__(self, path: Path) -> None:
+        """Load the core's library; OSError when it cannot be loaded."""
+        self._lib = ffi.dlopen(str(path))
+        self._plugin_id = ""
+        self._max_response = 0
+        # Kept referenced as long as the core may call them: for the life of the process.
+        self._error_cb = ffi.callback(
+            "int(int, const char*, int, const uint8_t*, size_t, cliproxy_buffer*)",
+            self._error,
+            error=1,
+        )
+        self._shutdown_cb: Any = None
+
+    def start_control(self, fd: int, plugin_id: str, on_shutdown: Callable[[float], None]) -> None:
+        """Read the control socket on a thread of the core from now on (pings, the host's
+        answers, SHUTDOWN, which runs `on_shutdown(drain)`); at its EOF the worker exits."""
+        self._plugin_id = plugin_id
+        self._shutdown_cb = ffi.callback("void(double)", on_shutdown)
+        err = self._lib.cw_control_start(
+            fd, plugin_id.encode("utf-8", "replace"), ffi.cast("void*", self._shutdown_cb)
+        )
+        if err:
+            raise OSError(err, f"cannot start the control reader: {os.strerror(err)}")
+
+    def send(self, kind: int, request_id: int, payload: bytes = b"") -> None:
+        """Send a frame on the control socket; OSError when the host is gone."""
+        if self._lib.cw_control_send(kind, request_id, payload, len(payload)) != 0:
+            raise OSError("the control socket is closed")
+
+    def host_call(self, method: str, request: bytes) -> bytes:
+        """Ask the host on the control socket and wait for its answer; OSError when the
+        host is gone."""
+        response = ffi.new("cliproxy_buffer*")
+        if self._lib.cw_control_call(method.encode("utf-8"), request, len(request), response):
+            raise OSError("the control socket is closed")
+        try:
+            answer: bytes = ffi.unpack(ffi.cast("char*", response.ptr), response.len)
+            return answer
+        finally:
+            self._lib.cw_host_free(response.ptr, response.len)
+
+    def attach(self, plugin: NativePlugin, max_response: int, spin_us: int) -> None:
+        """Hand the core the loaded plugin: it serves lines from now on."""
+        self._max_response = max_response
+        call, free_buffer, ctx, fallback = plugin.entry_points()
+        self._lib.cw_setup(
+            ffi.cast("void*", call),
+            ffi.cast("void*", free_buffer),
+            ctx,
+            ffi.cast("void*", fallback),
+            ffi.cast("void*", self._error_cb),
+            max_response,
+            spin_us,
+            plugin.plugin_id.encode("utf-8", "replace"),
+        )
+        # Only once the core is set up: a plugin thread may call the host at any moment.
+        plugin.route_host_calls(self._lib.cw_host_call, self._lib.cw_host_free)
+
+    def serve_line(self, fd: int) -> int:
+        """Serve a call line on a thread of the core, which then owns fd; 0, or an errno
+        (no thread to be had) and fd is still the caller's."""
+        result: int = self._lib.cw_serve_line(fd)
+        return result
+
+    def drain(self, seconds: float) -> bool:
+        """Refuse new calls and wait up to `seconds` for those in flight: whether none is left."""
+        return bool(self._lib.cw_drain(seconds))
+
+    # Positional: the C callback's signature (cw_error_fn in linecore.c).
+    def _error(self, kind: int, cmethod: Any, rc: int, data: Any, length: int, out: Any) -> int:  # noqa: PLR0917
+        """The ERROR payload of a failed call, worded as NativePlugin and the worker word it."""
+        method = ffi.string(cmethod).decode("utf-8", "replace")
+        error: PluginError
+        if kind == _ERR_RC:
+            body = ffi.unpack(ffi.cast("char*", data), length) if data else b""
+            error = failed_call_error(rc, body, plugin_id=self._plugin_id, method=method)
+        elif kind == _ERR_NULL_WITH_LEN:
+            error = PluginResponseError(
+                f"response pointer is NULL but its length is {length}; set ptr and len together",
+                plugin_id=self._plugin_id,
+                method=method,
+            )
+        elif kind == _ERR_TOO_LARGE:
+            error = ResponseTooLarge(
+                f"the response to {method} is {length} bytes, over max_response_bytes "
+                f"({self._max_response}); answer less, or raise the plugin's limit",
+            )
+        elif kind == _ERR_UNLOADING:
+            error = PluginUnloading(
+                "the plugin is being unloaded; retry once it has been reloaded",
+                plugin_id=self._plugin_id,
+                method=method,
+                retryable=True,
+            )
+        else:
+            return 1
+        payload = pack_error(error)
+        ptr = libc.malloc(len(payload))
+        if not ptr:
+            return 1
+        ffi.memmove(ptr, payload, len(payload))
+        out.ptr = ptr
+        out.len = len(payload)
+        return 0
+
+
+def load_core(path: Path, plugin_id: str) -> LineCore | None:
+    """The core, or None (logged) when its library cannot be loaded."""
+    try:
+        return LineCore(path)
+    except OSError as exc:
+        log.warning(
+            "worker for plugin %s: cannot load the native line core %s (%s); serving calls "
+            "in Python",
+            plugin_id,
+            path,
+            exc,
+        )
+        return None
