@@ -22,6 +22,7 @@ SAMPLES: dict[str, Any] = {
     "max_response_bytes": 1024,
     "memory_limit_mb": 64,
     "cpu_limit_s": 5,
+    "permissions": {"callbacks": ["host.log"]},
 }
 
 
