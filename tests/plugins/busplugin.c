@@ -16,6 +16,8 @@
  *   BP_REG_EXTRA=",..."  appended to the registration object (Subscriptions, Services)
  *   BP_FAIL_EVENTS       event.handle answers an error (after recording)
  *   BP_EVENT_SLEEP_MS=n  event.handle sleeps n ms first
+ *   BP_USAGE_CALLS       usage.handle first calls host.log and host.event.publish
+ *                        {"topic": "usage"} (what `check` sees it use)
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -137,6 +139,20 @@ static int bp_call(const char* method, const uint8_t* request, size_t len,
         cpx_buf_puts(&out, "]}");
         cpx_ok_end(&out);
     } else if (bp_is(method, "usage.handle")) {
+#ifdef BP_USAGE_CALLS
+        static const char log_req[] = "{\"level\":\"info\",\"message\":\"usage\"}";
+        static const char pub_req[] = "{\"topic\":\"usage\"}";
+        cliproxy_buffer answer = {0};
+        if (bp_host && bp_host->call) {
+            if (bp_host->call(bp_host->host_ctx, "host.log", (const uint8_t*)log_req,
+                              sizeof log_req - 1, &answer) == 0 && answer.ptr)
+                bp_host->free_buffer(answer.ptr, answer.len);
+            answer.ptr = NULL;
+            if (bp_host->call(bp_host->host_ctx, "host.event.publish", (const uint8_t*)pub_req,
+                              sizeof pub_req - 1, &answer) == 0 && answer.ptr)
+                bp_host->free_buffer(answer.ptr, answer.len);
+        }
+#endif
         bp_ok_object(&out, "{\"plugin\":\"" BP_NAME "\"}");
     } else {
         cpx_unknown_method(&out, method);
