@@ -133,7 +133,8 @@ class _Subscriber:
         )
 
 
-_Route = tuple[tuple[_Subscriber, tuple[_Subscription, ...]], ...]
+# Per subscriber of a topic: its queue and the IDs of its subscriptions that match.
+_Route = tuple[tuple[_Subscriber, tuple[str, ...]], ...]
 
 
 class EventBus:
@@ -281,40 +282,50 @@ class EventBus:
         return problem is None
 
     def _publish(self, event: Event) -> tuple[int, int]:
+        # A route with a one-shot subscription is never cached: it changes as it is used.
         route = self._routes.get(event.topic)
-        if route is None or any(sub.once for _, subs in route for sub in subs):
-            route = self._route(event.topic)
+        retiring: list[_Subscriber] = []
+        if route is None:
+            route, retiring = self._route(event.topic)
         queued = dropped = 0
-        for subscriber, subs in route:
-            if subscriber.offer(event, tuple(sub.id for sub in subs)):
+        for subscriber, ids in route:
+            if subscriber.offer(event, ids):
                 queued += 1
             else:
                 dropped += 1
+        for subscriber in retiring:
+            subscriber.stop()  # after its last event, which it still delivers
         return queued, dropped
 
-    def _route(self, topic: str) -> _Route:
-        """The subscribers of `topic` under the lock; one-shot subscriptions are taken out."""
+    def _route(self, topic: str) -> tuple[_Route, list[_Subscriber]]:
+        """The subscribers of `topic`, and those whose one-shot subscription this event
+        ends (their last); one-shot subscriptions are taken out. Under the lock."""
         with self._lock:
             by_owner: dict[str, list[_Subscription]] = {}
             for sub in self._subscriptions.values():
                 if fnmatch.fnmatchcase(topic, sub.pattern):
                     by_owner.setdefault(sub.owner, []).append(sub)
             route = tuple(
-                (self._subscribers[owner], tuple(subs))
+                (self._subscribers[owner], tuple(sub.id for sub in subs))
                 for owner, subs in by_owner.items()
                 if owner in self._subscribers
             )
-            once = [sub for _, subs in route for sub in subs if sub.once]
-            if once:
-                for sub in once:
-                    del self._subscriptions[sub.id]
-                self._routes = {}
-                # The owners stay until this event is queued; a later change prunes them.
-            else:
+            once = [sub for subs in by_owner.values() for sub in subs if sub.once]
+            if not once:
                 if len(self._routes) >= _ROUTE_CACHE:
                     self._routes = {}
                 self._routes[topic] = route
-            return route
+                return route, []
+            for sub in once:
+                del self._subscriptions[sub.id]
+            self._routes = {}
+            remaining = {sub.owner for sub in self._subscriptions.values()}
+            retiring = [
+                self._subscribers.pop(owner)
+                for owner in by_owner
+                if owner not in remaining and owner in self._subscribers
+            ]
+            return route, retiring
 
     def _add(
         self, owner: str, pattern: str, *, once: bool, registered: bool, handle: Handle | None

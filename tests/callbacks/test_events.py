@@ -222,3 +222,17 @@ def test_a_topic_must_be_a_short_non_empty_string(bus_c: BusLib, bus_host: BusHo
         with pytest.raises(Exception, match='"topic" must be a non-empty string') as info:
             relay(host, "pub", "host.event.publish", {"topic": bad})
         assert info.value.code == "invalid_request"  # type: ignore[attr-defined]
+
+
+def test_a_one_shot_application_subscription_gets_one_event_then_its_thread_ends() -> None:
+    bus = EventBus()
+    got: list[Any] = []
+    try:
+        bus.subscribe("t.*", lambda topic, data: got.append(data), once=True)
+        assert bus.publish("t.a", 1) == 1
+        assert bus.publish("t.b", 2) == 0
+        assert wait_for(lambda: got)
+        assert got == [1]
+        assert bus.stats() == []  # its subscriber (queue and thread) is gone
+    finally:
+        bus.close()
