@@ -93,9 +93,16 @@ def describe(
 
 
 def credentials_warning(plugin_id: str, cfg: HostConfig) -> str | None:
-    """The warning for a plugin whose permissions let it read credentials (host.auth.*)."""
+    """The warning for a plugin whose permissions let it read credentials (host.auth.*).
+
+    Only where permissions are in use (`strict`, or the plugin has a `permissions` entry):
+    under the Go host's defaults every plugin may, and a warning on each would be noise.
+    """
     entry = cfg.plugin_entry(plugin_id).permissions
-    grant = compile_grant(plugin_id, entry, strict=cfg.plugins.default_permissions == "strict")
+    strict = cfg.plugins.default_permissions == "strict"
+    if entry is None and not strict:
+        return None
+    grant = compile_grant(plugin_id, entry, strict=strict)
     if not grant.reads_credentials:
         return None
     granted = ", ".join(sorted(grant.callbacks & CREDENTIAL_CALLBACKS))

@@ -124,18 +124,41 @@ def test_the_list_and_the_log_warn_about_plugins_that_may_read_credentials(
 ) -> None:
     with caplog.at_level(logging.WARNING):
         host = bus_host(
-            {"reader": bus_c("reader"), "quiet": bus_c("quiet")},
-            entries={"quiet": {"permissions": {"callbacks": ["host.log", "host.http.*"]}}},
+            {"reader": bus_c("reader"), "quiet": bus_c("quiet"), "plain": bus_c("plain")},
+            entries={
+                # Permissions in use, the Go callbacks left as they are: may read them.
+                "reader": {"permissions": {"publish": ["order.*"]}},
+                "quiet": {"permissions": {"callbacks": ["host.log", "host.http.*"]}},
+                # No entry under `standard`: the Go host's defaults, no warning.
+            },
         )
-    reader, quiet = host.plugin("reader"), host.plugin("quiet")
-    assert reader is not None
-    assert quiet is not None
-    (warning,) = [w for w in reader.warnings if "credentials" in w]
+    infos = {pid: host.plugin(pid) for pid in ("reader", "quiet", "plain")}
+    warned = {
+        pid: [w for w in info.warnings if "credentials" in w]
+        for pid, info in infos.items()
+        if info is not None
+    }
+    (warning,) = warned["reader"]
     assert "host.auth.get" in warning
     assert "plugins.configs.reader.permissions.callbacks" in warning
-    assert not [w for w in quiet.warnings if "credentials" in w]
+    assert warned["quiet"] == warned["plain"] == []
     logged = [r.getMessage() for r in caplog.records if "credentials" in r.getMessage()]
     assert [m.split()[1] for m in logged] == ["reader"]
+
+
+def test_under_strict_a_plugin_granted_host_auth_is_warned_about(
+    bus_c: BusLib, bus_host: BusHost
+) -> None:
+    host = bus_host(
+        {"reader": bus_c("reader"), "plain": bus_c("plain")},
+        entries={"reader": {"permissions": {"callbacks": ["host.auth.*"]}}},
+        plugins={"default-permissions": "strict"},
+    )
+    reader, plain = host.plugin("reader"), host.plugin("plain")
+    assert reader is not None
+    assert plain is not None
+    assert [w for w in reader.warnings if "credentials" in w]
+    assert not [w for w in plain.warnings if "credentials" in w]
 
 
 def test_an_allowed_callback_is_a_set_lookup_in_a_grant_cached_per_plugin() -> None:
