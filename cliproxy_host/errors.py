@@ -467,6 +467,27 @@ class ModelCallTooDeep(HostCallFailed):
     default_http_status = 508
 
 
+class PermissionDenied(HostCallFailed):
+    """A host callback, topic, plugin or host the plugin's permissions do not grant."""
+
+    code = "permission_denied"
+    default_http_status = 403
+
+
+class PluginCallTooDeep(HostCallFailed):
+    """host.plugin.call / host.dispatch nested deeper than plugins.plugin-call-depth."""
+
+    code = "plugin_call_too_deep"
+    default_http_status = 508
+
+
+class PluginCallCycle(HostCallFailed):
+    """host.plugin.call back into a plugin already on the call's chain (A -> B -> A)."""
+
+    code = "plugin_call_cycle"
+    default_http_status = 508
+
+
 class UpstreamError(HostCallFailed):
     """host.http.* could not reach the upstream, or the connection broke."""
 

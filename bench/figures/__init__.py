@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bench.figures import (
     callback,
+    events,
     gateway,
     management,
     payload,
@@ -30,6 +31,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure(7, streams.TITLE, streams.run),
     Figure(8, pipeline.TITLE, pipeline.run),
     Figure(9, gateway.TITLE, gateway.run),
+    Figure(10, events.TITLE, events.run),
 )
 
 # The figures that measure the call path (the ones a change to native/host/envelope moves).

@@ -12,10 +12,14 @@ from ..config.schema import HttpPolicy, RemoteManagement
 from ..envelope import ok
 from ..errors import HostCallFailed, InvalidRequest, PluginError
 from .auth import AuthStore
+from .events import EventBus
 from .http import HttpBridge
 from .log import host_log
 from .models import ModelCalls
+from .permissions import Permissions
+from .plugin_calls import PluginCalls
 from .scopes import FIELD, ScopeTable
+from .services import ServiceDirectory
 from .streams import StreamTable
 
 # (plugin ID, parsed request object) -> result object; raises PluginError to answer an error.
@@ -43,6 +47,10 @@ class HostCallbacks:
         # auth files through its management API.
         self.auth = AuthStore(auth_dir, max_auth_bytes)
         self.models = ModelCalls(self.scopes)
+        self.permissions = Permissions()
+        self.events = EventBus(self.permissions)
+        self.plugin_calls = PluginCalls(self.scopes, self.permissions)
+        self.services = ServiceDirectory()
         self._callbacks: dict[str, Callback] = {
             "host.log": self._log,
             "host.http.do": self.http.do,
@@ -59,6 +67,12 @@ class HostCallbacks:
             "host.model.execute_stream": self.models.execute_stream,
             "host.model.stream_read": self.models.stream_read,
             "host.model.stream_close": self.models.stream_close,
+            "host.event.publish": self.events.publish_cb,
+            "host.event.subscribe": self.events.subscribe_cb,
+            "host.event.unsubscribe": self.events.unsubscribe_cb,
+            "host.plugin.call": self.plugin_calls.call,
+            "host.dispatch": self.plugin_calls.dispatch,
+            "host.service.lookup": self.services.lookup,
         }
 
     def __call__(self, plugin_id: str, method: str, request: bytes) -> bytes:
@@ -72,6 +86,7 @@ class HostCallbacks:
             raise _invalid(f"{method}: the request is not JSON ({exc})") from None
         if type(body) is not dict:
             raise _invalid(f"{method}: the request must be a JSON object")
+        self.permissions.check(plugin_id, method, body)
         return ok(callback(plugin_id, body))
 
     def _log(self, plugin_id: str, request: Mapping[str, Any]) -> object:
@@ -97,6 +112,7 @@ class HostCallbacks:
 
     def close(self) -> None:
         """Close every open stream and the HTTP client (the host is shutting down)."""
+        self.events.close()
         self.models.close()
         self.streams.shutdown()
         self.http.close()

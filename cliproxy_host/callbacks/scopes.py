@@ -37,18 +37,22 @@ FIELD: Final = "host_callback_id"
 # (callbacks/models.py sets it); a scope opened meanwhile keeps it, so a nested call that
 # echoes its host_callback_id is counted toward the depth limit from any thread.
 MODEL_CHAIN: ContextVar[tuple[str, ...]] = ContextVar("MODEL_CHAIN", default=())
+# The same for host.plugin.call / host.dispatch (callbacks/plugin_calls.py): its depth
+# limit and cycle detection.
+CALL_CHAIN: ContextVar[tuple[str, ...]] = ContextVar("CALL_CHAIN", default=())
 
 
 class Scope:
     """One plugin call's scope: from just before the call until it returns, or its stream ends."""
 
-    __slots__ = ("callback_id", "chain", "cleanups", "ended", "method", "plugin_id")
+    __slots__ = ("callback_id", "calls", "chain", "cleanups", "ended", "method", "plugin_id")
 
     def __init__(self, callback_id: str, plugin_id: str, method: str) -> None:
         self.callback_id = callback_id
         self.plugin_id = plugin_id
         self.method = method
         self.chain = MODEL_CHAIN.get()
+        self.calls = CALL_CHAIN.get()
         self.cleanups: list[Callable[[], object]] = []
         self.ended = False
 

@@ -17,7 +17,12 @@ from .checks.methods import check_methods, check_unknown_method
 from .checks.registration import check_executor_formats, check_reconfigure, check_registration
 from .checks.streams import check_async_stream
 from .checks.stress import check_concurrency, check_cycles, check_large_request
-from .checks.summaries import check_callback_scopes, check_host_calls, check_utf8_json
+from .checks.summaries import (
+    check_callback_scopes,
+    check_host_calls,
+    check_permissions,
+    check_utf8_json,
+)
 from .report import CheckResult, Report
 from .run import BackendFactory, Run
 
@@ -63,6 +68,7 @@ CHECKS: Final[tuple[Check, ...]] = (
         ("load",),
         calls_plugin=False,
     ),
+    Check("permissions", "permissions", check_permissions, ("load",), calls_plugin=False),
 )
 
 

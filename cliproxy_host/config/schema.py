@@ -45,6 +45,7 @@ __all__ = [
     "HttpPolicy",
     "MetricsSection",
     "PluginConfig",
+    "PluginPermissions",
     "PluginsSection",
     "RemoteManagement",
     "StoreConfig",
@@ -220,6 +221,25 @@ class StoreConfig(_KeepsKeyOrder):
     release_tag: str | None = None
 
 
+class PluginPermissions(_KeepsKeyOrder):
+    """`plugins.configs.<id>.permissions`: what the plugin may reach (callbacks/permissions.py).
+
+    A key left out keeps the default; a key set is the whole grant for what it covers.
+    """
+
+    model_config = ConfigDict(**_KEBAB_KEYS, extra="forbid")
+
+    # Globs of host callback names ("host.http.*"); set, it replaces the default set.
+    callbacks: list[str] | None = None
+    # Host name patterns, as http.allowed-hosts; narrows that list for this plugin.
+    allowed_hosts: list[str] | None = None
+    # Topic globs the plugin may publish to / subscribe to; each grants its callbacks.
+    publish: list[str] | None = None
+    subscribe: list[str] | None = None
+    # Plugin IDs host.plugin.call and host.dispatch may reach; grants both callbacks.
+    call: list[str] | None = None
+
+
 class PluginConfig(_KeepsKeyOrder):
     """`plugins.configs.<id>`: the host's keys; every other key is the plugin's own."""
 
@@ -241,6 +261,7 @@ class PluginConfig(_KeepsKeyOrder):
     cpu_limit_s: PositiveStrictInt | None = None  # isolated only (RLIMIT_CPU)
     # The sha256 the plugin's file must have; the host hashes the very bytes it loads.
     sha256: Sha256Pin | None = None
+    permissions: PluginPermissions | None = None
 
     @property
     def pinned_version(self) -> str | None:
@@ -349,6 +370,11 @@ class PluginsSection(_Section):
     # How deep host.model.* calls may nest (a plugin's executor calling a model whose
     # executor calls a model ...); the Go host has no limit.
     model_call_depth: StrictInt = Field(default=8, ge=1, le=64)
+    # How deep host.plugin.call / host.dispatch may nest (A calls B calls C ...).
+    plugin_call_depth: StrictInt = Field(default=8, ge=1, le=64)
+    # "standard": the Go host's callbacks are allowed unless a plugin's permissions narrow
+    # them; "strict": a plugin may use only what its permissions grant.
+    default_permissions: Literal["standard", "strict"] = "standard"
     configs: dict[PluginId, PluginConfig] = Field(default_factory=dict)
     # The plugin store (the Go host's `store-sources`): registry URLs listed after the
     # official one, https unless on loopback.

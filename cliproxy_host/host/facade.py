@@ -15,7 +15,9 @@ from ..backends.guard import GuardedBackend
 from ..backends.native import NativePlugin
 from ..backends.protocol import Health
 from ..callbacks import HostCallbacks
+from ..callbacks.events import EventBus
 from ..callbacks.scopes import FIELD, SCOPED_METHODS, Scope, ScopeTable
+from ..callbacks.services import Provider
 from ..callbacks.streams import StreamTable
 from ..config import HostConfig
 from ..discovery import PluginFile
@@ -25,7 +27,13 @@ from ..observe.tracing import plugin_tracer, traced
 from ..pipeline import ModelChunk, ModelEntry, ModelRequest, ModelResponse, Pipeline
 from . import dispatch, reconcile
 from .dispatch import NOT_HANDLED, BroadcastResult, NativeHandlers, encode
-from .listing import PluginInfo, describe, plugins_off_reason, unavailable
+from .listing import (
+    PluginInfo,
+    credentials_warning,
+    describe,
+    plugins_off_reason,
+    unavailable,
+)
 from .loader import (
     BackendFactory,
     Slot,
@@ -80,8 +88,13 @@ class PluginHost:
         # echoed ids; a host given other callbacks keeps its own (its plugins cannot emit).
         if isinstance(callbacks, HostCallbacks):
             self._streams, self._scopes = callbacks.streams, callbacks.scopes
+            self._events = callbacks.events
+            callbacks.permissions.configure(config)
         else:
             self._streams, self._scopes = StreamTable(), ScopeTable()
+            self._events = EventBus()
+        # Events reach a plugin as its method event.handle, on the subscriber's thread.
+        self._events.attach(lambda plugin_id, event: self.call(plugin_id, "event.handle", event))
         self._factory = backend_factory
         # Applies are serialised by _apply_lock, which may be held while plugins load;
         # _state guards the fields below and is only ever held briefly, so listing and
@@ -117,6 +130,12 @@ class PluginHost:
                 self._pipeline,
                 timeout=self._call_timeout,
                 depth=lambda: self._config.plugins.model_call_depth,
+            )
+            callbacks.plugin_calls.attach(
+                self.call,
+                self._plugin_dispatch,
+                timeout=self._call_timeout,
+                depth=lambda: self._config.plugins.plugin_call_depth,
             )
 
     @classmethod
@@ -202,6 +221,8 @@ class PluginHost:
                 log.warning("%s: unloading %s", off, ", ".join(sorted(slots)))
             with self._state:
                 self._config = cfg
+                if isinstance(self._callbacks, HostCallbacks):
+                    self._callbacks.permissions.configure(cfg)
                 self._dir_error = None
                 self._files = steps.files
                 self._errors = steps.problems
@@ -299,6 +320,9 @@ class PluginHost:
                     slot.registration.metadata.version,
                     slot.file.path,
                 )
+                warning = credentials_warning(pid, cfg)
+                if warning is not None:
+                    log.warning("%s", warning)
         return replaced
 
     def _fitting(self, ready: list[tuple[str, Slot]], cfg: HostConfig) -> list[tuple[str, Slot]]:
@@ -391,6 +415,15 @@ class PluginHost:
             )
             for pid, slot in self._slots.items()
         )
+        self._events.sync(
+            {pid: slot.registration.subscriptions for pid, slot in self._slots.items()}
+        )
+        if isinstance(self._callbacks, HostCallbacks):
+            self._callbacks.services.update(
+                Provider(pid, service.name, service.version, cfg.plugin_entry(pid).priority)
+                for pid, slot in self._slots.items()
+                for service in slot.registration.services
+            )
 
     def _series(self, plugin_id: str) -> CallSeries | None:
         """The plugin's call series, made when it first registers (with metrics on)."""
@@ -419,6 +452,7 @@ class PluginHost:
                 self._closed = True
                 slots, self._slots = self._slots, {}
                 self._snapshot = Snapshot()
+            self._events.close()
             for pid, slot in slots.items():
                 self._retire(pid, slot)
             self._streams.shutdown()
@@ -640,6 +674,21 @@ class PluginHost:
         handlers = self._natives.order(method, self._snapshot.providers(method))
         scoped = method in SCOPED_METHODS and FIELD not in request
         return dispatch.run(method, handlers, request, self._scoped if scoped else self._invoke)
+
+    def _plugin_dispatch(
+        self, method: str, request: Mapping[str, Any], may_take: Callable[[str], bool]
+    ) -> Any:
+        """`dispatch` for host.dispatch: only the plugins `may_take` admits take part."""
+        providers = [r for r in self._snapshot.providers(method) if may_take(r.plugin_id)]
+        handlers = self._natives.order(method, providers)
+        scoped = method in SCOPED_METHODS and FIELD not in request
+        return dispatch.run(method, handlers, request, self._scoped if scoped else self._invoke)
+
+    @property
+    def events(self) -> EventBus:
+        """The event bus: `publish(topic, data)`, `subscribe(pattern, fn)`, `unsubscribe(id)`;
+        plugins reach it through host.event.* and event.handle."""
+        return self._events
 
     def _scoped(self, record: Record, method: str, data: bytes) -> Any:
         """`_invoke` in a fresh host_callback_id scope of this plugin for this call."""

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..abi import LIBRARY_SUFFIX
+from ..callbacks.permissions import CREDENTIAL_CALLBACKS, compile_grant, key_of
 from ..config import HostConfig
 from ..discovery import PluginFile
 from ..errors import PluginError, PluginNotFound, PluginNotLoaded
@@ -90,10 +91,35 @@ def describe(
         restarts=health.restarts if health else 0,
         last_error=health.last_error if health else None,
         last_signal=health.last_signal if health else None,
-        warnings=list(reg.warnings) if reg else [],
+        warnings=[*reg.warnings, *_credentials(plugin_id, cfg)] if reg else [],
         sha256=slot.verdict.sha256 if slot and slot.verdict else None,
         signed_by=slot.verdict.signer if slot and slot.verdict else None,
     )
+
+
+def credentials_warning(plugin_id: str, cfg: HostConfig) -> str | None:
+    """The warning for a plugin whose permissions let it read credentials (host.auth.*).
+
+    Only where permissions are in use (`strict`, or the plugin has a `permissions` entry):
+    under the Go host's defaults every plugin may, and a warning on each would be noise.
+    """
+    entry = cfg.plugin_entry(plugin_id).permissions
+    strict = cfg.plugins.default_permissions == "strict"
+    if entry is None and not strict:
+        return None
+    grant = compile_grant(plugin_id, entry, strict=strict)
+    if not grant.reads_credentials:
+        return None
+    granted = ", ".join(sorted(grant.callbacks & CREDENTIAL_CALLBACKS))
+    return (
+        f"plugin {plugin_id} may read credentials of the auth dir ({granted}); if it need"
+        f" not, set {key_of(plugin_id, 'callbacks')} without host.auth.*"
+    )
+
+
+def _credentials(plugin_id: str, cfg: HostConfig) -> list[str]:
+    warning = credentials_warning(plugin_id, cfg)
+    return [warning] if warning else []
 
 
 def unavailable(

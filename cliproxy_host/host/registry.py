@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -83,12 +83,29 @@ class Metadata(_Folded):
         }
 
 
+class ServiceEntry(_Folded):
+    """One entry of `Services`: a service the plugin offers (host.service.lookup finds it)."""
+
+    name: str = Field(alias="name", min_length=1, max_length=256)
+    version: str = Field(default="", alias="version", max_length=128)
+
+
 class Registration(_Folded):
     """A valid answer to plugin.register / plugin.reconfigure (ABI.md section 3)."""
 
     schema_version: int = Field(default=1, alias="schema_version")
     metadata: Metadata = Field(alias="metadata")
     capabilities: dict[str, Any] = Field(default_factory=dict, alias="capabilities")
+    # This host's own: topic globs delivered as event.handle, and the services offered.
+    subscriptions: tuple[Annotated[str, Field(min_length=1, max_length=256)], ...] = Field(
+        default=(), alias="subscriptions", max_length=256
+    )
+    services: tuple[ServiceEntry, ...] = Field(default=(), alias="services", max_length=256)
+
+    @field_validator("subscriptions", "services", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: Any) -> Any:
+        return () if value is None else value
 
     @field_validator("schema_version", mode="before")
     @classmethod

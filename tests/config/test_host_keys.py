@@ -23,6 +23,7 @@ SAMPLES: dict[str, Any] = {
     "memory_limit_mb": 64,
     "cpu_limit_s": 5,
     "sha256": "0" * 64,
+    "permissions": {"callbacks": ["host.log"]},
 }
 
 

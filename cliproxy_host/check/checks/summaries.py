@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...callbacks.permissions import GO_CALLBACKS, needed_permissions
 from .. import limits
 from ..report import CheckResult
 from ..run import Run
@@ -68,5 +69,27 @@ def check_callback_scopes(run: Run) -> list[CheckResult]:
             "pass",
             f"{host.scoped_calls} host calls made within scoped calls, each with its "
             "host_callback_id",
+        )
+    ]
+
+
+def check_permissions(run: Run) -> list[CheckResult]:
+    """The host callbacks the plugin used, as the `permissions` entry it needs."""
+    name = "permissions"
+    used = set(run.host.calls)
+    if not used:
+        return [CheckResult(name, "skip", "the plugin made no host calls during the run")]
+    needed = needed_permissions(used)
+    entry = "; ".join(f"{key}: [{', '.join(values)}]" for key, values in needed.items())
+    key = f"plugins.configs.{run.plugin_id}.permissions"
+    if used <= GO_CALLBACKS:
+        reason = f"needs {entry} (allowed by default; under strict, grant them in {key})"
+        return [CheckResult(name, "pass", reason)]
+    return [
+        CheckResult(
+            name,
+            "warn",
+            f"needs {entry}: this host denies its own callbacks until granted",
+            f"grant them in {key} (callbacks, and the topics or plugin IDs it uses)",
         )
     ]
