@@ -120,6 +120,8 @@ class PluginHost:
             if config.metrics.enabled
             else None
         )
+        if self._metrics is not None:
+            self._metrics.set_queue_depths(self._event_queue_depths)
         self._pipeline = Pipeline(
             HostSource(lambda: self._snapshot, self._natives, self.call, self.call_stream)
         )
@@ -157,6 +159,14 @@ class PluginHost:
     def metrics(self) -> Metrics | None:
         """The host's metrics (None with `metrics.enabled: false`)."""
         return self._metrics
+
+    def _event_queue_depths(self) -> dict[str, int]:
+        """Events waiting for each subscriber (a plugin, or a Python subscription's name),
+        summed over its subscriptions: the bus's gauge in /metrics."""
+        depths: dict[str, int] = {}
+        for sub in self._events.stats():
+            depths[sub.owner] = depths.get(sub.owner, 0) + sub.queued
+        return depths
 
     def _plugin_status(self) -> list[PluginStatus]:
         """Every loaded plugin's state, restarts and breaker, for a scrape."""

@@ -273,6 +273,32 @@ def test_queue_depths_are_read_from_their_callback_at_scrape_time(
     assert value(scrape(host), "cliproxy_event_queue_depth", subscriber="audit-sink") == 0
 
 
+def test_the_event_bus_queues_are_in_the_metrics(testplugin: Path, make_host: Any) -> None:
+    host = make_host({"tp": testplugin}, {"tp": {"enabled": True}})
+    held, first = threading.Event(), threading.Event()
+
+    def slow_sink(topic: str, data: Any) -> None:
+        first.set()
+        held.wait(10)
+
+    host.events.subscribe("order.*", slow_sink)
+    try:
+        for n in range(4):
+            host.events.publish("order.created", {"n": n})
+        assert first.wait(10)
+        # One event is in the handler, three wait in its queue.
+        depths = [
+            (dict(labels)["subscriber"].split("#")[0], sample)
+            for (name, labels), sample in scrape(host).items()
+            if name == "cliproxy_event_queue_depth"
+        ]
+        assert depths == [
+            ("python:test_the_event_bus_queues_are_in_the_metrics.<locals>.slow_sink", 3)
+        ]
+    finally:
+        held.set()
+
+
 def test_with_metrics_off_nothing_is_counted(testplugin: Path, make_host: Any) -> None:
     host = make_host(
         {"tp": testplugin}, {"tp": {"enabled": True}}, extra={"metrics": {"enabled": False}}
