@@ -146,6 +146,12 @@ class RegistrationTimeout(PluginLoadError):
     default_http_status = 504
 
 
+class HandshakeRefused(PluginLoadError):
+    """A plugin program's rpc.hello was refused: wrong plugin ID or token (docs/PROTOCOL.md)."""
+
+    code = "handshake_refused"
+
+
 # -- answers that break the contract -----------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from pydantic import (
     PrivateAttr,
     StrictBool,
     StrictInt,
+    StrictStr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -32,6 +33,7 @@ from .problems import broken_rule, describe, line_of, validation_message, where,
 from .yamledit import dump_for_plugin, is_list, parse_yaml, plain
 
 __all__ = [
+    "FILE_ONLY_KEYS",
     "HOST_KEYS",
     "ClientKeyEntry",
     "ConfigError",
@@ -170,6 +172,9 @@ class StoreConfig(_KeepsKeyOrder):
     release_tag: str | None = None
 
 
+NonEmptyStr = Annotated[StrictStr, StringConstraints(min_length=1)]
+
+
 class PluginConfig(_KeepsKeyOrder):
     """`plugins.configs.<id>`: the host's keys; every other key is the plugin's own."""
 
@@ -189,6 +194,11 @@ class PluginConfig(_KeepsKeyOrder):
     max_response_bytes: PositiveStrictInt | None = None
     memory_limit_mb: PositiveStrictInt | None = None  # isolated only (RLIMIT_AS)
     cpu_limit_s: PositiveStrictInt | None = None  # isolated only (RLIMIT_CPU)
+    # A plugin that is a program (docs/PROTOCOL.md): the host starts it and supervises it
+    # like an isolated worker. From the config file only (FILE_ONLY_KEYS).
+    command: Annotated[list[NonEmptyStr], Field(min_length=1)] | None = None
+    cwd: NonEmptyStr | None = None  # relative to the config file's directory
+    env: dict[NonEmptyStr, StrictStr] | None = None
 
     @property
     def pinned_version(self) -> str | None:
@@ -222,6 +232,10 @@ class PluginConfig(_KeepsKeyOrder):
 HOST_KEYS: Final = frozenset(
     yaml_name(name, info) for name, info in PluginConfig.model_fields.items()
 )
+
+# Host keys that only the config file sets: they say what the host runs, so the management
+# API neither shows nor takes them.
+FILE_ONLY_KEYS: Final = frozenset({"command", "cwd", "env"})
 
 # The host keys a plugin's config_yaml always holds (ABI.md section 3), set or not.
 _ALWAYS_SENT: Final = ("enabled", "priority")

@@ -17,6 +17,7 @@ from ..backends.guard import GuardedBackend, GuardLimits
 from ..backends.isolated.client import IsolatedPlugin
 from ..backends.isolated.limits import IsolationLimits
 from ..backends.native import built_with_go
+from ..backends.program.client import DEFAULT_LIMITS, ProgramCommand, ProgramPlugin
 from ..backends.protocol import PluginBackend
 from ..config import HostConfig
 from ..discovery import PluginFile
@@ -36,13 +37,16 @@ class Spec:
     isolated: bool
     guard: GuardLimits
     isolation: IsolationLimits | None
+    command: ProgramCommand | None = None  # a plugin program (docs/PROTOCOL.md)
 
     @classmethod
     def of(cls, cfg: HostConfig, plugin_id: str) -> Spec:
         """The limits of one plugin: the guard's for every call, the worker's if isolated."""
         entry, defaults = cfg.plugin_entry(plugin_id), cfg.plugins
         max_response = entry.max_response_bytes or defaults.max_response_bytes
-        isolated = entry.isolation == "process"
+        command = program_command(cfg, plugin_id)
+        # A program is a process of its own: supervised and timed like an isolated worker.
+        isolated = entry.isolation == "process" or command is not None
         # The default timeout applies to isolated plugins only: a worker that overruns it
         # is killed, while an in-process call that overruns it can only be abandoned.
         timeout_ms = entry.timeout_ms or (defaults.timeout_ms if isolated else None)
@@ -55,6 +59,9 @@ class Spec:
                 fuse_crashes=defaults.fuse_crashes,
                 fuse_window_s=defaults.fuse_window_seconds,
                 spin_us=defaults.spin_us,
+                start_timeout_s=(
+                    DEFAULT_LIMITS.start_timeout_s if command else IsolationLimits.start_timeout_s
+                ),
             )
         guard = GuardLimits(
             timeout_s=timeout_ms / 1000 if timeout_ms else None,
@@ -64,7 +71,17 @@ class Spec:
             breaker_failures=defaults.breaker_failures,
             breaker_cooldown_s=defaults.breaker_cooldown_seconds,
         )
-        return cls(isolated, guard, isolation)
+        return cls(isolated, guard, isolation, command)
+
+
+def program_command(cfg: HostConfig, plugin_id: str) -> ProgramCommand | None:
+    """The plugin's `command` with `cwd` (relative to the config file's folder) and `env`."""
+    entry = cfg.plugin_entry(plugin_id)
+    if entry.command is None:
+        return None
+    base = cfg.source_path.parent if cfg.source_path is not None else Path.cwd()
+    cwd = base / entry.cwd if entry.cwd else base
+    return ProgramCommand(tuple(entry.command), cwd, dict(entry.env or {}))
 
 
 @dataclass
@@ -109,8 +126,10 @@ def load_plugin(
 ) -> Slot:
     """Open the plugin's backend, guard it and register it; `close` undoes a failed load."""
     file_stamp = stamp(pfile.path)
-    if spec.isolation is not None:
-        inner: PluginBackend = IsolatedPlugin(plugin_id, pfile.path, callbacks, spec.isolation)
+    if spec.command is not None:
+        inner: PluginBackend = ProgramPlugin(plugin_id, spec.command, callbacks, spec.isolation)
+    elif spec.isolation is not None:
+        inner = IsolatedPlugin(plugin_id, pfile.path, callbacks, spec.isolation)
     else:
         inner = factory(plugin_id, pfile.path, callbacks)
     backend = GuardedBackend(inner, spec.guard)

@@ -9,7 +9,7 @@ from ..backends.protocol import State
 from ..config import HostConfig, PluginConfig
 from ..discovery import PluginFile, discover, plugins_dir_problem
 from ..errors import ConfigError
-from .loader import Slot, Spec, stamp
+from .loader import Slot, Spec, program_command, stamp
 from .registry import ConfigField, Registration, check_settings
 
 
@@ -74,6 +74,11 @@ def plan(cfg: HostConfig, slots: Mapping[str, Slot]) -> Plan:
         if (pin := cfg.plugin_entry(pid).pinned_version) is not None
     }
     found = discover(cfg.plugins_dir(), pins)
+    for pid in cfg.plugins.configs:
+        command = program_command(cfg, pid)
+        if command is not None:  # a program: its file is its script or binary, not a library
+            found.files[pid] = PluginFile(pid, command.program_file(), None)
+            found.problems.pop(pid, None)
     wanted = {
         pid: f
         for pid, f in found.files.items()

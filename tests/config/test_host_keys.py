@@ -22,6 +22,9 @@ SAMPLES: dict[str, Any] = {
     "max_response_bytes": 1024,
     "memory_limit_mb": 64,
     "cpu_limit_s": 5,
+    "command": ["python3", "plugin.py"],
+    "cwd": "plugins/mine",
+    "env": {"MODE": "fast"},
 }
 
 

@@ -1,0 +1,166 @@
+"""Plugin: methods by decorator, the handshake, registration and the serving loop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .connection import ID_VARIABLE, Connection
+from .host import Host
+from .request import Request
+
+ABI_VERSION = 1
+SCHEMA_VERSION = 3
+Handler = Callable[[Request], dict[str, Any] | None]
+
+
+class PluginFailure(Exception):
+    """Raise from a method to answer an error envelope with this code (ABI.md 2.1)."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+    def envelope(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.retryable is not None:
+            error["retryable"] = self.retryable
+        return {"ok": False, "error": error}
+
+
+class Plugin:
+    """A plugin program. Declare its methods with `@plugin.method(name)`, then `run()`.
+
+    Each call runs on a thread of a pool, so many calls are served at once and a method
+    may call the host (`plugin.host`) while it runs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str,
+        capabilities: Iterable[str],
+        author: str = "unknown",
+        repository: str = "https://example.invalid/plugin",
+        config_fields: Iterable[dict[str, Any]] = (),
+        max_workers: int = 16,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.capabilities = dict.fromkeys(capabilities, True)
+        self.metadata: dict[str, Any] = {
+            "Name": name,
+            "Version": version,
+            "Author": author,
+            "GitHubRepository": repository,
+            "ConfigFields": list(config_fields),
+        }
+        self._methods: dict[str, Handler] = {}
+        self._on_config: Callable[[Request], None] | None = None
+        self._on_shutdown: Callable[[], None] | None = None
+        self._max_workers = max_workers
+        self.plugin_id = os.environ.get(ID_VARIABLE, "")
+        self._connection: Connection | None = None
+
+    # -- declaring ----------------------------------------------------------------------
+
+    def method(self, name: str) -> Callable[[Handler], Handler]:
+        """Serve `name` with the decorated function: a Request in, a result dict out
+        (None reads as {}); raise PluginFailure for an error envelope."""
+
+        def register(handler: Handler) -> Handler:
+            self._methods[name] = handler
+            return handler
+
+        return register
+
+    def on_config(self, handler: Callable[[Request], None]) -> Callable[[Request], None]:
+        """Called with plugin.register and plugin.reconfigure (`request.config_yaml`);
+        raise PluginFailure to refuse the config."""
+        self._on_config = handler
+        return handler
+
+    def on_shutdown(self, handler: Callable[[], None]) -> Callable[[], None]:
+        self._on_shutdown = handler
+        return handler
+
+    @property
+    def host(self) -> Host:
+        """The host callbacks; usable once run() has connected."""
+        if self._connection is None:
+            raise RuntimeError("plugin.host is available once plugin.run() has connected")
+        return Host(self._connection)
+
+    # -- serving ------------------------------------------------------------------------
+
+    def run(self, connection: Connection | None = None) -> None:
+        """Greet the host and serve calls until it closes the connection."""
+        if not self.plugin_id:
+            raise SystemExit(f"{ID_VARIABLE} is not set: the host passes the plugin ID")
+        conn = connection or Connection.inherited()
+        self._connection = conn
+        hello = {
+            "plugin_id": self.plugin_id,
+            "abi_version": ABI_VERSION,
+            "schema_version": SCHEMA_VERSION,
+        }
+        conn.send({"jsonrpc": "2.0", "id": 0, "method": "rpc.hello", "params": hello})
+        greeting = conn.read()
+        if greeting is None or "error" in greeting:
+            reason = (greeting or {}).get("error", {}).get("message", "connection closed")
+            raise SystemExit(f"the host refused this plugin: {reason}")
+        with ThreadPoolExecutor(self._max_workers, thread_name_prefix="plugin-call") as pool:
+            while (message := conn.read()) is not None:
+                method = message.get("method")
+                if method is None:
+                    conn.answered(message)
+                elif method == "rpc.ping":  # the heartbeat: answered here, never queued
+                    conn.send({"jsonrpc": "2.0", "id": message.get("id"), "result": {}})
+                elif "id" in message:
+                    pool.submit(self._serve, conn, message)
+            conn.close()
+
+    def _serve(self, conn: Connection, message: dict[str, Any]) -> None:
+        method = str(message["method"])
+        params = message.get("params")
+        request = Request(method, params if isinstance(params, dict) else {})
+        envelope = self._answer(request)
+        with contextlib.suppress(OSError):  # the host is gone; the loop ends on the EOF
+            conn.send({"jsonrpc": "2.0", "id": message["id"], "result": envelope})
+        if method == "plugin.shutdown" and self._on_shutdown is not None:
+            threading.Thread(target=self._on_shutdown, daemon=True).start()
+
+    def _answer(self, request: Request) -> dict[str, Any]:
+        try:
+            if request.method in ("plugin.register", "plugin.reconfigure"):
+                if self._on_config is not None:
+                    self._on_config(request)
+                result: dict[str, Any] | None = {
+                    "schema_version": SCHEMA_VERSION,
+                    "metadata": self.metadata,
+                    "capabilities": self.capabilities,
+                }
+            elif request.method == "plugin.shutdown":
+                result = {}
+            else:
+                handler = self._methods.get(request.method)
+                if handler is None:
+                    raise PluginFailure(
+                        "unknown_method", f"{self.name} does not serve {request.method}"
+                    )
+                result = handler(request)
+        except PluginFailure as failure:
+            return failure.envelope()
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)  # the host logs it with the plugin ID
+            return {"ok": False, "error": {"code": "plugin_call_failed", "message": str(exc)}}
+        return {"ok": True, "result": result or {}}
