@@ -17,7 +17,7 @@ from ..backends.guard import GuardedBackend, GuardLimits
 from ..backends.isolated.client import IsolatedPlugin
 from ..backends.isolated.limits import IsolationLimits
 from ..backends.native import built_with_go
-from ..backends.program.client import DEFAULT_LIMITS, ProgramCommand, ProgramPlugin
+from ..backends.program.client import ProgramCommand, ProgramPlugin
 from ..backends.protocol import PluginBackend
 from ..config import HostConfig
 from ..discovery import PluginFile
@@ -59,9 +59,6 @@ class Spec:
                 fuse_crashes=defaults.fuse_crashes,
                 fuse_window_s=defaults.fuse_window_seconds,
                 spin_us=defaults.spin_us,
-                start_timeout_s=(
-                    DEFAULT_LIMITS.start_timeout_s if command else IsolationLimits.start_timeout_s
-                ),
             )
         guard = GuardLimits(
             timeout_s=timeout_ms / 1000 if timeout_ms else None,

@@ -38,8 +38,11 @@ class Host:
         result = envelope.get("result")
         return result if isinstance(result, dict) else {}
 
-    def log(self, message: str, level: str = "info", **fields: Any) -> None:
-        self.call("host.log", {"level": level, "message": message, "fields": fields})
+    def log(
+        self, message: str, level: str = "info", *, host_callback_id: Any = None, **fields: Any
+    ) -> None:
+        params = {"level": level, "message": message, "fields": fields}
+        self.call("host.log", _scoped(params, host_callback_id))
 
     def http_do(
         self,
@@ -47,12 +50,12 @@ class Host:
         method: str = "GET",
         headers: dict[str, list[str]] | None = None,
         body: bytes = b"",
+        host_callback_id: Any = None,
     ) -> dict[str, Any]:
-        """{"StatusCode", "Headers", "Body" (base64)} under the host's http: policy."""
-        return self.call(
-            "host.http.do",
-            {"method": method, "url": url, "headers": headers or {}, "body": b64(body)},
-        )
+        """{"StatusCode", "Headers", "Body" (base64)} under the host's http: policy; pass
+        the call's `request.host_callback_id` so the host ties it to that call."""
+        params = {"method": method, "url": url, "headers": headers or {}, "body": b64(body)}
+        return self.call("host.http.do", _scoped(params, host_callback_id))
 
     def http_do_stream(
         self,
@@ -60,11 +63,10 @@ class Host:
         method: str = "GET",
         headers: dict[str, list[str]] | None = None,
         body: bytes = b"",
+        host_callback_id: Any = None,
     ) -> dict[str, Any]:
-        return self.call(
-            "host.http.do_stream",
-            {"method": method, "url": url, "headers": headers or {}, "body": b64(body)},
-        )
+        params = {"method": method, "url": url, "headers": headers or {}, "body": b64(body)}
+        return self.call("host.http.do_stream", _scoped(params, host_callback_id))
 
     def http_stream_read(self, stream_id: str) -> dict[str, Any]:
         return self.call("host.http.stream_read", {"stream_id": stream_id})
@@ -109,3 +111,10 @@ class Host:
 
     def model_stream_close(self, stream_id: str) -> None:
         self.call("host.model.stream_close", {"stream_id": stream_id})
+
+
+def _scoped(params: dict[str, Any], host_callback_id: Any) -> dict[str, Any]:
+    """The request with the call's host_callback_id echoed (ABI.md 4.2), when it has one."""
+    if host_callback_id is not None:
+        params["host_callback_id"] = host_callback_id
+    return params

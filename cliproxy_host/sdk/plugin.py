@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -48,7 +48,7 @@ class Plugin:
         name: str,
         *,
         version: str,
-        capabilities: Iterable[str],
+        capabilities: Iterable[str] | Mapping[str, Any],
         author: str = "unknown",
         repository: str = "https://example.invalid/plugin",
         config_fields: Iterable[dict[str, Any]] = (),
@@ -56,7 +56,13 @@ class Plugin:
     ) -> None:
         self.name = name
         self.version = version
-        self.capabilities = dict.fromkeys(capabilities, True)
+        # Flags by name, or a mapping that also carries settings such as
+        # executor_input_formats (ABI.md section 3).
+        self.capabilities: dict[str, Any] = (
+            dict(capabilities)
+            if isinstance(capabilities, Mapping)
+            else dict.fromkeys(capabilities, True)
+        )
         self.metadata: dict[str, Any] = {
             "Name": name,
             "Version": version,

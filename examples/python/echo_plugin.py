@@ -16,7 +16,11 @@ plugin = Plugin(
     version="1.0.0",
     author="cliproxy-host",
     repository="https://example.invalid/echo-python",
-    capabilities=["executor"],
+    capabilities={
+        "executor": True,
+        "executor_input_formats": ["openai"],
+        "executor_output_formats": ["openai"],
+    },
     config_fields=[{"Name": "prefix", "Type": "string", "Description": "prepended to answers"}],
 )
 settings: dict[str, str] = {"prefix": ""}

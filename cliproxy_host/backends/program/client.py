@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from typing import Final
 
 from ...abi import HostHandler
 from ...gate import gated
@@ -23,9 +22,6 @@ from .connection import ProgramConnection
 from .launch import ProgramCommand
 
 __all__ = ["ProgramCommand", "ProgramPlugin"]
-
-# A program parses JSON and may start an interpreter: its hello gets longer than a worker.
-DEFAULT_LIMITS: Final = IsolationLimits(start_timeout_s=20.0)
 
 
 class ProgramPlugin:
@@ -50,7 +46,7 @@ class ProgramPlugin:
         self._supervisor: Supervisor[ProgramConnection] = Supervisor(
             plugin_id,
             self.path,
-            limits or DEFAULT_LIMITS,
+            limits or IsolationLimits(),
             self._replay,
             self._host_call,
             spawn=self._spawn,
