@@ -199,6 +199,10 @@ class PluginConfig(_KeepsKeyOrder):
     command: Annotated[list[NonEmptyStr], Field(min_length=1)] | None = None
     cwd: NonEmptyStr | None = None  # relative to the config file's directory
     env: dict[NonEmptyStr, StrictStr] | None = None
+    # A program started elsewhere that connects to plugins.socket with this token (or the
+    # first line of token_file, relative to the config file's folder). One ID per token.
+    token: NonEmptyStr | None = None
+    token_file: NonEmptyStr | None = None
 
     @property
     def pinned_version(self) -> str | None:
@@ -235,7 +239,7 @@ HOST_KEYS: Final = frozenset(
 
 # Host keys that only the config file sets: they say what the host runs, so the management
 # API neither shows nor takes them.
-FILE_ONLY_KEYS: Final = frozenset({"command", "cwd", "env"})
+FILE_ONLY_KEYS: Final = frozenset({"command", "cwd", "env", "token", "token_file"})
 
 # The host keys a plugin's config_yaml always holds (ABI.md section 3), set or not.
 _ALWAYS_SENT: Final = ("enabled", "priority")
@@ -280,6 +284,9 @@ class PluginsSection(_Section):
     # How deep host.model.* calls may nest (a plugin's executor calling a model whose
     # executor calls a model ...); the Go host has no limit.
     model_call_depth: StrictInt = Field(default=8, ge=1, le=64)
+    # A Unix socket (made 0600) where plugin programs started elsewhere connect, each with
+    # its plugin's token (docs/PROTOCOL.md); relative to the config file's folder.
+    socket: Annotated[str, StringConstraints(min_length=1)] | None = None
     configs: dict[PluginId, PluginConfig] = Field(default_factory=dict)
 
     @field_validator("configs", mode="before")

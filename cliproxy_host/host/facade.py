@@ -12,7 +12,7 @@ from typing import Any
 from ..abi import HostHandler, Method
 from ..backends.guard import GuardedBackend
 from ..backends.native import NativePlugin
-from ..backends.protocol import Health
+from ..backends.protocol import Health, State
 from ..callbacks import HostCallbacks
 from ..callbacks.scopes import FIELD, SCOPED_METHODS, Scope, ScopeTable
 from ..callbacks.streams import StreamTable
@@ -41,6 +41,7 @@ from .registry import (
     Snapshot,
     parse_registration,
 )
+from .sockets import ProgramSockets
 from .stream import PluginStream, parse_answer
 
 __all__ = ["NOT_HANDLED", "BroadcastResult", "PluginHost", "PluginInfo", "lifecycle_request"]
@@ -98,6 +99,7 @@ class PluginHost:
         # Readers take this reference once per call and never see a half-applied config.
         self._snapshot = Snapshot()
         self._closed = False
+        self._sockets = ProgramSockets(self._arrived)
         self._pipeline = Pipeline(
             HostSource(lambda: self._snapshot, self._natives, self.call, self.call_stream)
         )
@@ -163,7 +165,8 @@ class PluginHost:
                 cfg = self._config if config is None else config
                 slots = dict(self._slots)
             try:
-                steps = reconcile.plan(cfg, slots)
+                self._sockets.update(cfg)
+                steps = reconcile.plan(cfg, slots, self._sockets.connected())
             except ConfigError as exc:
                 # An unusable plugins dir: keep what is loaded, and the config it runs with.
                 # Logged first: whoever sees the error in the listing finds it in the log.
@@ -194,6 +197,21 @@ class PluginHost:
                 self._retire(pid, slot)
             self._warn_go_runtimes()
         self._notify()
+
+    def _arrived(self, plugin_id: str) -> None:
+        """A program connected to plugins.socket as `plugin_id`: load it, or give a fused
+        one a fresh start (a loaded one that lost its program takes the connection itself)."""
+        with self._state:
+            slot = self._slots.get(plugin_id)
+            if self._closed or plugin_id in self._loading:
+                return
+        if slot is None:
+            job: Callable[[], None] = self.apply
+        elif slot.backend.health().state is State.FUSED:
+            job = partial(self.restart, plugin_id)
+        else:
+            return
+        threading.Thread(target=_logged(job), name=f"arrived-{plugin_id}", daemon=True).start()
 
     def _warn_go_runtimes(self) -> None:
         with self._state:
@@ -305,6 +323,7 @@ class PluginHost:
             callbacks=self._callbacks,
             factory=self._factory,
             close=self._close_backend,
+            listener=self._sockets.listener,
         )
 
     def _reconfigure(self, plugin_id: str, slot: Slot) -> None:
@@ -385,6 +404,7 @@ class PluginHost:
                 self._snapshot = Snapshot()
             for pid, slot in slots.items():
                 self._retire(pid, slot)
+            self._sockets.close()
             self._streams.shutdown()
             if self._owned_callbacks is not None:
                 self._owned_callbacks.close()
@@ -605,3 +625,13 @@ def with_callback_id(data: bytes, callback_id: str) -> bytes:
         return data
     field = b'"host_callback_id":"' + callback_id.encode("ascii") + b'"'
     return b"{" + field + (b"}" if data == b"{}" else b"," + data[1:])
+
+
+def _logged(job: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            job()
+        except Exception:  # a thread of its own: nobody else would see it
+            log.exception("loading a plugin program that connected to plugins.socket failed")
+
+    return run

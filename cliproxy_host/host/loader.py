@@ -18,12 +18,14 @@ from ..backends.isolated.client import IsolatedPlugin
 from ..backends.isolated.limits import IsolationLimits
 from ..backends.native import built_with_go
 from ..backends.program.client import ProgramCommand, ProgramPlugin
+from ..backends.program.listener import SocketListener
 from ..backends.protocol import PluginBackend
 from ..config import HostConfig
 from ..discovery import PluginFile
 from ..envelope import b64encode
-from ..errors import PluginError, RegistrationTimeout
+from ..errors import PluginError, PluginLoadError, RegistrationTimeout
 from .registry import Registration, parse_registration
+from .sockets import is_socket_plugin
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class Spec:
     guard: GuardLimits
     isolation: IsolationLimits | None
     command: ProgramCommand | None = None  # a plugin program (docs/PROTOCOL.md)
+    connects: bool = False  # a plugin program started elsewhere, on plugins.socket
 
     @classmethod
     def of(cls, cfg: HostConfig, plugin_id: str) -> Spec:
@@ -45,8 +48,9 @@ class Spec:
         entry, defaults = cfg.plugin_entry(plugin_id), cfg.plugins
         max_response = entry.max_response_bytes or defaults.max_response_bytes
         command = program_command(cfg, plugin_id)
+        connects = is_socket_plugin(cfg, plugin_id)
         # A program is a process of its own: supervised and timed like an isolated worker.
-        isolated = entry.isolation == "process" or command is not None
+        isolated = entry.isolation == "process" or command is not None or connects
         # The default timeout applies to isolated plugins only: a worker that overruns it
         # is killed, while an in-process call that overruns it can only be abandoned.
         timeout_ms = entry.timeout_ms or (defaults.timeout_ms if isolated else None)
@@ -68,7 +72,7 @@ class Spec:
             breaker_failures=defaults.breaker_failures,
             breaker_cooldown_s=defaults.breaker_cooldown_seconds,
         )
-        return cls(isolated, guard, isolation, command)
+        return cls(isolated, guard, isolation, command, connects)
 
 
 def program_command(cfg: HostConfig, plugin_id: str) -> ProgramCommand | None:
@@ -120,11 +124,20 @@ def load_plugin(
     callbacks: HostHandler,
     factory: BackendFactory,
     close: Callable[[str, GuardedBackend], None],
+    listener: SocketListener | None = None,
 ) -> Slot:
     """Open the plugin's backend, guard it and register it; `close` undoes a failed load."""
     file_stamp = stamp(pfile.path)
     if spec.command is not None:
         inner: PluginBackend = ProgramPlugin(plugin_id, spec.command, callbacks, spec.isolation)
+    elif spec.connects:
+        if listener is None:
+            raise PluginLoadError(
+                f"plugin {plugin_id} has a token but plugins.socket is not set: set it to "
+                "the socket its program connects to",
+                plugin_id=plugin_id,
+            )
+        inner = ProgramPlugin(plugin_id, listener, callbacks, spec.isolation)
     elif spec.isolation is not None:
         inner = IsolatedPlugin(plugin_id, pfile.path, callbacks, spec.isolation)
     else:

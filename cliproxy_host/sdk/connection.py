@@ -10,7 +10,9 @@ import threading
 from typing import Any
 
 ID_VARIABLE = "CLIPROXY_PLUGIN_ID"
-FD_VARIABLE = "CLIPROXY_PLUGIN_FD"
+FD_VARIABLE = "CLIPROXY_PLUGIN_FD"  # set by the host for a program it starts
+SOCKET_VARIABLE = "CLIPROXY_PLUGIN_SOCKET"  # plugins.socket, for a program started elsewhere
+TOKEN_VARIABLE = "CLIPROXY_PLUGIN_TOKEN"  # its plugin's token, with SOCKET_VARIABLE
 
 
 class ConnectionClosed(Exception):
@@ -39,14 +41,21 @@ class Connection:
 
     @classmethod
     def inherited(cls) -> Connection:
-        """The socket the host passed to the program it started (CLIPROXY_PLUGIN_FD)."""
+        """The socket the host passed to the program it started (CLIPROXY_PLUGIN_FD), or
+        a connection to plugins.socket (CLIPROXY_PLUGIN_SOCKET)."""
         fd = os.environ.get(FD_VARIABLE)
-        if not fd:
+        if fd:
+            return cls(socket.socket(fileno=int(fd)))
+        path = os.environ.get(SOCKET_VARIABLE)
+        if not path:
             raise SystemExit(
-                f"{FD_VARIABLE} is not set: run this plugin from cliproxy-host "
-                "(plugins.configs.<id>.command) or `cliproxy-host check --command`"
+                f"neither {FD_VARIABLE} nor {SOCKET_VARIABLE} is set: run this plugin from "
+                "cliproxy-host (plugins.configs.<id>.command), `cliproxy-host check "
+                f"--command`, or with {SOCKET_VARIABLE} and {TOKEN_VARIABLE} set"
             )
-        return cls(socket.socket(fileno=int(fd)))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        return cls(sock)
 
     def send(self, message: dict[str, Any]) -> None:
         line = json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"

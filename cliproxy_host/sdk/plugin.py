@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .connection import ID_VARIABLE, Connection
+from .connection import ID_VARIABLE, TOKEN_VARIABLE, Connection
 from .host import Host
 from .request import Request
 
@@ -119,6 +119,9 @@ class Plugin:
             "abi_version": ABI_VERSION,
             "schema_version": SCHEMA_VERSION,
         }
+        token = os.environ.get(TOKEN_VARIABLE)
+        if token:
+            hello["token"] = token
         conn.send({"jsonrpc": "2.0", "id": 0, "method": "rpc.hello", "params": hello})
         greeting = conn.read()
         if greeting is None or "error" in greeting:

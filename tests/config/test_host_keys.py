@@ -25,6 +25,8 @@ SAMPLES: dict[str, Any] = {
     "command": ["python3", "plugin.py"],
     "cwd": "plugins/mine",
     "env": {"MODE": "fast"},
+    "token": "a-token",
+    "token_file": "plugin.token",
 }
 
 

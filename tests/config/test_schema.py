@@ -430,7 +430,7 @@ def test_unknown_keys_in_plugins_are_errors(tmp_path: Path) -> None:
         "config.yaml:3: plugins.enable: unknown key;"
         " expected one of: enabled, dir, registration-timeout-seconds, timeout-ms,"
         " max-response-bytes, busy-wait-ms, fuse-crashes, fuse-window-seconds,"
-        " breaker-failures, breaker-cooldown-seconds, spin-us, model-call-depth, configs"
+        " breaker-failures, breaker-cooldown-seconds, spin-us, model-call-depth, socket, configs"
     )
 
 
@@ -488,7 +488,7 @@ def test_every_error_is_reported_in_line_order(tmp_path: Path) -> None:
         "config.yaml:9: plugins.bogus: unknown key;"
         " expected one of: enabled, dir, registration-timeout-seconds, timeout-ms,"
         " max-response-bytes, busy-wait-ms, fuse-crashes, fuse-window-seconds,"
-        " breaker-failures, breaker-cooldown-seconds, spin-us, model-call-depth, configs",
+        " breaker-failures, breaker-cooldown-seconds, spin-us, model-call-depth, socket, configs",
     ]
 
 

@@ -1,8 +1,9 @@
 """ProgramPlugin: a plugin that is a program in any language, speaking docs/PROTOCOL.md.
 
-The host starts the program (`plugins.configs.<id>.command`) and keeps it running with
-the isolated mode's `Supervisor`: restarts with backoff, the fuse, heartbeats, the last
-accepted config replayed to a new process, the process group killed on exit.
+The host starts the program (`plugins.configs.<id>.command`), or takes its connection
+from plugins.socket (`SocketListener`), and keeps it with the isolated mode's
+`Supervisor`: restarts with backoff, the fuse, heartbeats, the last accepted config
+replayed to a new process, the process group killed on exit.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import itertools
 import time
 
 from ...abi import HostHandler
+from ...errors import PluginLoadError
 from ...gate import gated
 from ..isolated.limits import IsolationLimits
 from ..isolated.process import REAP_GRACE, WorkerGone
@@ -20,6 +22,7 @@ from ..pool import DaemonPool
 from ..protocol import DEFAULT_DRAIN_TIMEOUT, Health
 from .connection import ProgramConnection
 from .launch import ProgramCommand
+from .listener import SocketListener
 
 __all__ = ["ProgramCommand", "ProgramPlugin"]
 
@@ -33,14 +36,15 @@ class ProgramPlugin:
     def __init__(
         self,
         plugin_id: str,
-        command: ProgramCommand,
+        source: ProgramCommand | SocketListener,
         handler: HostHandler,
         limits: IsolationLimits | None = None,
     ) -> None:
-        """Start the program and wait for its rpc.hello; raise PluginLoadError if it fails."""
+        """Start the program (or wait for it to connect) and for its rpc.hello; raise
+        PluginLoadError if it fails."""
         self.plugin_id = plugin_id
-        self.command = command
-        self.path = command.program_file()
+        self.source = source
+        self.path = source.program_file() if isinstance(source, ProgramCommand) else source.path
         self._answer_host = gated(handler)
         self._host_calls = DaemonPool(f"cliproxy-program-{plugin_id}-host")
         self._supervisor: Supervisor[ProgramConnection] = Supervisor(
@@ -60,7 +64,19 @@ class ProgramPlugin:
     def _spawn(
         self, supervisor: Supervisor[ProgramConnection], ids: itertools.count[int]
     ) -> ProgramConnection:
-        return ProgramConnection(self.plugin_id, self.command, supervisor.limits, ids, supervisor)
+        limits = supervisor.limits
+        if isinstance(self.source, ProgramCommand):
+            return ProgramConnection.launch(self.plugin_id, self.source, limits, ids, supervisor)
+        arrival = self.source.take(self.plugin_id, limits.start_timeout_s)
+        if arrival is None:
+            raise PluginLoadError(
+                f"plugin {self.plugin_id} has not connected to plugins.socket "
+                f"{self.source.path} within {limits.start_timeout_s:g} s; start it with "
+                f"CLIPROXY_PLUGIN_ID={self.plugin_id}, CLIPROXY_PLUGIN_SOCKET and "
+                "CLIPROXY_PLUGIN_TOKEN (its token) set; it is loaded when it connects",
+                plugin_id=self.plugin_id,
+            )
+        return ProgramConnection.attach(self.plugin_id, arrival, limits, ids, supervisor)
 
     def call(self, method: str, request: bytes, timeout: float | None = None) -> bytes:
         """Send a request envelope; answer the program's response envelope bytes."""
@@ -112,4 +128,6 @@ class ProgramPlugin:
         self._host_calls.close(REAP_GRACE)
 
     def __repr__(self) -> str:
-        return f"ProgramPlugin({self.plugin_id!r}, {list(self.command.argv)!r})"
+        if isinstance(self.source, ProgramCommand):
+            return f"ProgramPlugin({self.plugin_id!r}, {list(self.source.argv)!r})"
+        return f"ProgramPlugin({self.plugin_id!r}, socket={str(self.path)!r})"

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import IO, Final, Protocol
 
 import orjson
 
@@ -39,6 +39,7 @@ from ..isolated.process import EXIT_GRACE, PING, REAP_GRACE, Pending, WorkerGone
 from ..isolated.spawn import forward_output
 from . import rpc
 from .launch import ProgramCommand, start
+from .listener import Arrival
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,59 @@ class Owner(Protocol):
 
 
 class ProgramConnection:
-    """A program the host started, and the connection it speaks the protocol on."""
+    """A plugin program's connection: to a program the host started (`launch`), or to one
+    started elsewhere that connected to plugins.socket (`attach`)."""
 
-    def __init__(
-        self,
+    @classmethod
+    def launch(
+        cls,
         plugin_id: str,
         command: ProgramCommand,
         limits: IsolationLimits,
         ids: itertools.count[int],
         owner: Owner,
+    ) -> ProgramConnection:
+        proc, sock, output = start(plugin_id, command, limits)
+        label = f"plugin program {' '.join(command.argv)!r} (pid {proc.pid})"
+        return cls(plugin_id, limits, ids, owner, sock=sock, label=label, proc=proc, output=output)
+
+    @classmethod
+    def attach(
+        cls,
+        plugin_id: str,
+        arrival: Arrival,
+        limits: IsolationLimits,
+        ids: itertools.count[int],
+        owner: Owner,
+    ) -> ProgramConnection:
+        label = f"plugin program {plugin_id} on plugins.socket ({arrival.peer})"
+        return cls(
+            plugin_id,
+            limits,
+            ids,
+            owner,
+            sock=arrival.sock,
+            label=label,
+            stream=arrival.stream,
+            first=arrival.hello,
+        )
+
+    def __init__(
+        self,
+        plugin_id: str,
+        limits: IsolationLimits,
+        ids: itertools.count[int],
+        owner: Owner,
+        *,
+        sock: socket.socket,
+        label: str,
+        proc: subprocess.Popen[bytes] | None = None,
+        output: IO[bytes] | None = None,
+        stream: rpc.LineSource | None = None,
+        first: rpc.Message | None = None,
     ) -> None:
         self.plugin_id = plugin_id
-        self.command = command
+        self.label = label
         self.owner = owner
         self.ids = ids
         self.lock = threading.Lock()
@@ -90,25 +132,31 @@ class ProgramConnection:
         self.max_line = limits.max_response_bytes + rpc.LINE_SLACK
         self._host_calls = 0
 
-        self.proc, self.sock, output = start(plugin_id, command, limits)
-        self.pid = self.proc.pid
-        rpc.set_send_timeout(self.sock, SEND_TIMEOUT_S)
-        self._stream = self.sock.makefile("rb", buffering=_READ_BUFFER)
-        name = f"cliproxy-program-{plugin_id}-{self.pid}"
+        self.proc = proc
+        self.sock = sock
+        self._first = first  # an rpc.hello read already (by the plugins.socket listener)
+        rpc.set_send_timeout(sock, SEND_TIMEOUT_S)
+        self._stream: rpc.LineSource = stream or sock.makefile("rb", buffering=_READ_BUFFER)
+        name = f"cliproxy-program-{plugin_id}"
         self.reader = threading.Thread(target=self._read, name=name, daemon=True)
-        self.output = threading.Thread(
-            target=forward_output, args=(output, plugin_id), name=f"{name}-out", daemon=True
-        )
-        self.exit_watch = threading.Thread(
-            target=self._watch_exit, name=f"{name}-exit", daemon=True
-        )
-        self.output.start()
-        self.reader.start()
-        self.exit_watch.start()
+        self._threads = [self.reader]
+        if proc is not None and output is not None:
+            self._threads.append(
+                threading.Thread(
+                    target=forward_output, args=(output, plugin_id), name=f"{name}-out", daemon=True
+                )
+            )
+            self._threads.append(
+                threading.Thread(
+                    target=self._watch_exit, args=(proc,), name=f"{name}-exit", daemon=True
+                )
+            )
+        for thread in self._threads:
+            thread.start()
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
-        return (self.reader, self.output, self.exit_watch)
+        return tuple(self._threads)
 
     @property
     def usable(self) -> bool:
@@ -158,8 +206,12 @@ class ProgramConnection:
         with self.lock:
             if self.kill_reason is None:
                 self.kill_reason = reason
+        if self.proc is None:  # not ours to kill: the connection ends, and the reader with it
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def join(self, timeout: float) -> None:
         for thread in self.threads:
@@ -228,20 +280,22 @@ class ProgramConnection:
 
     # -- the connection (its reader thread) -------------------------------------------
 
-    def _watch_exit(self) -> None:
+    def _watch_exit(self, proc: subprocess.Popen[bytes]) -> None:
         """When the program exits: kill what it left in its group, end the connection."""
         if hasattr(os, "waitid"):
             # Exited but not reaped yet: its pid, the group's ID, cannot be reused.
             with contextlib.suppress(ChildProcessError):
-                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.proc.wait()
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
 
     def _read(self) -> None:
         try:
+            if self._first is not None:
+                self._dispatch(self._first)
             while (line := rpc.read_line(self._stream, self.max_line)) is not None:
                 if line.strip():
                     self._dispatch(rpc.parse(line))
@@ -332,14 +386,16 @@ class ProgramConnection:
             if not self._greeted:
                 pending.append(self.hello)
             self.pending.clear()
-        try:
-            returncode = self.proc.wait(REAP_GRACE)
-        except subprocess.TimeoutExpired:
-            self.kill("it closed its socket but kept running; it was killed")
-            returncode = self.proc.wait()
+        how, signame = "disconnected", None
+        if self.proc is not None:
+            try:
+                returncode = self.proc.wait(REAP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.kill("it closed its socket but kept running; it was killed")
+                returncode = self.proc.wait()
+            how, signame = describe_exit(returncode)
         self._stream.close()
         self.sock.close()
-        how, signame = describe_exit(returncode)
         reason = self.kill_reason
         for item in pending:
             item.fail(self._death_error(item.method, how, reason))
@@ -369,4 +425,4 @@ class ProgramConnection:
         return PluginCrashed(message, plugin_id=self.plugin_id, method=method)
 
     def _program(self) -> str:
-        return f"plugin program {' '.join(self.command.argv)!r} (pid {self.pid})"
+        return self.label

@@ -144,7 +144,11 @@ def hello_problem(params: Any, plugin_id: str, token: str | None) -> str | None:
 
 
 class LineSource(Protocol):
+    """A buffered reader of a socket (what `socket.makefile("rb")` answers)."""
+
     def readline(self, size: int | None = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 def read_line(stream: LineSource, limit: int) -> bytes | None:
