@@ -43,6 +43,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     expected = {"1a", "1b", "1c", "1d", "1e", "1f", "1g", "2a", "2b", "3a", "3b", "3c"}
     # issue 14: the Extism peer, the loaded variant, host calls from a plugin's own thread
     expected |= {"1i", "1j", "1k", "1l", "1m", "2d"}
+    expected |= {"1n", "1o"}  # issue 19: a Python socket plugin
     expected |= {
         "4a",
         "4b",

@@ -7,7 +7,20 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
+
+try:  # faster when the program's Python has it; the standard library otherwise
+    import orjson
+
+    _dumps: Callable[[Any], bytes] = orjson.dumps
+    _loads: Callable[[bytes], Any] = orjson.loads
+except ImportError:  # pragma: no cover - the test environment has orjson
+
+    def _dumps(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+    _loads = json.loads
 
 ID_VARIABLE = "CLIPROXY_PLUGIN_ID"
 FD_VARIABLE = "CLIPROXY_PLUGIN_FD"  # set by the host for a program it starts
@@ -58,7 +71,7 @@ class Connection:
         return cls(sock)
 
     def send(self, message: dict[str, Any]) -> None:
-        line = json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
+        line = _dumps(message) + b"\n"
         with self._write_lock:
             self.sock.sendall(line)
 
@@ -69,7 +82,7 @@ class Connection:
             if not line:
                 return None
             if line.strip():
-                message = json.loads(line)
+                message = _loads(line)
                 if isinstance(message, dict):
                     return message
 

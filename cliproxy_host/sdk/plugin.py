@@ -8,7 +8,6 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .connection import ID_VARIABLE, TOKEN_VARIABLE, Connection
@@ -17,6 +16,8 @@ from .request import Request
 
 ABI_VERSION = 1
 SCHEMA_VERSION = 3
+# Threads kept waiting for the next call beyond the one reading; more exit when idle.
+_SPARE_THREADS = 4
 Handler = Callable[[Request], dict[str, Any] | None]
 
 
@@ -39,8 +40,10 @@ class PluginFailure(Exception):
 class Plugin:
     """A plugin program. Declare its methods with `@plugin.method(name)`, then `run()`.
 
-    Each call runs on a thread of a pool, so many calls are served at once and a method
-    may call the host (`plugin.host`) while it runs.
+    Leader and followers: one thread reads; when it has read a call it hands the reading
+    to another thread and runs the call itself, so a call reaches its method without a
+    hand-off between threads, many calls run at once, and a method may call the host
+    (`plugin.host`) while it runs (another thread reads the answer).
     """
 
     def __init__(
@@ -52,7 +55,6 @@ class Plugin:
         author: str = "unknown",
         repository: str = "https://example.invalid/plugin",
         config_fields: Iterable[dict[str, Any]] = (),
-        max_workers: int = 16,
     ) -> None:
         self.name = name
         self.version = version
@@ -73,7 +75,10 @@ class Plugin:
         self._methods: dict[str, Handler] = {}
         self._on_config: Callable[[Request], None] | None = None
         self._on_shutdown: Callable[[], None] | None = None
-        self._max_workers = max_workers
+        self._turn = threading.Lock()  # held by the thread that reads
+        self._count = threading.Lock()
+        self._spare = 0  # threads not running a call (reading, or waiting to)
+        self._done = threading.Event()
         self.plugin_id = os.environ.get(ID_VARIABLE, "")
         self._connection: Connection | None = None
 
@@ -127,16 +132,44 @@ class Plugin:
         if greeting is None or "error" in greeting:
             reason = (greeting or {}).get("error", {}).get("message", "connection closed")
             raise SystemExit(f"the host refused this plugin: {reason}")
-        with ThreadPoolExecutor(self._max_workers, thread_name_prefix="plugin-call") as pool:
-            while (message := conn.read()) is not None:
-                method = message.get("method")
-                if method is None:
-                    conn.answered(message)
-                elif method == "rpc.ping":  # the heartbeat: answered here, never queued
-                    conn.send({"jsonrpc": "2.0", "id": message.get("id"), "result": {}})
-                elif "id" in message:
-                    pool.submit(self._serve, conn, message)
-            conn.close()
+        self._spare = 1
+        threading.Thread(target=self._follow, args=(conn,), daemon=True).start()
+        self._done.wait()
+        conn.close()
+
+    def _follow(self, conn: Connection) -> None:
+        """Take turns reading; run each call read on this thread."""
+        while True:
+            with self._turn:
+                message = None if self._done.is_set() else self._next_call(conn)
+                if message is None:
+                    self._done.set()
+                    return
+                with self._count:
+                    self._spare -= 1
+                    grow = self._spare == 0
+                    if grow:
+                        self._spare += 1
+            if grow:  # someone must read while this thread runs the call
+                threading.Thread(target=self._follow, args=(conn,), daemon=True).start()
+            self._serve(conn, message)
+            with self._count:
+                if self._spare >= _SPARE_THREADS:
+                    return
+                self._spare += 1
+
+    def _next_call(self, conn: Connection) -> dict[str, Any] | None:
+        """Read until a call comes (answering pings and host answers on the way); None at
+        the end of the connection."""
+        while (message := conn.read()) is not None:
+            method = message.get("method")
+            if method is None:
+                conn.answered(message)
+            elif method == "rpc.ping":  # the heartbeat: answered at once, never queued
+                conn.send({"jsonrpc": "2.0", "id": message.get("id"), "result": {}})
+            elif "id" in message:
+                return message
+        return None
 
     def _serve(self, conn: Connection, message: dict[str, Any]) -> None:
         method = str(message["method"])

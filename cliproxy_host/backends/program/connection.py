@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, Final, Protocol
 
@@ -48,7 +49,11 @@ log = logging.getLogger(__name__)
 MAX_HOST_CALLS: Final = 64
 # A program that reads nothing for this long while the host writes to it is killed.
 SEND_TIMEOUT_S: Final = 10.0
-_READ_BUFFER: Final = 256 * 1024
+# The reader thread reads once no caller has waited for this long (callers read for
+# themselves meanwhile): a host call from one of the program's own threads between two
+# calls waits at most this much longer to be read.
+_QUIET_S: Final = 0.001
+_IDLE_POLL_S: Final = 0.05  # how often an idle reader thread looks whether callers came
 
 
 class Owner(Protocol):
@@ -91,6 +96,7 @@ class ProgramConnection:
         owner: Owner,
     ) -> ProgramConnection:
         label = f"plugin program {plugin_id} on plugins.socket ({arrival.peer})"
+        arrival.lines.limit = limits.max_response_bytes + rpc.LINE_SLACK
         return cls(
             plugin_id,
             limits,
@@ -98,7 +104,7 @@ class ProgramConnection:
             owner,
             sock=arrival.sock,
             label=label,
-            stream=arrival.stream,
+            lines=arrival.lines,
             first=arrival.hello,
         )
 
@@ -113,7 +119,7 @@ class ProgramConnection:
         label: str,
         proc: subprocess.Popen[bytes] | None = None,
         output: IO[bytes] | None = None,
-        stream: rpc.LineSource | None = None,
+        lines: rpc.Lines | None = None,
         first: rpc.Message | None = None,
     ) -> None:
         self.plugin_id = plugin_id
@@ -136,7 +142,21 @@ class ProgramConnection:
         self.sock = sock
         self._first = first  # an rpc.hello read already (by the plugins.socket listener)
         rpc.set_send_timeout(sock, SEND_TIMEOUT_S)
-        self._stream: rpc.LineSource = stream or sock.makefile("rb", buffering=_READ_BUFFER)
+        self._lines = lines or rpc.Lines(sock, self.max_line)
+        # The read turn: whoever holds it reads lines and dispatches them all. Callers
+        # waiting for answers take turns (one reads, the others wait on _cond until their
+        # answer is in or the turn is free), so an answer is read by the thread that
+        # waits for it, without a hand-off. The reader thread reads only while no one
+        # waits (host calls from the program's own threads, its end).
+        self._turn = threading.Lock()
+        waits = threading.Lock()
+        self._cond = threading.Condition(waits)
+        # The reader thread waits on this one (same lock), woken only when the last
+        # waiting caller leaves: it must not wake at every answer a caller reads.
+        self._quiet = threading.Condition(waits)
+        self._waiting = 0  # threads in _await
+        self._broken = False  # it broke the protocol: it is being killed
+        self._quiet_since = time.monotonic()
         name = f"cliproxy-program-{plugin_id}"
         self.reader = threading.Thread(target=self._read, name=name, daemon=True)
         self._threads = [self.reader]
@@ -233,7 +253,7 @@ class ProgramConnection:
         if not self._send(rpc.request(request_id, method, request)):
             self._take(request_id)
             raise WorkerGone
-        if not pending.event.wait(timeout):
+        if not self._await(pending, timeout):
             if self._take(request_id) is not None:
                 raise PluginTimeout(
                     f"plugin {self.plugin_id} did not answer {method} within "
@@ -247,6 +267,51 @@ class ProgramConnection:
         if pending.error is not None:
             raise pending.error
         return pending.data
+
+    def _await(self, pending: Pending, timeout: float | None) -> bool:
+        """Wait for an answer, reading it on this thread whenever the turn is free."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._waiting += 1
+        try:
+            while not pending.event.wait(0):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                if not self._turn.acquire(blocking=False):
+                    with self._cond:
+                        self._cond.wait_for(
+                            lambda: pending.event.wait(0) or not self._turn.locked(), left
+                        )
+                    continue
+                try:
+                    self._pump(pending, deadline)
+                except (rpc.ProtocolViolation, OSError) as exc:
+                    if isinstance(exc, rpc.ProtocolViolation):
+                        self._broke(exc)
+                    break  # the program is going: the reader thread buries it
+                finally:
+                    self._turn.release()
+                    self._wake()
+                if self._lines.eof:
+                    break
+        finally:
+            with self._cond:
+                self._waiting -= 1
+                if not self._waiting:
+                    self._quiet_since = time.monotonic()
+                    self._quiet.notify_all()
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return pending.event.wait(left)
+
+    def _wake(self, *, always: bool = False) -> None:
+        """Callers waiting for the turn or their answer look again."""
+        # A caller counts itself before it tries the turn, so one that is not counted yet
+        # finds the turn free and needs no notice; most calls have no other caller. The
+        # reader thread and a dying program notify always: then every waiter is another.
+        if always or self._waiting > 1:
+            with self._cond:
+                self._cond.notify_all()
 
     def answer_host(self, request_id: int, answer: bytes) -> None:
         """The host's answer envelope to one of the program's host calls."""
@@ -296,16 +361,60 @@ class ProgramConnection:
         try:
             if self._first is not None:
                 self._dispatch(self._first)
-            while (line := rpc.read_line(self._stream, self.max_line)) is not None:
-                if line.strip():
-                    self._dispatch(rpc.parse(line))
+            while not self._lines.eof:
+                self._idle()
+                if not self._lines.readable(_IDLE_POLL_S):
+                    continue
+                with self._cond:
+                    if self._waiting:
+                        continue  # a caller reads it
+                with self._turn:
+                    self._pump(None, None)
+                self._wake(always=True)
         except rpc.ProtocolViolation as exc:
-            self.owner.replace(self, f"{self._program()} broke the protocol: {exc}; it was killed")
+            self._broke(exc)
         except OSError:
             pass  # reset by a dying program
         self.owner.worker_died(self, *self._bury())
 
+    def _idle(self) -> None:
+        """Wait until no caller has waited for _QUIET_S: they read while they wait."""
+        with self._cond:
+            while not self._lines.eof:
+                if self._waiting:
+                    self._quiet.wait()
+                    continue
+                quiet = time.monotonic() - self._quiet_since
+                if quiet >= _QUIET_S:
+                    return
+                self._quiet.wait(_QUIET_S - quiet)
+
+    def _pump(self, until: Pending | None, deadline: float | None) -> None:
+        """With the turn: dispatch every whole line, reading more while `until` waits
+        (up to `deadline`); without `until`, only what the socket has now."""
+        lines = self._lines
+        while True:
+            while (line := lines.next_line()) is not None:
+                if line.strip():
+                    self._dispatch(rpc.parse(line))
+            if lines.eof or (until is not None and until.event.wait(0)):
+                return
+            if until is None:
+                wait: float | None = 0.0
+            else:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return
+            if not lines.readable(wait) or not lines.fill():
+                return
+
+    def _broke(self, exc: rpc.ProtocolViolation) -> None:
+        self._broken = True  # nothing it sends after counts, not even answers
+        self.owner.replace(self, f"{self._program()} broke the protocol: {exc}; it was killed")
+
     def _dispatch(self, message: rpc.Message) -> None:
+        if self._broken:
+            return
         if not self.ready:
             self._greet(message)
         elif message.method is None:
@@ -342,6 +451,12 @@ class ProgramConnection:
         pending = self._take(message.id)
         if pending is None:
             return  # the answer to a call that was abandoned: dropped
+        try:
+            self._resolve(pending, message)
+        finally:
+            self._wake()
+
+    def _resolve(self, pending: Pending, message: rpc.Message) -> None:
         if message.error is not None:
             pending.fail(
                 PluginCallFailed(
@@ -394,11 +509,11 @@ class ProgramConnection:
                 self.kill("it closed its socket but kept running; it was killed")
                 returncode = self.proc.wait()
             how, signame = describe_exit(returncode)
-        self._stream.close()
         self.sock.close()
         reason = self.kill_reason
         for item in pending:
             item.fail(self._death_error(item.method, how, reason))
+        self._wake(always=True)
         if self.stopping or not self.ready:
             return None, signame
         methods = sorted({p.method for p in pending if p.method and p.method != PING})

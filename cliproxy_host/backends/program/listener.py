@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S: Final = 5.0  # a connection that says nothing this long is closed
 _HELLO_LIMIT: Final = 64 * 1024  # an rpc.hello is small: a longer first line is refused
-_READ_BUFFER: Final = 256 * 1024
 
 
 @dataclass
@@ -35,12 +34,11 @@ class Arrival:
     """A connection whose rpc.hello named a plugin and its token; not yet answered."""
 
     sock: socket.socket
-    stream: rpc.LineSource
+    lines: rpc.Lines  # what came after the hello stays in its buffer
     hello: rpc.Message
     peer: str
 
     def close(self) -> None:
-        self.stream.close()
         self.sock.close()
 
 
@@ -112,17 +110,15 @@ class SocketListener:
 
     def _greet(self, conn: socket.socket) -> None:
         peer = _peer(conn)
-        stream = conn.makefile("rb", buffering=_READ_BUFFER)
+        lines = rpc.Lines(conn, _HELLO_LIMIT)
         try:
-            conn.settimeout(HELLO_TIMEOUT_S)
-            line = rpc.read_line(stream, _HELLO_LIMIT)
+            line = lines.read_line(HELLO_TIMEOUT_S)
             if line is None:
                 raise rpc.ProtocolViolation("it closed the connection before rpc.hello")
             message = rpc.parse(line)
             if message.method != rpc.HELLO or message.id is None:
                 raise rpc.ProtocolViolation("its first message must be rpc.hello")
             plugin_id = self._check(message)
-            conn.settimeout(None)
         except (rpc.ProtocolViolation, OSError) as exc:
             reason = "it sent no rpc.hello within 5 s" if isinstance(exc, TimeoutError) else exc
             log.warning(
@@ -130,10 +126,9 @@ class SocketListener:
             )
             with contextlib.suppress(OSError):
                 conn.sendall(rpc.error(None, rpc.INVALID_REQUEST, str(reason)))
-            stream.close()
             conn.close()
             return
-        arrival = Arrival(conn, stream, message, peer)
+        arrival = Arrival(conn, lines, message, peer)
         with self._cond:
             if self._closed:
                 arrival.close()

@@ -10,10 +10,12 @@ host callbacks the same way round.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
+import time
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
 
@@ -29,6 +31,7 @@ INVALID_REQUEST: Final = -32600
 METHOD_NOT_FOUND: Final = -32601
 # What a line may carry beyond the largest response: the id and the JSON-RPC keys.
 LINE_SLACK: Final = 64 * 1024
+_RECV_SIZE: Final = 256 * 1024
 
 
 class ProtocolViolation(Exception):
@@ -143,24 +146,60 @@ def hello_problem(params: Any, plugin_id: str, token: str | None) -> str | None:
     return None
 
 
-class LineSource(Protocol):
-    """A buffered reader of a socket (what `socket.makefile("rb")` answers)."""
+class Lines:
+    """The lines coming in on a socket: a buffer, filled by whoever holds the read turn.
 
-    def readline(self, size: int | None = -1, /) -> bytes: ...
+    Not a file object, so that any thread may read (a caller waiting for its own answer
+    reads it itself when no one else is reading: no hand-off between threads), and so
+    that bytes read past one line (a listener reading a hello) stay with the socket.
+    """
 
-    def close(self) -> None: ...
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self.sock = sock
+        self.limit = limit
+        self.eof = False
+        self._buf = bytearray()
+        self._fd = sock.fileno()
 
+    def next_line(self) -> bytes | None:
+        """A whole line from the buffer (without its newline), or None; LineTooLong."""
+        end = self._buf.find(b"\n")
+        if end < 0:
+            if len(self._buf) > self.limit:
+                raise LineTooLong(self.limit)
+            return None
+        if end > self.limit:
+            raise LineTooLong(self.limit)
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 1]
+        return line
 
-def read_line(stream: LineSource, limit: int) -> bytes | None:
-    """The next line without its newline, None at the end; LineTooLong past `limit`."""
-    line = stream.readline(limit + 1)
-    if not line:
-        return None
-    if not line.endswith(b"\n"):
-        if len(line) > limit:
-            raise LineTooLong(limit)
-        return None  # cut off by the peer's exit: not a whole message
-    return line[:-1]
+    def readable(self, timeout: float | None) -> bool:
+        """Whether the socket has bytes (or its end) within `timeout` seconds."""
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        poll = select.poll()  # one per wait: a poll object may not be polled by two threads
+        poll.register(self._fd, select.POLLIN)
+        return bool(poll.poll(ms))
+
+    def fill(self) -> bool:
+        """Read what the socket has (call when readable); False at its end."""
+        data = self.sock.recv(_RECV_SIZE)
+        if not data:
+            self.eof = True
+            return False
+        self._buf += data
+        return True
+
+    def read_line(self, timeout: float) -> bytes | None:
+        """The next line within `timeout` (TimeoutError), None at the end."""
+        deadline = time.monotonic() + timeout
+        while (line := self.next_line()) is None:
+            if self.eof:
+                return None
+            if not self.readable(deadline - time.monotonic()):
+                raise TimeoutError
+            self.fill()
+        return line
 
 
 def set_send_timeout(sock: socket.socket, seconds: float) -> None:
