@@ -287,12 +287,12 @@ def _cmd_new(name: str, lang: str, capabilities: Sequence[str], parent: Path) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "check":
         if (args.path is None) == (args.program is None):
-            print("cliproxy-host check: give a plugin file or --command, not both", file=sys.stderr)
-            return EXIT_USAGE
+            parser.error("check: give a plugin file or --command, not both")
         command = shlex.split(args.program) if args.program is not None else None
         return _cmd_check(args.path, args.json, args.isolated, command)
     if args.command == "new":

@@ -44,8 +44,10 @@ def test_check_command_reports_a_program_that_refuses_the_handshake(
 
 
 def test_check_needs_a_file_or_a_command(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check"]) == 2
-    assert "give a plugin file or --command" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["check", "a.so", "--command", "python3 p.py"])
+    assert info.value.code == 2
+    assert "give a plugin file or --command, not both" in capsys.readouterr().err
 
 
 def test_new_python_project_passes_check_and_streams_in_a_real_host(
