@@ -171,6 +171,12 @@ class SignatureMissing(PluginUntrusted):
     code = "signature_missing"
 
 
+class HandshakeRefused(PluginLoadError):
+    """A plugin program's rpc.hello was refused: wrong plugin ID or token (docs/PROTOCOL.md)."""
+
+    code = "handshake_refused"
+
+
 # -- answers that break the contract -----------------------------------------------------
 
 

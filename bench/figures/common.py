@@ -135,6 +135,24 @@ def loaded_host(
 
 
 @contextmanager
+def program_host(
+    ctx: Context, name: str, plugin_id: str, command: list[str]
+) -> Iterator[PluginHost]:
+    """A PluginHost with one plugin program (docs/PROTOCOL.md) started from `command`."""
+    hd = ctx.host_dir(name)
+    hd.configs[plugin_id] = {"enabled": True, "command": command}
+    hd.write_config()
+    host = PluginHost.from_config(hd.config_path)
+    try:
+        info = host.plugin(plugin_id)
+        if info is None or not info.registered:
+            raise RuntimeError(f"plugin program {plugin_id} did not load: {info and info.error}")
+        yield host
+    finally:
+        host.close()
+
+
+@contextmanager
 def quiet_plugin_logs(level: int = logging.INFO) -> Iterator[None]:
     """host.log lines below `level` are dropped (rendering is skipped, nothing is written)."""
     logger = logging.getLogger("cliproxy_host.plugin")

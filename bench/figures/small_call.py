@@ -10,6 +10,8 @@ Candidates, all calling the same C function (bench_plugin.c's echo) with the sam
   socket    JSON-RPC 2.0 over a Unix socket to a process that hosts the plugin
   isolated  PluginHost with the plugin in a worker process (isolation: process)
   isolated, spin-us 0   the same with polling before sleeping turned off (informational)
+  Python socket plugin   PluginHost.call to a plugin program in Python on the SDK
+            (bench/plugins/echo_program.py, docs/PROTOCOL.md), started from `command`
   Extism    the Extism Python SDK calling a wasm echo (bench/plugins/echo.wat), sandboxed
             in-process (baselines/extism_echo.py; needs the bench extra, else not measured)
 
@@ -21,9 +23,11 @@ worker restart against a bare spawn (figures/restart.py).
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,7 +38,15 @@ from bench.baselines.jsonrpc_server import JsonRpcClient
 from bench.baselines.raw import RawPlugin
 from bench.busy import busy_processes
 from bench.figures.breakdown import call_path_breakdown
-from bench.figures.common import SMALL_REQUEST, Check, Context, FigureResult, loaded_host, table
+from bench.figures.common import (
+    SMALL_REQUEST,
+    Check,
+    Context,
+    FigureResult,
+    loaded_host,
+    program_host,
+    table,
+)
 from bench.figures.hops import hop_table
 from bench.figures.restart import restart_rows
 from bench.harness import Candidate, Measured, Settings, compare, fmt_stats
@@ -46,6 +58,8 @@ NO_SPIN = "isolated, spin-us 0"
 METRICS_OFF = "host.call, metrics off"
 METRICS_OFF_CONFIG = {"metrics": {"enabled": False}}
 EXTISM = "Extism"
+PROGRAM = "Python socket plugin"
+PROGRAM_SCRIPT = Path(__file__).resolve().parents[1] / "plugins" / "echo_program.py"
 BUSY_PROCESSES = 2
 DEFAULT_SPIN_US = 50  # IsolationLimits.spin_us, what "isolated" runs with
 
@@ -101,6 +115,10 @@ def run(ctx: Context) -> FigureResult:
                 )
             )
             calls[name] = functools.partial(iso_host.call, PID, "echo", request)
+        prog_host = stack.enter_context(
+            program_host(ctx, "fig1-program", PID, [sys.executable, str(PROGRAM_SCRIPT)])
+        )
+        calls[PROGRAM] = functools.partial(prog_host.call, PID, "echo", request)
         extism_note = ""
         try:
             calls[EXTISM] = functools.partial(ExtismEcho().call, "echo", request)
@@ -198,6 +216,22 @@ def run(ctx: Context) -> FigureResult:
         ),
     ]
 
+    prog_vs_rpc = m.ratio(PROGRAM, "socket JSON-RPC")
+    result.checks += [
+        Check.ratio(
+            "1p",
+            "Python socket plugin / socket JSON-RPC (issue 19)",
+            prog_vs_rpc,
+            target="<= 1.2x",
+            met=prog_vs_rpc.value <= 1.2,
+            absolute=f"Python socket plugin {fmt_stats(m[PROGRAM])}",
+        ),
+        Check.ratio(
+            "1q",
+            "Python socket plugin / isolated native plugin (reported)",
+            m.ratio(PROGRAM, "isolated"),
+        ),
+    ]
     result.checks += _extism_checks(m)
     result.checks += _loaded_checks(loaded)
     restart_checks, restart_details = restart_rows(ctx)

@@ -150,6 +150,7 @@ class Run:
         self.plugin_id = plugin_id_for(path)
         self.factory = factory
         self.isolated = isolated
+        self.program = False  # a plugin program (docs/PROTOCOL.md), not a library
         self.slack = limits.ISOLATED_SLACK if isolated else 0.0
         self.cycles = cycles
         self.host = FakeHost()

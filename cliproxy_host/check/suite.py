@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -90,19 +90,43 @@ def backend_factory(isolated: bool) -> BackendFactory:
     return isolated_plugin
 
 
+def program_factory(command: Sequence[str]) -> tuple[Path, BackendFactory]:
+    """A plugin program run from `command` (in this directory): its file, its backend."""
+    from ..backends.isolated.limits import IsolationLimits  # noqa: PLC0415
+    from ..backends.program.client import ProgramCommand, ProgramPlugin  # noqa: PLC0415
+
+    program = ProgramCommand(tuple(command), Path.cwd())
+    config = IsolationLimits(start_timeout_s=limits.LOAD_TIMEOUT)
+
+    def program_plugin(plugin_id: str, path: Path, handler: HostHandler) -> PluginBackend:
+        return ProgramPlugin(plugin_id, program, handler, config)
+
+    return program.program_file(), program_plugin
+
+
 def run_checks(
-    path: Path,
+    path: Path | None = None,
     *,
+    command: Sequence[str] | None = None,
     isolated: bool = False,
     cycles: int | None = None,
     progress: Callable[[CheckResult], None] | None = None,
 ) -> Report:
     """Run every check against the plugin file at `path`; `progress` is handed each result
-    as soon as its check is done (the report holds them all at the end)."""
+    as soon as its check is done (the report holds them all at the end). With `command`
+    instead of `path`, the plugin is a program (docs/PROTOCOL.md), run as the host runs it."""
     started = time.monotonic()
+    if command is not None:
+        path, factory = program_factory(command)
+        isolated = True  # a process of its own
+    elif path is not None:
+        factory = backend_factory(isolated)
+    else:
+        raise ValueError("run_checks needs a plugin file or a command")
     if cycles is None:
         cycles = limits.ISOLATED_CYCLES if isolated else limits.CYCLES
-    run = Run(path, backend_factory(isolated), isolated, cycles)
+    run = Run(path, factory, isolated, cycles)
+    run.program = command is not None
     results: list[CheckResult] = []
     blocked: dict[str, str] = {}
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,7 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the ABI conformance suite against a plugin file. Exits 1 if a check "
         "fails. In-process by default: use --isolated for untrusted binaries.",
     )
-    check.add_argument("path", type=Path, help="the plugin library (.so, .dylib, .dll)")
+    check.add_argument("path", type=Path, nargs="?", help="the plugin library (.so, .dylib, .dll)")
+    check.add_argument(
+        "--command",
+        dest="program",  # `command` is the subcommand's name
+        metavar="CMD",
+        help='a plugin program instead of a library, e.g. --command "python3 my_plugin.py" '
+        "(split like a shell would, run in this directory; docs/PROTOCOL.md)",
+    )
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.add_argument(
         "--isolated",
@@ -107,12 +115,15 @@ def _parser() -> argparse.ArgumentParser:
 
     new = sub.add_parser(
         "new",
-        help="write a plugin project (C or Rust) that builds and passes check",
+        help="write a plugin project (C, Rust or Python) that builds and passes check",
         description="Write NAME/, a plugin project with a Makefile (build, check, install).",
     )
     new.add_argument("name", help="the plugin ID, also the library's file name")
     new.add_argument(
-        "--lang", required=True, choices=["c", "rust"], help="C (CMake) or Rust (cargo)"
+        "--lang",
+        required=True,
+        choices=["c", "rust", "python"],
+        help="C (CMake), Rust (cargo) or Python (a plugin program, docs/PROTOCOL.md)",
     )
     new.add_argument(
         "--capability",
@@ -270,19 +281,21 @@ def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:
     return EXIT_OK
 
 
-def _cmd_check(path: Path, as_json: bool, isolated: bool) -> int:
+def _cmd_check(path: Path | None, as_json: bool, isolated: bool, command: list[str] | None) -> int:
     # Imported on use, like .scaffold below: the other commands never need them.
     from ..check import run_checks  # noqa: PLC0415
     from .checklist import live_checklist  # noqa: PLC0415
 
     # With --json the live list goes to stderr, if that is a terminal: stdout stays JSON.
-    with live_checklist(str(path), sys.stdout if not as_json else sys.stderr) as progress:
-        report = run_checks(path, isolated=isolated, progress=progress)
+    shown = str(path) if command is None else shlex.join(command)
+    with live_checklist(shown, sys.stdout if not as_json else sys.stderr) as progress:
+        report = run_checks(path, command=command, isolated=isolated, progress=progress)
     if as_json:
         sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         print(report.table())
-    _print_digest(path, sys.stderr if as_json else sys.stdout)
+    if path is not None:  # a library (a program, --command, has no file to pin)
+        _print_digest(path, sys.stderr if as_json else sys.stdout)
     return EXIT_ERROR_ENVELOPE if report.failed else EXIT_OK
 
 
@@ -309,6 +322,10 @@ def _cmd_new(
         print(f"cliproxy-host: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"created {project}/ ({lang} plugin); next:")
+    if lang == "python":
+        print(f'  make -C {project} check     # cliproxy-host check --command "python3 plugin.py"')
+        print(f"  then set plugins.configs.{name}.command in the config (see {project}/README.md)")
+        return EXIT_OK
     print(f"  make -C {project} build     # build/{name}{LIBRARY_SUFFIX}")
     print(f"  make -C {project} check     # cliproxy-host check build/{name}{LIBRARY_SUFFIX}")
     print(f"  make -C {project} install   # into ../plugins/<os>/<arch>/ (PLUGINS_DIR=...)")
@@ -318,10 +335,14 @@ def _cmd_new(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "check":
-        return _cmd_check(args.path, args.json, args.isolated)
+        if (args.path is None) == (args.program is None):
+            parser.error("check: give a plugin file or --command, not both")
+        command = shlex.split(args.program) if args.program is not None else None
+        return _cmd_check(args.path, args.json, args.isolated, command)
     if args.command == "new":
         return _cmd_new(args.name, args.lang, args.capabilities, args.dir, wheel=args.wheel)
     if args.command == "store":

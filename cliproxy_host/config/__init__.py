@@ -7,6 +7,7 @@ YAML that keeps the user's comments · files: reading and atomic writing.
 
 from ..errors import ConfigError
 from .schema import (
+    FILE_ONLY_KEYS,
     HOST_KEYS,
     HostConfig,
     HttpPolicy,
@@ -19,6 +20,7 @@ from .schema import (
 from .store import ConfigStore
 
 __all__ = [
+    "FILE_ONLY_KEYS",
     "HOST_KEYS",
     "ConfigError",
     "ConfigStore",

@@ -20,6 +20,7 @@ from pydantic import (
     PrivateAttr,
     StrictBool,
     StrictInt,
+    StrictStr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -37,6 +38,7 @@ from .problems import broken_rule, describe, line_of, validation_message, where,
 from .yamledit import dump_for_plugin, is_list, parse_yaml, plain
 
 __all__ = [
+    "FILE_ONLY_KEYS",
     "HOST_KEYS",
     "AuditSection",
     "ClientKeyEntry",
@@ -240,6 +242,9 @@ class PluginPermissions(_KeepsKeyOrder):
     call: list[str] | None = None
 
 
+NonEmptyStr = Annotated[StrictStr, StringConstraints(min_length=1)]
+
+
 class PluginConfig(_KeepsKeyOrder):
     """`plugins.configs.<id>`: the host's keys; every other key is the plugin's own."""
 
@@ -262,6 +267,15 @@ class PluginConfig(_KeepsKeyOrder):
     # The sha256 the plugin's file must have; the host hashes the very bytes it loads.
     sha256: Sha256Pin | None = None
     permissions: PluginPermissions | None = None
+    # A plugin that is a program (docs/PROTOCOL.md): the host starts it and supervises it
+    # like an isolated worker. From the config file only (FILE_ONLY_KEYS).
+    command: Annotated[list[NonEmptyStr], Field(min_length=1)] | None = None
+    cwd: NonEmptyStr | None = None  # relative to the config file's directory
+    env: dict[NonEmptyStr, StrictStr] | None = None
+    # A program started elsewhere that connects to plugins.socket with this token (or the
+    # first line of token_file, relative to the config file's folder). One ID per token.
+    token: NonEmptyStr | None = None
+    token_file: NonEmptyStr | None = None
 
     @property
     def pinned_version(self) -> str | None:
@@ -295,6 +309,10 @@ class PluginConfig(_KeepsKeyOrder):
 HOST_KEYS: Final = frozenset(
     yaml_name(name, info) for name, info in PluginConfig.model_fields.items()
 )
+
+# Host keys that only the config file sets: they say what the host runs, so the management
+# API neither shows nor takes them.
+FILE_ONLY_KEYS: Final = frozenset({"command", "cwd", "env", "token", "token_file"})
 
 # The host keys a plugin's config_yaml always holds (ABI.md section 3), set or not.
 _ALWAYS_SENT: Final = ("enabled", "priority")
@@ -375,6 +393,9 @@ class PluginsSection(_Section):
     # "standard": the Go host's callbacks are allowed unless a plugin's permissions narrow
     # them; "strict": a plugin may use only what its permissions grant.
     default_permissions: Literal["standard", "strict"] = "standard"
+    # A Unix socket (made 0600) where plugin programs started elsewhere connect, each with
+    # its plugin's token (docs/PROTOCOL.md); relative to the config file's folder.
+    socket: Annotated[str, StringConstraints(min_length=1)] | None = None
     configs: dict[PluginId, PluginConfig] = Field(default_factory=dict)
     # The plugin store (the Go host's `store-sources`): registry URLs listed after the
     # official one, https unless on loopback.

@@ -13,7 +13,7 @@ from typing import Any
 from ..abi import HostHandler, Method
 from ..backends.guard import GuardedBackend
 from ..backends.native import NativePlugin
-from ..backends.protocol import Health
+from ..backends.protocol import Health, State
 from ..callbacks import HostCallbacks
 from ..callbacks.events import EventBus
 from ..callbacks.scopes import FIELD, SCOPED_METHODS, Scope, ScopeTable
@@ -52,6 +52,7 @@ from .registry import (
     Snapshot,
     parse_registration,
 )
+from .sockets import ProgramSockets
 from .stream import PluginStream, parse_answer
 
 __all__ = ["NOT_HANDLED", "BroadcastResult", "PluginHost", "PluginInfo", "lifecycle_request"]
@@ -122,6 +123,7 @@ class PluginHost:
         )
         if self._metrics is not None:
             self._metrics.set_queue_depths(self._event_queue_depths)
+        self._sockets = ProgramSockets(self._arrived)
         self._pipeline = Pipeline(
             HostSource(lambda: self._snapshot, self._natives, self.call, self.call_stream)
         )
@@ -218,7 +220,8 @@ class PluginHost:
                 cfg = self._config if config is None else config
                 slots = dict(self._slots)
             try:
-                steps = reconcile.plan(cfg, slots)
+                self._sockets.update(cfg)
+                steps = reconcile.plan(cfg, slots, self._sockets.connected())
             except ConfigError as exc:
                 # An unusable plugins dir: keep what is loaded, and the config it runs with.
                 # Logged first: whoever sees the error in the listing finds it in the log.
@@ -251,6 +254,21 @@ class PluginHost:
                 self._retire(pid, slot)
             self._warn_go_runtimes()
         self._notify()
+
+    def _arrived(self, plugin_id: str) -> None:
+        """A program connected to plugins.socket as `plugin_id`: load it, or give a fused
+        one a fresh start (a loaded one that lost its program takes the connection itself)."""
+        with self._state:
+            slot = self._slots.get(plugin_id)
+            if self._closed or plugin_id in self._loading:
+                return
+        if slot is None:
+            job: Callable[[], None] = self.apply
+        elif slot.backend.health().state is State.FUSED:
+            job = partial(self.restart, plugin_id)
+        else:
+            return
+        threading.Thread(target=_logged(job), name=f"arrived-{plugin_id}", daemon=True).start()
 
     def _warn_go_runtimes(self) -> None:
         with self._state:
@@ -365,6 +383,7 @@ class PluginHost:
             callbacks=self._callbacks,
             factory=self._factory,
             close=self._close_backend,
+            listener=self._sockets.listener,
         )
 
     def _reconfigure(self, plugin_id: str, slot: Slot) -> None:
@@ -465,6 +484,7 @@ class PluginHost:
             self._events.close()
             for pid, slot in slots.items():
                 self._retire(pid, slot)
+            self._sockets.close()
             self._streams.shutdown()
             if self._owned_callbacks is not None:
                 self._owned_callbacks.close()
@@ -740,3 +760,13 @@ def with_callback_id(data: bytes, callback_id: str) -> bytes:
         return data
     field = b'"host_callback_id":"' + callback_id.encode("ascii") + b'"'
     return b"{" + field + (b"}" if data == b"{}" else b"," + data[1:])
+
+
+def _logged(job: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            job()
+        except Exception:  # a thread of its own: nobody else would see it
+            log.exception("loading a plugin program that connected to plugins.socket failed")
+
+    return run

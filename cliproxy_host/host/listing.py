@@ -86,7 +86,9 @@ def describe(
         metadata=reg.metadata.to_json() if reg else None,
         capabilities=dict(reg.capabilities) if reg else {},
         error=error,
-        isolation=entry.isolation,
+        isolation="program"
+        if entry.command or entry.token or entry.token_file
+        else entry.isolation,
         state=health.state.value if health else None,
         restarts=health.restarts if health else 0,
         last_error=health.last_error if health else None,

@@ -18,6 +18,8 @@ from ..backends.guard import GuardedBackend, GuardLimits
 from ..backends.isolated.client import IsolatedPlugin
 from ..backends.isolated.limits import IsolationLimits
 from ..backends.native import built_with_go
+from ..backends.program.client import ProgramCommand, ProgramPlugin
+from ..backends.program.listener import SocketListener
 from ..backends.protocol import PluginBackend
 from ..config import HostConfig
 from ..discovery import PluginFile
@@ -25,6 +27,7 @@ from ..envelope import b64encode
 from ..errors import PluginError, PluginLoadError, RegistrationTimeout
 from ..trust import TrustPolicy, Verdict, verify_file
 from .registry import Registration, parse_registration
+from .sockets import is_socket_plugin
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +48,18 @@ class Spec:
     guard: GuardLimits
     isolation: IsolationLimits | None
     trust: TrustPolicy
+    command: ProgramCommand | None = None  # a plugin program (docs/PROTOCOL.md)
+    connects: bool = False  # a plugin program started elsewhere, on plugins.socket
 
     @classmethod
     def of(cls, cfg: HostConfig, plugin_id: str) -> Spec:
         """The limits of one plugin: the guard's for every call, the worker's if isolated."""
         entry, defaults = cfg.plugin_entry(plugin_id), cfg.plugins
         max_response = entry.max_response_bytes or defaults.max_response_bytes
-        isolated = entry.isolation == "process"
+        command = program_command(cfg, plugin_id)
+        connects = is_socket_plugin(cfg, plugin_id)
+        # A program is a process of its own: supervised and timed like an isolated worker.
+        isolated = entry.isolation == "process" or command is not None or connects
         # The default timeout applies to isolated plugins only: a worker that overruns it
         # is killed, while an in-process call that overruns it can only be abandoned.
         timeout_ms = entry.timeout_ms or (defaults.timeout_ms if isolated else None)
@@ -73,7 +81,17 @@ class Spec:
             breaker_failures=defaults.breaker_failures,
             breaker_cooldown_s=defaults.breaker_cooldown_seconds,
         )
-        return cls(isolated, guard, isolation, cfg.trust_policy(plugin_id))
+        return cls(isolated, guard, isolation, cfg.trust_policy(plugin_id), command, connects)
+
+
+def program_command(cfg: HostConfig, plugin_id: str) -> ProgramCommand | None:
+    """The plugin's `command` with `cwd` (relative to the config file's folder) and `env`."""
+    entry = cfg.plugin_entry(plugin_id)
+    if entry.command is None:
+        return None
+    base = cfg.source_path.parent if cfg.source_path is not None else Path.cwd()
+    cwd = base / entry.cwd if entry.cwd else base
+    return ProgramCommand(tuple(entry.command), cwd, dict(entry.env or {}))
 
 
 @dataclass
@@ -117,18 +135,33 @@ def load_plugin(
     callbacks: HostHandler,
     factory: BackendFactory,
     close: Callable[[str, GuardedBackend], None],
+    listener: SocketListener | None = None,
 ) -> Slot:
     """Open the plugin's backend, guard it and register it; `close` undoes a failed load."""
     file_stamp = stamp(pfile.path)
-    image, verdict = _verified(plugin_id, pfile.path, spec.trust)
-    if spec.isolation is not None:
-        # The worker loads the file itself: it is told the digest the bytes must have.
-        limits = spec.isolation
-        if verdict is not None:
-            limits = replace(limits, sha256=verdict.sha256)
-        inner: PluginBackend = IsolatedPlugin(plugin_id, pfile.path, callbacks, limits)
+    verdict: Verdict | None = None
+    inner: PluginBackend
+    if spec.command is not None:
+        # A program: its file is a script or binary it runs itself, not a library to verify.
+        inner = ProgramPlugin(plugin_id, spec.command, callbacks, spec.isolation)
+    elif spec.connects:
+        if listener is None:
+            raise PluginLoadError(
+                f"plugin {plugin_id} has a token but plugins.socket is not set: set it to "
+                "the socket its program connects to",
+                plugin_id=plugin_id,
+            )
+        inner = ProgramPlugin(plugin_id, listener, callbacks, spec.isolation)
     else:
-        inner = factory(plugin_id, pfile.path, callbacks, image=image)
+        image, verdict = _verified(plugin_id, pfile.path, spec.trust)
+        if spec.isolation is not None:
+            # The worker loads the file itself: it is told the digest the bytes must have.
+            limits = spec.isolation
+            if verdict is not None:
+                limits = replace(limits, sha256=verdict.sha256)
+            inner = IsolatedPlugin(plugin_id, pfile.path, callbacks, limits)
+        else:
+            inner = factory(plugin_id, pfile.path, callbacks, image=image)
     backend = GuardedBackend(inner, spec.guard)
     try:
         result = backend.call(Method.REGISTER, lifecycle_request(config_yaml))

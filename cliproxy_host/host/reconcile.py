@@ -11,8 +11,9 @@ from ..config import HostConfig, PluginConfig
 from ..discovery import PluginFile, discover, plugins_dir_problem
 from ..errors import ConfigError
 from ..wheels import scan_wheels
-from .loader import Slot, Spec, stamp
+from .loader import Slot, Spec, program_command, stamp
 from .registry import ConfigField, Registration, check_settings
+from .sockets import is_socket_plugin, socket_path
 
 
 def plugins_dir_error(cfg: HostConfig) -> str | None:
@@ -54,7 +55,9 @@ class Plan:
     restart: list[str] = field(default_factory=list)
 
 
-def plan(cfg: HostConfig, slots: Mapping[str, Slot]) -> Plan:
+def plan(
+    cfg: HostConfig, slots: Mapping[str, Slot], connected: frozenset[str] = frozenset()
+) -> Plan:
     """Compare the plugins `cfg` wants (on disk, enabled) with the loaded `slots`.
 
     A plugin whose selected file changed is loaded anew; beside its predecessor (a swap),
@@ -62,6 +65,9 @@ def plan(cfg: HostConfig, slots: Mapping[str, Slot]) -> Plan:
     dynamic loader would hand back the library already loaded under that name). A change
     of limits or isolation needs a new backend too; a fused plugin gets a fresh start
     when its config changes. Anything else whose config changed is reconfigured.
+
+    A plugin program that connects to plugins.socket is loaded once it has connected
+    (`connected`), and kept while it reconnects.
 
     Raises ConfigError, planning nothing, when plugins are on and the plugins dir is
     missing or not a directory.
@@ -77,10 +83,16 @@ def plan(cfg: HostConfig, slots: Mapping[str, Slot]) -> Plan:
     }
     wheels = scan_wheels(LIBRARY_SUFFIX)
     found = discover(cfg.plugins_dir(), pins, extra=wheels.files, extra_problems=wheels.problems)
+    for pid in cfg.plugins.configs:
+        command = program_command(cfg, pid)
+        if command is not None:  # a program: its file is its script or binary, not a library
+            found.files[pid] = PluginFile(pid, command.program_file(), None)
+            found.problems.pop(pid, None)
+    waiting = _socket_plugins(cfg, slots, connected, found.files, found.problems)
     wanted = {
         pid: f
         for pid, f in found.files.items()
-        if cfg.plugins.enabled and cfg.plugin_entry(pid).enabled
+        if cfg.plugins.enabled and cfg.plugin_entry(pid).enabled and pid not in waiting
     }
     steps = Plan(dict(found.files), dict(found.problems))
     steps.retire = [pid for pid in slots if pid not in wanted]
@@ -104,3 +116,36 @@ def plan(cfg: HostConfig, slots: Mapping[str, Slot]) -> Plan:
         elif slot.config_yaml != cfg.config_yaml(pid):
             steps.reconfigure.append(pid)
     return steps
+
+
+def _socket_plugins(
+    cfg: HostConfig,
+    slots: Mapping[str, Slot],
+    connected: frozenset[str],
+    files: dict[str, PluginFile],
+    problems: dict[str, str],
+) -> set[str]:
+    """Enter the plugins whose programs connect to plugins.socket into `files`; answer
+    those not to load yet (not connected, and not loaded), with why in `problems`."""
+    path = socket_path(cfg)
+    waiting: set[str] = set()
+    for pid in cfg.plugins.configs:
+        if not is_socket_plugin(cfg, pid):
+            continue
+        problems.pop(pid, None)
+        if path is None:
+            problems[pid] = (
+                f"plugins.configs.{pid} has a token, but plugins.socket is not set: set it "
+                "to the socket its program connects to"
+            )
+            files.pop(pid, None)
+            continue
+        files[pid] = PluginFile(pid, path, None)
+        if pid not in slots and pid not in connected:
+            waiting.add(pid)
+            problems[pid] = (
+                f"waiting for its program to connect to plugins.socket {path} "
+                f"(with CLIPROXY_PLUGIN_ID={pid}, CLIPROXY_PLUGIN_SOCKET and its token in "
+                "CLIPROXY_PLUGIN_TOKEN)"
+            )
+    return waiting

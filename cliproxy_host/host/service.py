@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.protocol import State
-from ..config import ConfigError, ConfigStore, HostConfig
+from ..config import FILE_ONLY_KEYS, ConfigError, ConfigStore, HostConfig
 from ..discovery import discover, is_valid_id
 from ..errors import (
     ConfigSaveFailed,
@@ -188,7 +188,11 @@ class HostService:
         """Make `settings` the plugin's whole entry, as the Go host's PUT does (a key left
         out is gone, `enabled` then false), except that a PUT which would disable an
         enabled plugin only because it left `enabled` out is refused (InvalidConfig)."""
+        refuse_file_only_keys(plugin_id, settings)
         with self._change(plugin_id):
+            # What the host runs stays as the file says: a PUT replaces the rest.
+            current = self.config.plugin_entry(plugin_id).as_mapping()
+            settings = {**settings, **{k: current[k] for k in FILE_ONLY_KEYS if k in current}}
             # The entry's own errors first, worded as the file's; then the enablement rule.
             HostConfig.from_mapping(
                 {"plugins": {"configs": {plugin_id: dict(settings)}}}, str(self.config_path)
@@ -205,6 +209,7 @@ class HostService:
         return cfg
 
     def patch_config(self, plugin_id: str, patch: Mapping[str, Any]) -> HostConfig:
+        refuse_file_only_keys(plugin_id, patch)
         with self._change(plugin_id):
             cfg = self.store.patch_plugin_config(plugin_id, patch)
             self.host.apply(cfg)
@@ -271,3 +276,15 @@ class HostService:
             deleted.append(path)
             log.info("deleted plugin file %s", path)
         return deleted
+
+
+def refuse_file_only_keys(plugin_id: str, settings: Mapping[str, Any]) -> None:
+    """InvalidConfig when an API write sets a key only the config file may set
+    (`command`, `cwd`, `env`: what the host runs must not be a management call away)."""
+    keys = sorted(FILE_ONLY_KEYS.intersection(settings))
+    if keys:
+        raise InvalidConfig(
+            f"plugins.configs.{plugin_id}.{keys[0]}: set only in the config file, never "
+            f"through the management API ({', '.join(keys)}); edit the file instead",
+            plugin_id=plugin_id,
+        )

@@ -69,7 +69,7 @@ class PluginEntry(BaseModel):
     )
     loading: bool = Field(description="loading or registering right now (busy)")
     error: str | None = Field(description="why it is not registered, if it is not")
-    isolation: str = Field(description="inprocess or process")
+    isolation: str = Field(description="inprocess, process or program (a command)")
     state: str | None = Field(description="running, restarting, unhealthy or fused, if loaded")
     restarts: int = Field(description="how often its worker was restarted")
     last_error: str | None = Field(description="the last runtime failure")

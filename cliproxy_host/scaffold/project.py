@@ -18,7 +18,7 @@ import orjson
 from ..abi import CAPABILITY_METHODS, HEADER_NAME, header_path
 from ..discovery import is_valid_id
 
-LANGUAGES: Final = ("c", "rust")
+LANGUAGES: Final = ("c", "rust", "python")
 DEFAULT_CAPABILITIES: Final = ("executor",)
 TEMPLATE_SUFFIX: Final = ".tmpl"
 _TOKEN: Final = re.compile(r"@@[A-Z_]+@@")
@@ -161,7 +161,7 @@ def _tokens(name: str, flags: Sequence[str], *, wheel: bool = False) -> dict[str
         capabilities.update(_QUALIFIERS.get(flag, {}))
     capabilities_json = orjson.dumps(capabilities).decode()
     methods = [m for flag in flags for m in CAPABILITY_METHODS[flag]]
-    c_rows, rust_rows, readme = [], [], []
+    c_rows, rust_rows, py_rows, readme = [], [], [], []
     for method in methods:
         kind, fixed = _ANSWERS[method]
         c_kind, rust_kind, described = _KINDS[kind]
@@ -169,6 +169,8 @@ def _tokens(name: str, flags: Sequence[str], *, wheel: bool = False) -> dict[str
         c_rows.append(f'    {{"{method}", {c_kind}, {c_fixed}}},')
         rust_value = f'Answer::Fixed(r#"{fixed}"#)' if fixed is not None else f"Answer::{rust_kind}"
         rust_rows.append(f'    ("{method}", {rust_value}),')
+        py_fixed = f"json.loads({fixed!r})" if fixed is not None else "None"
+        py_rows.append(f'    "{method}": ("{kind}", {py_fixed}),')
         readme.append(f"- `{method}` {described.format(fixed=fixed, name=name)}")
     author = _author()
     crate = re.sub(r"[^A-Za-z0-9_-]", "_", name)
@@ -183,6 +185,7 @@ def _tokens(name: str, flags: Sequence[str], *, wheel: bool = False) -> dict[str
         "@@CAPABILITIES_JSON@@": capabilities_json,
         "@@METHODS_C@@": "\n".join(c_rows),
         "@@METHODS_RUST@@": "\n".join(rust_rows),
+        "@@METHODS_PY@@": "\n".join(py_rows),
         "@@METHOD_LIST@@": "\n".join(readme),
         "@@CMAKE_PROJECT@@": re.sub(r"[^A-Za-z0-9_]", "_", name),
         "@@CRATE@@": crate,
@@ -264,8 +267,9 @@ def create_project(
                 dest.write_text(_render(source.read_text("utf-8"), tokens), "utf-8")
             else:
                 dest.write_bytes(source.read_bytes())
-        (staging / "include").mkdir(exist_ok=True)
-        shutil.copyfile(header_path(), staging / "include" / HEADER_NAME)
+        if lang != "python":  # a program speaks the protocol: no C header
+            (staging / "include").mkdir(exist_ok=True)
+            shutil.copyfile(header_path(), staging / "include" / HEADER_NAME)
         if target.exists():
             target.rmdir()
         os.replace(staging, target)

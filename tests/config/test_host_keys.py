@@ -24,6 +24,11 @@ SAMPLES: dict[str, Any] = {
     "cpu_limit_s": 5,
     "sha256": "0" * 64,
     "permissions": {"callbacks": ["host.log"]},
+    "command": ["python3", "plugin.py"],
+    "cwd": "plugins/mine",
+    "env": {"MODE": "fast"},
+    "token": "a-token",
+    "token_file": "plugin.token",
 }
 
 

@@ -431,7 +431,7 @@ def test_unknown_keys_in_plugins_are_errors(tmp_path: Path) -> None:
         " expected one of: enabled, dir, registration-timeout-seconds, timeout-ms,"
         " max-response-bytes, busy-wait-ms, fuse-crashes, fuse-window-seconds,"
         " breaker-failures, breaker-cooldown-seconds, spin-us, model-call-depth,"
-        " plugin-call-depth, default-permissions, configs,"
+        " plugin-call-depth, default-permissions, socket, configs,"
         " store-sources, store-official, store-github-api, store-max-bytes, max-upload-bytes,"
         " store-timeout-seconds, trusted-keys, require-signature"
     )
@@ -492,7 +492,7 @@ def test_every_error_is_reported_in_line_order(tmp_path: Path) -> None:
         " expected one of: enabled, dir, registration-timeout-seconds, timeout-ms,"
         " max-response-bytes, busy-wait-ms, fuse-crashes, fuse-window-seconds,"
         " breaker-failures, breaker-cooldown-seconds, spin-us, model-call-depth,"
-        " plugin-call-depth, default-permissions, configs,"
+        " plugin-call-depth, default-permissions, socket, configs,"
         " store-sources, store-official, store-github-api, store-max-bytes, max-upload-bytes,"
         " store-timeout-seconds, trusted-keys, require-signature",
     ]

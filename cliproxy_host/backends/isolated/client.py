@@ -25,7 +25,7 @@ from ..protocol import DEFAULT_DRAIN_TIMEOUT, Health
 from .cpu import spare_cpu
 from .limits import IsolationLimits
 from .process import REAP_GRACE, Pending, WorkerGone, WorkerProcess, frame_fault
-from .supervisor import Supervisor, unloading_error
+from .supervisor import Supervisor, spawn_worker, unloading_error
 from .wire import METHOD_CACHE_MAX, CallLine, Kind, ProtocolError, unpack_call, unpack_error
 
 __all__ = ["IsolatedPlugin", "IsolationLimits"]
@@ -54,7 +54,9 @@ class IsolatedPlugin:
         self._answer_host = gated(handler)
         # Host calls from the plugin's own threads (those from a call come on its line).
         self._host_calls = DaemonPool(f"cliproxy-isolated-{plugin_id}-host")
-        self._supervisor = Supervisor(plugin_id, path, self._limits, self._replay, self._host_call)
+        self._supervisor = Supervisor(
+            plugin_id, path, self._limits, self._replay, self._host_call, spawn=spawn_worker
+        )
         try:
             self._supervisor.start()
         except BaseException:

@@ -337,7 +337,7 @@ class WorkerProcess:
             if item.line is not None:  # its caller waits on the line: EOF wakes it
                 with contextlib.suppress(OSError):
                     item.line.sock.shutdown(socket.SHUT_RDWR)
-        how, signame = _describe_exit(returncode)
+        how, signame = describe_exit(returncode)
         reason = self.kill_reason
         for item in pending:
             item.fail(self._death_error(item.method, how, reason))
@@ -369,7 +369,7 @@ class WorkerProcess:
         return PluginCrashed(message, plugin_id=self.plugin_id, method=method)
 
 
-def _describe_exit(returncode: int) -> tuple[str, str | None]:
+def describe_exit(returncode: int) -> tuple[str, str | None]:
     """('killed by SIGSEGV', 'SIGSEGV') or ('exited with status 3', None)."""
     if returncode < 0:
         try:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, Protocol, TypeVar
 
 from ...abi import Method
 from ...errors import PluginError, PluginLoadError, PluginUnavailable, PluginUnloading
@@ -31,11 +31,32 @@ from .wire import HANDSHAKE_ID
 
 log = logging.getLogger(__name__)
 
-# Sends a config to a new worker as plugin.register, bounded by the timeout; raises
-# WorkerGone or PluginError like a call.
-Replay = Callable[[WorkerProcess, str, bytes, float | None], object]
-# Answers a host call a plugin made from a thread of its own (see process.Owner.host_call).
-HostCall = Callable[[WorkerProcess, int, str, bytes], None]
+
+class Worker(Protocol):
+    """What the supervisor needs of one running plugin process: a `WorkerProcess`, or a
+    program speaking the socket protocol (`backends/program/`)."""
+
+    dead: bool
+    stopping: bool
+
+    @property
+    def usable(self) -> bool: ...
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]: ...
+
+    def kill(self, reason: str) -> None: ...
+
+    def wait_loaded(self, timeout_s: float) -> None: ...
+
+    def ping(self, timeout_s: float) -> bool: ...
+
+    def trim_lines(self, idle_s: float) -> None: ...
+
+    def shut_down(self, drain: float) -> None: ...
+
+
+W = TypeVar("W", bound=Worker)
 
 
 def unloading_error(plugin_id: str, method: str) -> PluginError:
@@ -47,7 +68,12 @@ def unloading_error(plugin_id: str, method: str) -> PluginError:
     )
 
 
-class Supervisor:
+def spawn_worker(supervisor: Supervisor[WorkerProcess], ids: itertools.count[int]) -> WorkerProcess:
+    """A worker process hosting the supervisor's plugin library (isolated mode)."""
+    return WorkerProcess(supervisor.plugin_id, supervisor.path, supervisor.limits, ids, supervisor)
+
+
+class Supervisor(Generic[W]):
     """One plugin's worker processes, one at a time, and its calls in flight. Thread-safe.
 
     A thread of its own starts every worker, pings it, restarts it when it goes (after a
@@ -61,17 +87,24 @@ class Supervisor:
         plugin_id: str,
         path: Path,
         limits: IsolationLimits,
-        replay: Replay,
-        host_call: HostCall,
+        replay: Callable[[W, str, bytes, float | None], object],
+        host_call: Callable[[W, int, str, bytes], None],
+        *,
+        spawn: Callable[[Supervisor[W], itertools.count[int]], W],
     ) -> None:
+        """`replay` sends a config to a new worker as plugin.register, bounded by the
+        timeout (raising WorkerGone or PluginError like a call); `host_call` answers a host
+        call a plugin made from a thread of its own (see process.Owner.host_call); `spawn`
+        starts a worker (it may raise OSError)."""
         self.plugin_id = plugin_id
         self.path = path
         self.limits = limits
         self._replay = replay
+        self._spawn = spawn
         self.host_call = host_call  # what WorkerProcess calls for a plugin thread's host call
         self._ids = itertools.count(HANDSHAKE_ID + 1)
         self._cond = threading.Condition()
-        self._worker: WorkerProcess | None = None
+        self._worker: W | None = None
         self._state = State.RESTARTING
         self._restarts = 0
         self._last_error: str | None = None
@@ -114,7 +147,7 @@ class Supervisor:
             if self._closing and not self._inflight:
                 self._cond.notify_all()
 
-    def worker_for(self, method: str, request: bytes, deadline: float | None) -> WorkerProcess:
+    def worker_for(self, method: str, request: bytes, deadline: float | None) -> W:
         """The running worker; while one is being started, wait for it (bounded)."""
         with self._cond:
             while True:
@@ -151,14 +184,14 @@ class Supervisor:
 
     # -- what a worker reports (its reader thread) --------------------------------------
 
-    def replace(self, worker: WorkerProcess, reason: str) -> None:
+    def replace(self, worker: W, reason: str) -> None:
         """Kill a running worker that failed; it shows as restarting from this moment on."""
         with self._cond:
             if worker is self._worker and self._state is State.RUNNING:
                 self._state = State.RESTARTING
         worker.kill(reason)
 
-    def worker_died(self, worker: WorkerProcess, failure: str | None, signame: str | None) -> None:
+    def worker_died(self, worker: W, failure: str | None, signame: str | None) -> None:
         if failure is not None:
             self._record_failure(failure, signame)
 
@@ -267,7 +300,7 @@ class Supervisor:
     def _start_worker(self) -> None:
         """Start a worker, load the plugin, replay its config; RUNNING when all went well."""
         try:
-            worker = WorkerProcess(self.plugin_id, self.path, self.limits, self._ids, self)
+            worker = self._spawn(self, self._ids)
         except OSError as exc:
             raise PluginLoadError(
                 f"cannot start a worker process for {self.path}: {exc}",

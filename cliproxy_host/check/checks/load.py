@@ -38,6 +38,14 @@ _LOAD_FIXES: Final = (
 def check_file_name(run: Run) -> list[CheckResult]:
     """Whether the host would discover the file, and under which plugin ID."""
     name = run.path.name
+    if run.program:
+        return [
+            CheckResult(
+                "file name",
+                "pass",
+                f"a plugin program ({name}): the host runs it from plugins.configs.<id>.command",
+            )
+        ]
     if not name.endswith(LIBRARY_SUFFIX):
         return [
             CheckResult(
@@ -81,6 +89,8 @@ def check_load(run: Run) -> list[CheckResult]:
     """Open the backend that the later checks call; one result per load step."""
     started = time.monotonic()
     where = "a worker process" if run.isolated else "this process"
+    if run.program:
+        where = "a process of its own, and said rpc.hello"
     passes = (
         f"{run.path.name} loads in {where}",
         f"{INIT_SYMBOL} is exported",
@@ -103,7 +113,7 @@ def check_load(run: Run) -> list[CheckResult]:
         results[last] = replace(results[last], seconds=time.monotonic() - started)
         return results
 
-    if not run.path.is_file():
+    if not run.program and not run.path.is_file():
         missing = "does not exist" if not run.path.exists() else "is not a regular file"
         return outcome(0, f"{run.path} {missing}", "check the path; build the plugin first")
     try:

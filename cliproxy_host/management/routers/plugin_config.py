@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 
+from ...config import FILE_ONLY_KEYS
 from ...errors import InvalidConfig
 from ...host.registry import check_settings
 from ...host.service import HostService
@@ -37,9 +38,13 @@ def check_plugin_settings(service: HostService, plugin_id: str, settings: dict[s
 
 
 def config_of(service: HostService, plugin_id: str) -> dict[str, Any]:
-    """The plugin's mapping under plugins.configs.<id>, {} when it has none."""
+    """The plugin's mapping under plugins.configs.<id>, {} when it has none; without the
+    keys only the file sets (FILE_ONLY_KEYS: a program's command line and environment)."""
     cfg = service.config
-    return cfg.plugin_entry(plugin_id).as_mapping() if plugin_id in cfg.plugins.configs else {}
+    if plugin_id not in cfg.plugins.configs:
+        return {}
+    mapping = cfg.plugin_entry(plugin_id).as_mapping()
+    return {key: value for key, value in mapping.items() if key not in FILE_ONLY_KEYS}
 
 
 @router.get(
