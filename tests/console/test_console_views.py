@@ -8,7 +8,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,48 +18,13 @@ from cliproxy_host.console.views import METRICS_POLLS
 from cliproxy_host.errors import PluginError
 from cliproxy_host.store.sources import source_id
 
-from ..conftest import CompilePlugin, HostFactory
-from ..serverutil import KEY, RunningServer, run_server
-from ..store.conftest import EXT, VERSIONS, Store, store_config
-from ..store.registry_server import store_server
+from ..conftest import HostFactory
+from ..serverutil import KEY, RunningServer
+from ..store.conftest import EXT, Store
+from .conftest import CLIENT_KEY, MISSING
 from .test_console_http import signed_in
 
 HTMX = {"HX-Request": "true"}
-MISSING = "/missing/registry.json"
-CLIENT_KEY = "client-key-never-shown"
-
-
-@pytest.fixture(scope="module")
-def libraries(compile_plugin: CompilePlugin) -> dict[str, bytes]:
-    return {
-        v: compile_plugin(TP_WITH_SHUTDOWN=True, TP_NAME=f"store-{v}").read_bytes()
-        for v in VERSIONS
-    }
-
-
-@pytest.fixture
-def store(libraries: dict[str, bytes]) -> Iterator[Store]:
-    with store_server() as server:
-        yield Store(server, libraries)
-
-
-@pytest.fixture
-def views_server(
-    store: Store, host_factory: HostFactory, testplugin: Path
-) -> Iterator[RunningServer]:
-    """The test plugin loaded as `tp`; the store offers `sp`; a second source is missing."""
-    store.direct("sp")
-    host_factory.add("tp", testplugin)
-    store_config(
-        host_factory,
-        [store.url, store.server.url(MISSING)],
-        configs={"tp": {"enabled": True}},
-    )
-    with host_factory.config_path.open("a", encoding="utf-8") as fh:
-        fh.write(f"api-keys:\n  - {CLIENT_KEY}\n")
-    with run_server(host_factory.config_path) as running:
-        assert running.service.wait_ready(30)
-        yield running
 
 
 def _options(html: str, key: str) -> list[str]:
