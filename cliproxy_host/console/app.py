@@ -1,11 +1,14 @@
 """create_console: the /console pages (sign-in, plugins, a plugin's status, config form and
-resources) and their writes, over the same service, key, limiter and links as the API."""
+resources, the store, live metrics and the log tail, the audit log) and their writes, over
+the same service, key, limiter and links as the API."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -13,7 +16,12 @@ from urllib.parse import parse_qsl
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,17 +32,23 @@ from ..host.service import HostService
 
 # The management API's objects the console shares: one key, one failure limiter (a wrong
 # key counts the same here as there), one set of plugin routes and resource links.
+from ..management.audit import Caller, audited
 from ..management.auth import ENV_KEY, ManagementAuth
 from ..management.errors import ApiError
 from ..management.plugin_routes import PluginRoutes
 from ..management.resource_links import ResourceLinks
+from ..observe.audit import MAX_PAGE
+from ..store.install import InstallRequest, StoreInstaller
+from ..store.listing import store_list
 from ..web.body_limit import BodyLimit
 from ..web.header_limit import HeaderLimit
 from .csrf import FIELD, HEADER, CsrfRefused, check_origin, check_token
 from .forms import build_fields, parse_submission
+from .logtail import TAIL_SECONDS, LogRing, TailSlots, mask, shared_ring
 from .plugins import PluginView, plugin_view, plugin_views
 from .render import STATIC_DIR, page
 from .session import COOKIE, Session, SessionStore
+from .views import METRICS_POLL_SECONDS, METRICS_POLLS, metrics_rows, store_rows
 
 __all__ = ["NAV", "PREFIX", "NavItem", "create_console"]
 
@@ -51,9 +65,17 @@ class NavItem:
     href: str
 
 
-# The console's sections. A view joins when it exists (the store, metrics, the audit log
-# are built elsewhere): the navigation never links to a page that is not there.
-NAV: Final = (NavItem("Plugins", PREFIX),)
+# The console's sections; the navigation never links to a page that is not there.
+NAV: Final = (
+    NavItem("Plugins", PREFIX),
+    NavItem("Store", f"{PREFIX}/store"),
+    NavItem("Metrics", f"{PREFIX}/metrics"),
+    NavItem("Audit log", f"{PREFIX}/audit"),
+)
+# The audit view's page size.
+AUDIT_PAGE: Final = 50
+# How often an open log tail looks for new lines.
+TAIL_POLL_SECONDS: Final = 0.5
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -66,6 +88,10 @@ def _is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 class Console:
     """The console's endpoints, behind the network rule (NetworkRule) as every API route is."""
 
@@ -76,12 +102,17 @@ class Console:
         routes: PluginRoutes,
         links: ResourceLinks,
         sessions: SessionStore,
+        *,
+        ring: LogRing,
+        tails: TailSlots,
     ) -> None:
         self.service = service
         self.auth = auth
         self.routes = routes
         self.links = links
         self.sessions = sessions
+        self.ring = ring
+        self.tails = tails
 
     # -- shared steps -----------------------------------------------------------------
 
@@ -381,6 +412,213 @@ class Console:
             },
         )
 
+    # -- the store ----------------------------------------------------------------------
+
+    async def store_page(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        return await self._store_page(request, session)
+
+    async def _store_page(
+        self,
+        request: Request,
+        session: Session,
+        result: Mapping[str, Any] | None = None,
+        status: int = 200,
+    ) -> Response:
+        cfg = self.service.config
+        failure: str | None = None
+        body: dict[str, Any] = {"sources": [], "plugins": []}
+        try:
+            # Sources are read over the network, each within plugins.store-timeout-seconds.
+            body = await run_in_threadpool(
+                store_list, cfg, self.service.host.plugins(), with_versions=True
+            )
+        except PluginError as exc:
+            failure = f"{exc.code}: {exc.message}"
+        return page(
+            "store.html",
+            self._context(
+                request,
+                session,
+                title="Store",
+                sources=body.get("sources", []),
+                rows=store_rows(body),
+                source_errors=body.get("source_errors", []),
+                failure=failure,
+                plugins_enabled=cfg.plugins.enabled,
+                config_path=self.service.config_path,
+                result=result,
+            ),
+            status=status,
+        )
+
+    async def install(self, request: Request) -> Response:
+        """Install a version from the store, audited as the API's install is."""
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        form = await self._form(request)
+        check_token(request, form, session)
+        plugin_id = request.path_params["plugin_id"]
+        source = form.get("source", "").strip() or None
+        version = form.get("version", "").strip() or None
+        isolation = form.get("isolation", "process")
+        result: dict[str, Any]
+        status = 200
+        if not is_valid_id(plugin_id) or isolation not in ("process", "inprocess"):
+            result = {
+                "ok": False,
+                "code": "invalid_request",
+                "message": f"cannot install {plugin_id!r} with isolation {isolation!r}: "
+                "pick a plugin from the list and process or inprocess",
+            }
+            status = 400
+        else:
+            caller = Caller(f"{request.method} {request.url.path}", _client(request), None)
+            detail = f"store {source or 'any source'}, version {version or 'latest'}, console"
+            wanted = InstallRequest(
+                plugin_id,
+                version=version,
+                source=source,
+                isolation="inprocess" if isolation == "inprocess" else "process",
+            )
+
+            def run() -> dict[str, Any]:
+                with audited(self.service, caller, "plugin.install", plugin_id, detail):
+                    return StoreInstaller(self.service).install(wanted).reply()
+
+            try:
+                result = {"ok": True, **await run_in_threadpool(run)}
+            except PluginError as exc:
+                result = {"ok": False, "code": exc.code, "message": exc.message}
+                status = exc.http_status
+            except ApiError as exc:
+                result = {"ok": False, "code": exc.code, "message": exc.message}
+                status = exc.status
+        if not _is_htmx(request):
+            return await self._store_page(request, session, result, status)
+        return page("_install.html", self._context(request, session, result=result), status=status)
+
+    # -- metrics and the log tail ---------------------------------------------------------
+
+    def _metrics_context(self, polls: int) -> dict[str, Any]:
+        metrics = self.service.host.metrics
+        return {
+            "metrics_on": metrics is not None,
+            "rows": metrics_rows(metrics.numbers()) if metrics is not None else [],
+            "poll_seconds": METRICS_POLL_SECONDS,
+            "next_poll": polls + 1 if polls < METRICS_POLLS else None,
+            "taken": time.strftime("%H:%M:%S"),
+        }
+
+    async def metrics_page(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        return page(
+            "metrics.html",
+            self._context(
+                request,
+                session,
+                title="Metrics",
+                tail_minutes=TAIL_SECONDS // 60,
+                **self._metrics_context(0),
+            ),
+        )
+
+    async def metrics_table(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        try:
+            polls = max(0, int(request.query_params.get("n", "0")))
+        except ValueError:
+            polls = METRICS_POLLS
+        return page(
+            "_metrics.html", self._context(request, session, **self._metrics_context(polls))
+        )
+
+    async def log_tail(self, request: Request) -> Response:
+        """The host's recent log lines, then each new one, as server-sent events; ends when
+        the session does, after TAIL_SECONDS, or when the client goes."""
+        token = request.cookies.get(COOKIE)
+        if self._session(request) is None:
+            return PlainTextResponse("sign in to the console first", status_code=401)
+        if not self.tails.take():
+            return PlainTextResponse(
+                "too many log tails are open; close one (another tab) and reload",
+                status_code=429,
+                headers={"Retry-After": "30"},
+            )
+        is_key = self._key_test()
+        ring, sessions, tails = self.ring, self.sessions, self.tails
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                seen = 0
+                deadline = time.monotonic() + TAIL_SECONDS
+                yield b"retry: 60000\n\n"
+                while time.monotonic() < deadline and sessions.alive(token):
+                    for line in ring.after(seen):
+                        seen = line.seq
+                        yield f"id: {line.seq}\ndata: {mask(line.text, is_key)}\n\n".encode()
+                    if await request.is_disconnected():
+                        return
+                    await asyncio.sleep(TAIL_POLL_SECONDS)
+                yield b"event: end\ndata: the tail ended; reload the page to open it again\n\n"
+            finally:
+                tails.give()
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    def _key_test(self) -> Callable[[str], bool]:
+        """Whether a word of a log line is the management key or a client key."""
+        clients = {k.key for k in self.service.config.api_keys}
+        checker = self.auth.checker
+        return lambda word: word in clients or checker.verify_fast(word) is True
+
+    # -- the audit log --------------------------------------------------------------------
+
+    async def audit_page(self, request: Request) -> Response:
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        trail = self.service.audit
+        plugin = request.query_params.get("plugin", "").strip()[:128] or None
+        try:
+            before = (
+                int(request.query_params["before"]) if "before" in request.query_params else None
+            )
+        except ValueError:
+            before = None
+        entries: list[dict[str, Any]] = []
+        after: int | None = None
+        if trail is not None:
+            found = await run_in_threadpool(
+                trail.page, plugin=plugin, before=before, limit=min(AUDIT_PAGE, MAX_PAGE)
+            )
+            entries, after = found.entries, found.next
+        return page(
+            "audit.html",
+            self._context(
+                request,
+                session,
+                title="Audit log",
+                audit_on=trail is not None,
+                audit_path=trail.path if trail is not None else None,
+                entries=entries,
+                plugin=plugin or "",
+                before=before,
+                next_before=after,
+            ),
+        )
+
 
 class NetworkRule:
     """The API's rule on who may connect at all (loopback unless allow-remote), before
@@ -433,7 +671,15 @@ def create_console(
 ) -> ASGIApp:
     """The console app; `routes` and `links` are the management app's, so menus and
     resource links are the ones the API lists."""
-    console = Console(service, auth, routes, links, sessions or SessionStore())
+    console = Console(
+        service,
+        auth,
+        routes,
+        links,
+        sessions or SessionStore(),
+        ring=shared_ring(),
+        tails=TailSlots(),
+    )
     gated = _gated
     plugin = f"{PREFIX}/plugins/{{plugin_id}}"
     app = Starlette(
@@ -446,6 +692,14 @@ def create_console(
             Route(f"{plugin}/enabled", gated(console.set_enabled), methods=["POST"]),
             Route(f"{plugin}/config", gated(console.save_config), methods=["POST"]),
             Route(f"{plugin}/open", gated(console.open_menu), methods=["GET"]),
+            Route(f"{PREFIX}/store", gated(console.store_page), methods=["GET"]),
+            Route(
+                f"{PREFIX}/store/{{plugin_id}}/install", gated(console.install), methods=["POST"]
+            ),
+            Route(f"{PREFIX}/metrics", gated(console.metrics_page), methods=["GET"]),
+            Route(f"{PREFIX}/metrics/table", gated(console.metrics_table), methods=["GET"]),
+            Route(f"{PREFIX}/logs", console.log_tail, methods=["GET"]),
+            Route(f"{PREFIX}/audit", gated(console.audit_page), methods=["GET"]),
             Mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ]
     )

@@ -84,6 +84,18 @@ class SessionStore:
             self._sessions.move_to_end(key)
             return session
 
+    def alive(self, token: str | None) -> bool:
+        """Whether `token`'s session is live, without restarting its idle clock: a tail
+        left open must not keep an operator who walked away signed in."""
+        if not token:
+            return False
+        now = self._clock()
+        with self._lock:
+            session = self._sessions.get(digest(token))
+            return session is not None and (
+                now - session.seen <= self._idle and now - session.created <= self._lifetime
+            )
+
     def close(self, token: str | None) -> None:
         """Forget `token`'s session (signing out); nothing when there is none."""
         if token:

@@ -36,6 +36,7 @@ __all__ = [
     "CallSeries",
     "MethodCounts",
     "Metrics",
+    "PluginNumbers",
     "PluginStatus",
 ]
 
@@ -151,6 +152,20 @@ class PluginStatus:
     breaker: str  # one of BREAKER_STATES
 
 
+@dataclass(frozen=True)
+class PluginNumbers:
+    """One plugin's figures as the console shows them, read from the same counts as the
+    scrape: calls finished, failed ones, the mean of the timed calls (None before any),
+    calls in flight, and its status while loaded (None when it is not)."""
+
+    plugin_id: str
+    calls: int
+    errors: int
+    mean_seconds: float | None
+    in_flight: int
+    status: PluginStatus | None
+
+
 Gauges = Callable[[], Mapping[str, int]]
 
 
@@ -192,6 +207,28 @@ class Metrics:
         """Read `depths()` (subscriber -> queued events) at every scrape: the event bus's
         queues, wired where the host builds its bus."""
         self._queues = depths
+
+    def numbers(self) -> list[PluginNumbers]:
+        """Every plugin that registered or is loaded, by id, with its figures now."""
+        with self._lock:
+            series = dict(self._series)
+        statuses = {s.plugin_id: s for s in self._status()}
+        out = []
+        for plugin_id in sorted(series.keys() | statuses.keys()):
+            calls = errors = timed = sum_ns = in_flight = 0
+            one = series.get(plugin_id)
+            if one is not None:
+                in_flight = one.in_flight
+                for counts in list(one.methods.values()):
+                    calls += counts.finished
+                    errors += sum(list(counts.errors.values()))
+                    timed += sum(counts.buckets)
+                    sum_ns += counts.sum_ns
+            mean = sum_ns / timed / 1e9 if timed else None
+            out.append(
+                PluginNumbers(plugin_id, calls, errors, mean, in_flight, statuses.get(plugin_id))
+            )
+        return out
 
     def render(self) -> bytes:
         """The Prometheus text format of every series."""

@@ -80,8 +80,12 @@ def _source_status(
     return "", "assumed", True
 
 
-def store_list(config: HostConfig, infos: Iterable[PluginInfo] | None = None) -> dict[str, Any]:
-    """The Go host's list body; StoreRegistryFailed when no source could be read."""
+def store_list(
+    config: HostConfig, infos: Iterable[PluginInfo] | None = None, *, with_versions: bool = False
+) -> dict[str, Any]:
+    """The Go host's list body; StoreRegistryFailed when no source could be read.
+    `with_versions` adds each entry's `versions` offered, its own version first (the console's
+    version picker; the API's body stays the Go host's)."""
     sources = sources_of(config)
     results = read_sources(fetcher_for(config), sources)
     errors = [
@@ -139,6 +143,8 @@ def store_list(config: HostConfig, infos: Iterable[PluginInfo] | None = None) ->
             "install_source_status": status,
         }
         entry.update({k: v for k, v in optional.items() if v})
+        if with_versions:
+            entry["versions"] = plugin.versions_offered()
         entries.append(entry)
     body: dict[str, Any] = {
         "plugins_enabled": config.plugins.enabled,

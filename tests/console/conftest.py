@@ -1,5 +1,6 @@
-"""A real server for the console's tests: the simple-c example (a menu, a resource, an enum
-setting) and the C test plugin registering a logo and a field of every ConfigField type."""
+"""Real servers for the console's tests: the simple-c example (a menu, a resource, an enum
+setting) and the C test plugin registering a logo and a field of every ConfigField type;
+and the test plugin beside a loopback store offering `sp` (the store, metrics and audit views)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ import pytest
 
 from ..conftest import CompilePlugin, HostFactory
 from ..serverutil import RunningServer, run_server
+from ..store.conftest import VERSIONS, Store, store_config
+from ..store.registry_server import store_server
+
+MISSING = "/missing/registry.json"  # a second store source, which answers 404
+CLIENT_KEY = "client-key-never-shown"  # a client key the log tail must mask
 
 # The comments the config file starts with; every save must keep them.
 CONFIG_HEAD = "# operator's note: kept across console saves\n"
@@ -110,5 +116,38 @@ def console_server(
     host_factory.add("simple-c", examples["simple-c"])
     host_factory.add("knobs", knobs_plugin(compile_plugin, tmp_path))
     with run_server(write_config(host_factory)) as running:
+        assert running.service.wait_ready(30)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def libraries(compile_plugin: CompilePlugin) -> dict[str, bytes]:
+    return {
+        v: compile_plugin(TP_WITH_SHUTDOWN=True, TP_NAME=f"store-{v}").read_bytes()
+        for v in VERSIONS
+    }
+
+
+@pytest.fixture
+def store(libraries: dict[str, bytes]) -> Iterator[Store]:
+    with store_server() as server:
+        yield Store(server, libraries)
+
+
+@pytest.fixture
+def views_server(
+    store: Store, host_factory: HostFactory, testplugin: Path
+) -> Iterator[RunningServer]:
+    """The test plugin loaded as `tp`; the store offers `sp`; a second source is missing."""
+    store.direct("sp")
+    host_factory.add("tp", testplugin)
+    store_config(
+        host_factory,
+        [store.url, store.server.url(MISSING)],
+        configs={"tp": {"enabled": True}},
+    )
+    with host_factory.config_path.open("a", encoding="utf-8") as fh:
+        fh.write(f"api-keys:\n  - {CLIENT_KEY}\n")
+    with run_server(host_factory.config_path) as running:
         assert running.service.wait_ready(30)
         yield running

@@ -8,6 +8,7 @@ they go to the test's temp dir."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -197,6 +198,80 @@ def test_an_operator_signs_in_toggles_configures_opens_a_resource_and_signs_out(
         expect(page.get_by_label("Management key")).to_be_visible()
         page.goto("/console")
         expect(page).to_have_url(f"{console_server.base_url}/console/sign-in")
+    finally:
+        context.close()
+    assert time.monotonic() - started < BUDGET_S
+
+
+def _shot(page: Page, name: str, out: Path, width: int = WIDTHS[0]) -> None:
+    """One view at `width`, as it is now (a live page: not reloaded)."""
+    page.set_viewport_size({"width": width, "height": 900})
+    page.screenshot(path=str(out / f"console-{name}-{width}.png"), full_page=True)
+
+
+def test_an_operator_installs_from_the_store_watches_metrics_and_reads_the_audit_log(
+    views_server: RunningServer, browser: Browser, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    host = views_server.service.host
+    shots = _shots_dir(tmp_path)
+    context = browser.new_context(
+        base_url=views_server.base_url, viewport={"width": WIDTHS[0], "height": 900}
+    )
+    page = context.new_page()
+    page.set_default_timeout(STEP_MS)
+    try:
+        page.goto("/console/sign-in")
+        page.get_by_label("Management key").fill(KEY)
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Plugins", level=1)).to_be_visible()
+
+        # The store: its plugins, the source that failed, and an install of an older version.
+        page.get_by_role("link", name="Store").click()
+        expect(page.get_by_role("heading", name="Store", level=1)).to_be_visible()
+        expect(page.get_by_text("Sources that could not be read")).to_be_visible()
+        card = page.get_by_role("article").filter(has_text="sp, a test plugin")
+        card.get_by_label("Version").select_option("1.1.0")
+        _accessible(page)
+        card.get_by_role("button", name="Install sp").click()
+        expect(card.get_by_role("status").filter(has_text="Installed")).to_contain_text(
+            "Installed sp 1.1.0"
+        )
+        expect(card.get_by_text("Installing sp")).to_be_hidden()
+        info = host.plugin("sp")
+        assert info is not None
+        assert info.registered
+        page.reload()
+        expect(page.get_by_text("update available")).to_be_visible()
+        _accessible(page)
+        _shot(page, "store", shots)
+        page.set_viewport_size({"width": WIDTHS[0], "height": 900})
+
+        # Metrics: the test plugin's calls, and the log tail live.
+        for _ in range(3):
+            host.call("tp", "echo", {"a": 1})
+        page.get_by_role("link", name="Metrics").click()
+        row = page.get_by_role("row").filter(has=page.get_by_role("link", name="tp", exact=True))
+        expect(row.get_by_role("cell").nth(0)).to_have_text("3")
+        expect(page.locator("#log-state")).to_have_text("Live.")
+        logging.getLogger("cliproxy_host.tests.browser").warning("a line for the tail")
+        expect(page.locator("#log-lines li").last).to_contain_text("a line for the tail")
+        host.call("tp", "echo", {})
+        # The table refreshes itself (every 5 s) with the new count.
+        expect(row.get_by_role("cell").nth(0)).to_have_text("4", timeout=STEP_MS)
+        _accessible(page)
+        _shot(page, "metrics", shots)
+        page.set_viewport_size({"width": WIDTHS[0], "height": 900})
+
+        # The audit log: the console's install, then only sp's entries.
+        page.get_by_role("link", name="Audit log").click()
+        expect(page.get_by_role("heading", name="Audit log", level=1)).to_be_visible()
+        expect(page.get_by_role("cell", name="POST /console/store/sp/install")).to_be_visible()
+        page.get_by_label("Plugin", exact=True).fill("sp")
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("table")).to_contain_text("1 entry for sp")
+        _accessible(page)
+        _shot(page, "audit", shots)
     finally:
         context.close()
     assert time.monotonic() - started < BUDGET_S

@@ -305,3 +305,26 @@ def test_with_metrics_off_nothing_is_counted(testplugin: Path, make_host: Any) -
     )
     assert host.metrics is None
     assert host.call("tp", "echo", {"a": 1}) == {"a": 1}
+
+
+def test_numbers_give_the_scrapes_figures_per_plugin(testplugin: Path, make_host: Any) -> None:
+    host = make_host({"tp": testplugin}, {"tp": {"enabled": True}})
+    for _ in range(SAMPLE_EVERY + 1):
+        host.call("tp", "echo", {})
+    with pytest.raises(errors.PluginError):
+        host.call("tp", "fail", {})
+    assert host.metrics is not None
+    (tp,) = host.metrics.numbers()
+    samples = scrape(host)
+    assert tp.plugin_id == "tp"
+    assert tp.calls == SAMPLE_EVERY + 2
+    assert tp.calls == sum(
+        value(samples, "cliproxy_plugin_calls_total", plugin="tp", method=m) or 0
+        for m in ("echo", "fail")
+    )
+    assert tp.errors == 1
+    assert tp.in_flight == 0
+    assert tp.mean_seconds is not None
+    assert 0 < tp.mean_seconds < 5
+    assert tp.status is not None
+    assert (tp.status.state, tp.status.breaker, tp.status.restarts) == ("running", "closed", 0)
