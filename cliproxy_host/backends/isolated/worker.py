@@ -27,7 +27,6 @@ from typing import Final, NoReturn
 import orjson
 
 from ...errors import PluginBusy, PluginCallFailed, PluginError, PluginLoadError, ResponseTooLarge
-from ...trust.digest import check_digest, read_image
 from ..native import NativePlugin
 from .core import LineCore, load_core
 from .cpu import spare_cpu
@@ -263,6 +262,9 @@ class _Server:
         they are what the host checked (the file may have changed since)."""
         if self.sha256 is None:
             return None
+        # Here, not at the top: the trust package costs every worker start ~5 ms to import.
+        from ...trust.digest import check_digest, read_image  # noqa: PLC0415
+
         try:
             data = read_image(self.path)
         except OSError as exc:
