@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,46 @@ def test_every_capability_method_has_one_owner() -> None:
     assert abi.method_mode("request.normalize") is abi.Mode.CHAIN
     assert abi.method_mode("usage.handle") is abi.Mode.BROADCAST
     assert abi.method_mode("executor.execute") is abi.Mode.FIRST
+
+
+def _run_abi(cache: Path, code: str) -> str:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    script = f"import sys; from cliproxy_host import abi; {code}"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_ffi_loads_from_its_cached_module_without_the_c_parser(tmp_path: Path) -> None:
+    # pycparser's import and parse were most of an isolated worker's start-up.
+    probe = "print(sorted(m for m in ('cffi', 'pycparser') if m in sys.modules))"
+    _run_abi(tmp_path, probe)  # the first start emits the module
+    assert list((tmp_path / "cliproxy-host").glob("abi_ffi_*.py")), "no module was cached"
+    assert _run_abi(tmp_path, probe) == "[]"
+    layout = (
+        "print(abi.ffi.sizeof('cliproxy_plugin_api'), abi.ffi.offsetof('cliproxy_buffer', 'len'))"
+    )
+    assert _run_abi(tmp_path, layout) == f"{abi.ffi.sizeof('cliproxy_plugin_api')} 8"
+
+
+def test_a_damaged_cached_module_is_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    target = abi.cached_module(abi.declarations())
+    target.parent.mkdir(parents=True)
+    target.write_text("ffi = (\n")  # cut short, e.g. by a full disk
+    assert _run_abi(tmp_path, "print(abi.ffi.sizeof('cliproxy_buffer'))") == "16"
+
+
+def test_an_unwritable_cache_still_gives_the_ffi(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # the cache directory cannot be made under a file
+    assert _run_abi(blocked, "print(abi.ffi.sizeof('cliproxy_buffer'))") == "16"

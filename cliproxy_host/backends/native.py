@@ -241,7 +241,7 @@ class NativePlugin:
             ) from None
         try:
             init = getattr(self._lib, INIT_SYMBOL)
-        except AttributeError:
+        except (AttributeError, ffi.error):  # ffi.error: the out-of-line ffi's (abi.py)
             ffi.dlclose(self._lib)
             self._release_image()
             raise self._load_error(

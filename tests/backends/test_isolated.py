@@ -659,6 +659,58 @@ def test_a_call_line_keeps_the_timeout_each_call_brings() -> None:
 # -- crashes -----------------------------------------------------------------------------
 
 
+def standbys(path: Path) -> list[int]:
+    """This process's children waiting as standby workers for the plugin at `path`:
+    started --standby, and the plugin not loaded (a woken one keeps its command line)."""
+    found = []
+    for pid in children():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            loaded = str(path) in Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        if b"--standby" in argv and not loaded and alive(pid):
+            found.append(pid)
+    return found
+
+
+def test_a_restart_wakes_the_standby_worker_with_the_config(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin)
+    result(plugin, "plugin.register", config_request("mode: safe\n"))
+    assert wait_until(lambda: len(standbys(testplugin)) == 1)
+    (standby,) = standbys(testplugin)
+    assert worker_pid(plugin) != standby  # it waits, with the plugin not loaded
+    with pytest.raises(errors.PluginError):
+        plugin.call("segfault", b"{}")
+    assert worker_pid(plugin) == standby
+    assert base64.b64decode(result(plugin, "last_config")["config_yaml"]) == b"mode: safe\n"
+    # the next restart has a standby of its own
+    assert wait_until(lambda: len(standbys(testplugin)) == 1 and standbys(testplugin) != [standby])
+    plugin.close()
+    assert children() == []
+
+
+def test_a_standby_that_died_is_replaced_by_a_new_worker(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin)
+    assert wait_until(lambda: len(standbys(testplugin)) == 1)
+    (standby,) = standbys(testplugin)
+    os.kill(standby, signal.SIGKILL)
+    assert wait_until(lambda: not alive(standby))
+    with pytest.raises(errors.PluginError):
+        plugin.call("segfault", b"{}")
+    assert worker_pid(plugin) not in (standby, os.getpid())
+    assert result(plugin, "echo", {"b": 2}) == {"b": 2}
+
+
+def test_without_a_standby_worker_a_restart_spawns_one(testplugin: Path, load: Load) -> None:
+    plugin = load(testplugin, standby_worker=False)
+    before = worker_pid(plugin)
+    with pytest.raises(errors.PluginError):
+        plugin.call("segfault", b"{}")
+    assert worker_pid(plugin) != before
+    assert standbys(testplugin) == []
+
+
 @pytest.mark.parametrize(
     ("method", "how", "signame"),
     [
@@ -930,7 +982,9 @@ def test_worker_output_goes_to_the_log_with_the_plugin_id(
 
 
 def test_a_worker_that_stops_answering_pings_is_replaced(testplugin: Path, load: Load) -> None:
-    plugin = load(testplugin, ping_interval_s=0.2, ping_timeout_s=0.3)
+    # No standby worker: the states are sampled every 10 ms below, and a restart that
+    # wakes a standby (~5 ms) can come and go between two samples.
+    plugin = load(testplugin, ping_interval_s=0.2, ping_timeout_s=0.3, standby_worker=False)
     before = worker_pid(plugin)
     time.sleep(0.5)  # pings come and go
     assert plugin.health().restarts == 0

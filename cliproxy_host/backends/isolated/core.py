@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Final
 
 from ...abi import ffi, libc
@@ -16,22 +18,34 @@ from .wire import pack_error
 
 log = logging.getLogger("cliproxy_host.worker")
 
-# The core's functions, over the ABI's own types (see linecore.c for what each does).
-ffi.cdef(
-    """
-    int cw_setup(void* call, void* free_buffer, void* ctx, void* fallback, void* error,
-                 uint64_t max_response, int spin_us, const char* plugin_id);
-    int cw_host_call(void* ctx, const char* method, const uint8_t* request,
-                     size_t request_len, cliproxy_buffer* response);
-    void cw_host_free(void* ptr, size_t len);
-    int cw_serve_line(int fd);
-    int cw_drain(double seconds);
-    int cw_control_start(int fd, const char* plugin_id, void* on_shutdown);
-    int cw_control_send(int kind, uint64_t id, const uint8_t* payload, size_t len);
-    int cw_control_call(const char* method, const uint8_t* request, size_t request_len,
-                        cliproxy_buffer* response);
-    """
-)
+# The core's functions, over the ABI's own types (see linecore.c for what each does). Bound
+# by address rather than declared with ffi.cdef: the ABI's ffi is loaded parsed already
+# (abi.py), and a cdef here would bring the C parser back into every worker's start.
+_FUNCTIONS: Final = {
+    "cw_setup": "int(*)(void*, void*, void*, void*, void*, uint64_t, int, const char*)",
+    "cw_host_call": ("int(*)(void*, const char*, const uint8_t*, size_t, cliproxy_buffer*)"),
+    "cw_host_free": "void(*)(void*, size_t)",
+    "cw_serve_line": "int(*)(int)",
+    "cw_drain": "int(*)(double)",
+    "cw_control_start": "int(*)(int, const char*, void*)",
+    "cw_control_send": "int(*)(int, uint64_t, const uint8_t*, size_t)",
+    "cw_control_call": "int(*)(const char*, const uint8_t*, size_t, cliproxy_buffer*)",
+}
+
+
+def _bind(path: Path) -> SimpleNamespace:
+    """The core's functions from its library; OSError when it cannot be loaded."""
+    library = ctypes.CDLL(str(path))
+    try:
+        addresses = {name: ctypes.cast(library[name], ctypes.c_void_p).value for name in _FUNCTIONS}
+    except AttributeError as exc:  # an older or foreign library under the core's name
+        raise OSError(f"{path}: {exc}") from None
+    # `library` stays referenced by the namespace: its code must stay mapped.
+    return SimpleNamespace(
+        _library=library,
+        **{name: ffi.cast(_FUNCTIONS[name], addresses[name]) for name in _FUNCTIONS},
+    )
+
 
 # The kinds of failed call the core asks Python to word (CW_ERR_* in linecore.c).
 _ERR_RC: Final = 1
@@ -45,7 +59,7 @@ class LineCore:
 
     def __init__(self, path: Path) -> None:
         """Load the core's library; OSError when it cannot be loaded."""
-        self._lib = ffi.dlopen(str(path))
+        self._lib = _bind(path)
         self._plugin_id = ""
         self._max_response = 0
         # Kept referenced as long as the core may call them: for the life of the process.

@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 from typing import Final
 
+from ...cache import cache_dir
+
 log = logging.getLogger(__name__)
 
 SOURCE: Final = Path(__file__).with_name("linecore.c")
@@ -26,18 +28,6 @@ _COMPILE_TIMEOUT_S: Final = 120.0
 
 _lock = threading.Lock()
 _built: dict[tuple[str, Path], Path | None] = {}
-
-
-def cache_dir() -> Path:
-    """Where built cores are kept: $XDG_CACHE_HOME/cliproxy-host, or ~/.cache/cliproxy-host
-    (a directory of this user's under the temp dir where there is no home)."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    if not base:
-        try:
-            base = str(Path.home() / ".cache")
-        except RuntimeError:  # no HOME and no passwd entry
-            return Path(tempfile.gettempdir()) / f"cliproxy-host-{os.getuid()}"
-    return Path(base) / "cliproxy-host"
 
 
 def compiler() -> list[str]:

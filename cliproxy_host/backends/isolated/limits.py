@@ -37,6 +37,10 @@ class IsolationLimits:
     # Call lines served in C by the worker's native line core (core_build.py, linecore.c)
     # rather than in Python; without a C compiler, in Python whatever this says.
     native_core: bool = True
+    # A worker spawned ahead and kept waiting, all imported, for the next restart: a
+    # restart then costs the plugin's load, not a Python start (supervisor.py). One idle
+    # process per isolated plugin.
+    standby_worker: bool = True
 
     def __post_init__(self) -> None:
         positive = {

@@ -17,8 +17,9 @@ from typing import Final, Protocol
 
 from ...errors import PluginCrashed, PluginError, PluginLoadError, PluginUnloading
 from .limits import IsolationLimits
-from .spawn import forward_output, spawn
+from .spawn import Spawned, forward_output, spawn
 from .wire import (
+    GO,
     HANDSHAKE_ID,
     CallLine,
     Channel,
@@ -104,7 +105,10 @@ class WorkerProcess:
         limits: IsolationLimits,
         ids: itertools.count[int],
         owner: Owner,
+        *,
+        standby: Spawned | None = None,
     ) -> None:
+        """Start a worker, or wake `standby` (a worker spawned ahead for this plugin)."""
         self.plugin_id = plugin_id
         self.path = path
         self.owner = owner
@@ -120,7 +124,12 @@ class WorkerProcess:
         self.max_frame = limits.max_response_bytes + _FRAME_SLACK
         self.idle_lines: list[CallLine] = []  # a stack: the line used last is used next
 
-        self.proc, parent_sock, self.lines_sock, output = spawn(plugin_id, path, limits)
+        if standby is None:
+            self.proc, parent_sock, self.lines_sock, output = spawn(plugin_id, path, limits)
+        else:
+            self.proc, parent_sock, self.lines_sock, output = standby
+            # OSError (it died while it waited): the caller discards it and spawns anew.
+            parent_sock.sendall(GO)
         self.pid = self.proc.pid
         self.channel = Channel(parent_sock, self.max_frame)
         name = f"cliproxy-isolated-{plugin_id}-{self.pid}"

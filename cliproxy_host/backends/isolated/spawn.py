@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -14,20 +15,28 @@ from . import core_build
 from .limits import IsolationLimits
 
 _LINE_LIMIT: Final = 64 * 1024
+# A started worker: the process, the host's ends of its control and call-line sockets,
+# and its stdout/stderr to read.
+Spawned = tuple[subprocess.Popen[bytes], socket.socket, socket.socket, IO[bytes]]
 
 
-def spawn(
-    plugin_id: str, path: Path, limits: IsolationLimits
-) -> tuple[subprocess.Popen[bytes], socket.socket, socket.socket, IO[bytes]]:
+def spawn(plugin_id: str, path: Path, limits: IsolationLimits, *, standby: bool = False) -> Spawned:
     """Start a worker for the plugin: the process, the host's ends of its control socket
-    and of the socket new call lines go over, and its stdout/stderr to read."""
+    and of the socket new call lines go over, and its stdout/stderr to read.
+
+    A standby worker imports what it needs, then waits for GO on its control socket
+    before it loads the plugin (or exits at EOF): started ahead, it makes a restart
+    cost the plugin's load rather than an interpreter's start (see supervisor.py).
+    """
     parent_sock, child_sock = socket.socketpair()
     # New call lines reach the worker through this one, as file descriptors.
     lines_sock, lines_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            worker_command(plugin_id, path, limits, child_sock.fileno(), lines_child.fileno()),
+            worker_command(
+                plugin_id, path, limits, child_sock.fileno(), lines_child.fileno(), standby=standby
+            ),
             # /dev/null rather than closed: a free fd 0 would be taken by the plugin's
             # next open() and mistaken for stdin.
             stdin=subprocess.DEVNULL,
@@ -52,8 +61,24 @@ def spawn(
     return proc, parent_sock, lines_sock, os.fdopen(read_fd, "rb")
 
 
+def discard(spawned: Spawned) -> None:
+    """End a worker that was never handed a plugin: kill it, reap it, close its ends."""
+    proc, parent_sock, lines_sock, output = spawned
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait()
+    for closable in (parent_sock, lines_sock, output):
+        closable.close()
+
+
 def worker_command(
-    plugin_id: str, path: Path, limits: IsolationLimits, fd: int, lines_fd: int
+    plugin_id: str,
+    path: Path,
+    limits: IsolationLimits,
+    fd: int,
+    lines_fd: int,
+    *,
+    standby: bool = False,
 ) -> list[str]:
     """The worker's command line (see worker.py)."""
     command = [
@@ -81,6 +106,8 @@ def worker_command(
         command += ["--cpu-limit-s", str(limits.cpu_limit_s)]
     if limits.sha256 is not None:
         command += ["--sha256", limits.sha256]
+    if standby:
+        command.append("--standby")
     if limits.native_core:
         core = core_build.line_core()
         if core is not None:

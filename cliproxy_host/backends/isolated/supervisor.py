@@ -6,6 +6,10 @@ Decisions worth knowing:
   crashes.
 - A restarted worker is given the last config the plugin accepted (see `configured`), as
   plugin.register (the new process has never been registered).
+- A standby worker is kept for the next restart: spawned once the worker runs, it has
+  imported everything and waits (spawn.py), so a restart after a crash costs the plugin's
+  load, not an interpreter's start. It costs one idle process per isolated plugin
+  (IsolationLimits.standby_worker turns it off).
 - A fused plugin stays fused until a plugin.register/plugin.reconfigure call brings a
   config different from the one it crashed with, or the host builds a new backend (file
   changed, operator re-enabled it).
@@ -19,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar, cast
 
 from ...abi import Method
 from ...errors import PluginError, PluginLoadError, PluginUnavailable, PluginUnloading
@@ -27,6 +31,7 @@ from ..protocol import CONFIG_METHODS, Health, State
 from .fuse import Fuse
 from .limits import IsolationLimits
 from .process import EXIT_GRACE, REAP_GRACE, WorkerGone, WorkerProcess
+from .spawn import Spawned, discard, spawn
 from .wire import HANDSHAKE_ID
 
 log = logging.getLogger(__name__)
@@ -119,6 +124,8 @@ class Supervisor(Generic[W]):
         self._stop = False  # the drain is over: the supervisor shuts the worker down
         self._threads: list[threading.Thread] = []
         self._started = threading.Event()
+        self._standby: Spawned | None = None  # only the supervisor thread touches it
+        self._standby_failed = False
         self._start_error: PluginError | None = None
         self._thread = threading.Thread(
             target=self._supervise, name=f"cliproxy-isolated-{plugin_id}", daemon=True
@@ -300,7 +307,7 @@ class Supervisor(Generic[W]):
     def _start_worker(self) -> None:
         """Start a worker, load the plugin, replay its config; RUNNING when all went well."""
         try:
-            worker = self._spawn(self, self._ids)
+            worker = self._new_worker()
         except OSError as exc:
             raise PluginLoadError(
                 f"cannot start a worker process for {self.path}: {exc}",
@@ -313,6 +320,9 @@ class Supervisor(Generic[W]):
             if self._closing:
                 worker.kill("the plugin was unloaded while its worker started")
         worker.wait_loaded(self.limits.start_timeout_s)
+        # Before the plugin is RUNNING, not after: its calls then never share the host
+        # with a spawn half done (file descriptors, a fork) that they did not ask for.
+        self._prepare_standby()
         with self._cond:
             config, timeout = self._config, self._config_timeout
         if config is not None:
@@ -328,6 +338,54 @@ class Supervisor(Generic[W]):
             if worker is self._worker and worker.usable and not self._closing:
                 self._state = State.RUNNING
                 self._cond.notify_all()
+
+    def _new_worker(self) -> W:
+        """A worker woken from standby where one waits, else one started now."""
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            if standby[0].poll() is None:
+                try:
+                    worker = WorkerProcess(
+                        self.plugin_id,
+                        self.path,
+                        self.limits,
+                        self._ids,
+                        cast("Supervisor[WorkerProcess]", self),
+                        standby=standby,
+                    )
+                except OSError:  # it died while it waited
+                    pass
+                else:
+                    # The next one while this one loads the plugin (on another core).
+                    self._prepare_standby()
+                    return cast("W", worker)  # standbys are made only for spawn_worker's
+            discard(standby)
+        return self._spawn(self, self._ids)
+
+    def _prepare_standby(self) -> None:
+        """Spawn the next worker ahead, once this one has loaded the plugin (see the
+        module's docstring). Only a worker hosting a library has a standby form: a plugin
+        program (backends/program) starts from scratch."""
+        if (
+            not self.limits.standby_worker
+            or self._spawn is not spawn_worker
+            or self._standby is not None
+            or self._standby_failed
+        ):
+            return
+        with self._cond:
+            if self._closing:
+                return
+        try:
+            self._standby = spawn(self.plugin_id, self.path, self.limits, standby=True)
+        except OSError as exc:
+            # Once: restarts then start their worker from scratch, as they did before.
+            self._standby_failed = True
+            log.warning(
+                "plugin %s: cannot spawn a standby worker (%s); restarts start a new one",
+                self.plugin_id,
+                exc,
+            )
 
     def _ping(self) -> None:
         with self._cond:
@@ -349,6 +407,9 @@ class Supervisor(Generic[W]):
         worker.kill(reason)
 
     def _stop_worker(self) -> None:
+        if self._standby is not None:
+            discard(self._standby)
+            self._standby = None
         with self._cond:
             worker = self._worker
             threads = list(self._threads)

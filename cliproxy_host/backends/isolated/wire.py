@@ -44,6 +44,8 @@ _READ_BUFFER: Final = 256 * 1024
 LINE_BUFFER: Final = 64 * 1024
 _TIMEVAL: Final = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO and SO_SNDTIMEO
 HANDSHAKE_ID: Final = 0  # READY or the load ERROR answer this id
+# One byte, before any frame: what a standby worker (spawn.py) waits for to load its plugin.
+GO: Final = b"G"
 # How much longer than what is left of a call a line's kernel timeout may be left set.
 _TIMEOUT_SLACK: Final = 0.01
 

@@ -27,11 +27,11 @@ from typing import Final, NoReturn
 import orjson
 
 from ...errors import PluginBusy, PluginCallFailed, PluginError, PluginLoadError, ResponseTooLarge
-from ...trust.digest import check_digest, read_image
 from ..native import NativePlugin
 from .core import LineCore, load_core
 from .cpu import spare_cpu
 from .wire import (
+    GO,
     HANDSHAKE_ID,
     LINE_BUFFER,
     Channel,
@@ -263,6 +263,9 @@ class _Server:
         they are what the host checked (the file may have changed since)."""
         if self.sha256 is None:
             return None
+        # Here, not at the top: the trust package costs every worker start ~5 ms to import.
+        from ...trust.digest import check_digest, read_image  # noqa: PLC0415
+
         try:
             data = read_image(self.path)
         except OSError as exc:
@@ -406,6 +409,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu-limit-s", type=int)
     parser.add_argument("--sha256")
     parser.add_argument("--line-core", type=Path)
+    parser.add_argument("--standby", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -419,6 +423,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # would hide this worker's death (EOF) from the host.
     os.set_inheritable(sock.fileno(), False)
     os.set_inheritable(lines_sock.fileno(), False)
+    core = None if args.line_core is None else load_core(args.line_core, args.plugin_id)
+    if args.standby:
+        _await_go(sock)
     apply_limits(args.memory_limit_mb, args.cpu_limit_s)
     _Server(
         sock,
@@ -428,8 +435,18 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         max_response=args.max_response_bytes,
         spin_us=args.spin_us,
         sha256=args.sha256,
-        core=None if args.line_core is None else load_core(args.line_core, args.plugin_id),
+        core=core,
     ).serve()
+
+
+def _await_go(sock: socket.socket) -> None:
+    """A standby worker, all imported: wait until the host needs it (GO), or exit (EOF)."""
+    try:
+        go = sock.recv(len(GO))
+    except OSError:
+        go = b""
+    if go != GO:  # the host discarded it, or is gone
+        _exit(0)
 
 
 if __name__ == "__main__":
