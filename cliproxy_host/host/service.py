@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..backends.protocol import State
 from ..config import ConfigError, ConfigStore, HostConfig
+from ..config.files import Stamp, stamp_of
 from ..discovery import discover, is_valid_id
 from ..errors import (
     ConfigSaveFailed,
@@ -22,6 +23,7 @@ from ..errors import (
     PluginNotFound,
 )
 from ..observe.audit import AuditLog
+from ..trust.signatures import signature_path
 from .facade import PluginHost
 from .reconcile import plugins_dir_error
 from .watch import Changes, Watcher
@@ -270,14 +272,35 @@ class HostService:
         its config entry and apply, as one change: if the config cannot be written, the
         file is taken back, so the file and the config never disagree."""
         with self._change(plugin_id):
+            before = self._files_of(plugin_id) if self._replica is not None else {}
             undo = place()
             try:
+                if self._replica is not None:
+                    self._publish(self._replica, plugin_id, before)
                 cfg = self.store.patch_plugin_config(plugin_id, entry)
             except BaseException:
                 undo()
                 raise
             self.host.apply(cfg)
         return cfg
+
+    def _files_of(self, plugin_id: str) -> dict[Path, Stamp | None]:
+        root = self.config.plugins_dir()
+        found = discover(root).candidates.get(plugin_id, ())
+        return {f.path: stamp_of(f.path) for f in found}
+
+    def _publish(
+        self, replica: PgConfigStore, plugin_id: str, before: Mapping[Path, Stamp | None]
+    ) -> None:
+        """Store the file `place` just wrote in the config store, for the other replicas."""
+        root = self.config.plugins_dir()
+        for path, stamp in self._files_of(plugin_id).items():
+            if before.get(path) == stamp:
+                continue
+            sig = signature_path(path)
+            signature = sig.read_bytes() if sig.is_file() else None
+            name = path.relative_to(root).as_posix()
+            replica.publish_file(plugin_id, name, path.read_bytes(), signature)
 
     def set_enabled(self, plugin_id: str, enabled: bool) -> HostConfig:
         """Write `enabled` and apply it; enabling a fused plugin also clears its fuse."""

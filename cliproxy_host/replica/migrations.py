@@ -26,6 +26,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value jsonb NOT NULL
     );
     """,
+    """
+    -- The library each plugin was last installed or uploaded with, by sha256, and its
+    -- detached signature (the content of a .sig), if it came with one.
+    CREATE TABLE cliproxy_plugin_files (
+        plugin_id text PRIMARY KEY,
+        name text NOT NULL,
+        sha256 text NOT NULL,
+        data bytea NOT NULL,
+        signature bytea
+    );
+    """,
 )
 
 

@@ -20,7 +20,9 @@ from ..config.files import read_file
 from ..config.schema import MAX_CONFIG_FILE_BYTES, MAX_NESTING_DEPTH, HostConfig
 from ..config.yamledit import parse_yaml, plain, round_trip_yaml
 from ..errors import ConfigConflict, ConfigError, ConfigSaveFailed
+from ..trust.digest import sha256_hex
 from .copy import Rows, load_copy, save_copy
+from .files import local_trust, place, refusal, safe_name
 from .migrations import CHANNEL, migrate
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,11 @@ class PgConfigStore:
         self._rows = rows
         self._config = self._compose(rows)
         save_copy(self._state_dir, rows)
+        # plugin ID -> the sha256 of the file this replica last took from the database.
+        self._taken: dict[str, str] = {}
+        if self._connected:
+            with psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                self._sync_files(conn)
 
     # -- what HostService reads -------------------------------------------------------
 
@@ -237,6 +244,74 @@ class PgConfigStore:
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, plugin_id))
         return rows
 
+    def publish_file(self, plugin_id: str, name: str, data: bytes, signature: bytes | None) -> None:
+        """Store a plugin's installed library (by sha256) for the other replicas to take."""
+        digest = sha256_hex(data)
+        try:
+            with (
+                psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn,
+                conn.transaction(),
+            ):
+                conn.execute(
+                    "INSERT INTO cliproxy_plugin_files (plugin_id, name, sha256, data, signature)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (plugin_id) DO UPDATE SET"
+                    " name = excluded.name, sha256 = excluded.sha256, data = excluded.data,"
+                    " signature = excluded.signature",
+                    (plugin_id, name, digest, data, signature),
+                )
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, plugin_id))
+        except psycopg.OperationalError as exc:
+            raise ConfigSaveFailed(
+                f"config store {self._where} is unreachable ({_reason(exc)}): the file of"
+                f" {plugin_id} was not stored; retry when it is back",
+                plugin_id=plugin_id,
+            ) from None
+        self._taken[plugin_id] = digest  # this replica has it already
+
+    def _sync_files(self, conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+        """Write the files other replicas stored that this one lacks, each only if its
+        local pin or trusted keys admit it; answers whether any was written."""
+        wanted = conn.execute(
+            "SELECT plugin_id, name, sha256 FROM cliproxy_plugin_files"
+        ).fetchall()
+        plugins_dir = self._config.plugins_dir()
+        written = False
+        for plugin_id, name, digest in wanted:
+            if self._taken.get(plugin_id) == digest:
+                continue
+            relative = safe_name(str(name))
+            if relative is None:
+                log.error("config store: the file of %s is named %r, outside the plugins"
+                          " dir: not taken", plugin_id, name)  # fmt: skip
+                self._taken[plugin_id] = digest
+                continue
+            target = plugins_dir.joinpath(*relative.parts)
+            if target.is_file() and sha256_hex(target.read_bytes()) == digest:
+                self._taken[plugin_id] = digest
+                continue
+            row = conn.execute(
+                "SELECT data, signature FROM cliproxy_plugin_files WHERE plugin_id = %s",
+                (plugin_id,),
+            ).fetchone()
+            if row is None:
+                continue
+            data, signature = bytes(row[0]), None if row[1] is None else bytes(row[1])
+            pin, keys = local_trust(self._local, plugin_id)
+            why = refusal(plugin_id, data, signature, pin, keys)
+            self._taken[plugin_id] = digest  # judged once per version of the file
+            if why is not None:
+                log.error("config store: not taking the file of %s (%s): %s", plugin_id, name, why)
+                continue
+            try:
+                place(plugins_dir, relative, data, signature)
+            except OSError as exc:
+                log.error("config store: cannot write the file of %s: %s", plugin_id, exc)
+                del self._taken[plugin_id]
+                continue
+            log.info("config store: took the file of %s (%s, sha256 %s)", plugin_id, name, digest)
+            written = True
+        return written
+
     # -- reading ----------------------------------------------------------------------
 
     def _first_read(self) -> Rows:
@@ -343,7 +418,9 @@ class PgConfigStore:
 
     def _refreshed(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         with self._lock:
-            changed = self._refresh_locked(conn)
+            # Files first: an entry that enables a plugin finds its file in place.
+            wrote = self._sync_files(conn)
+            changed = self._refresh_locked(conn) or wrote
         if changed and self._on_change is not None:
             self._on_change()
 

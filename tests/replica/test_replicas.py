@@ -9,17 +9,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ruamel.yaml import YAML
 
 from cliproxy_host.abi import LIBRARY_SUFFIX
 from cliproxy_host.discovery import platform_tag
+from cliproxy_host.trust.keys import encode_public
+from cliproxy_host.trust.signatures import sign
 
 from ..serverutil import wait_until
 from .postgres import PostgresServer
@@ -63,24 +67,24 @@ def _free_port() -> int:
         return port
 
 
-def _start(root: Path, library: Path, dsn: str) -> Replica:
+def _start(root: Path, library: Path | None, dsn: str, trusted_keys: Sequence[str] = ()) -> Replica:
+    """A serve process in `root`, with `library` as simple-c in its plugins dir (None: an
+    empty plugins dir) and `trusted_keys` as its own plugins.trusted-keys."""
     os_name, arch = platform_tag()
     arch_dir = root / "plugins" / os_name / arch
     arch_dir.mkdir(parents=True)
-    shutil.copyfile(library, arch_dir / f"simple-c{LIBRARY_SUFFIX}")
+    if library is not None:
+        shutil.copyfile(library, arch_dir / f"simple-c{LIBRARY_SUFFIX}")
     config = root / "config.yaml"
+    plugins: dict[str, Any] = {
+        "enabled": True,
+        "dir": "plugins",
+        "configs": {"simple-c": {"enabled": False}},
+    }
+    if trusted_keys:
+        plugins["trusted-keys"] = list(trusted_keys)
     with config.open("w", encoding="utf-8") as fh:
-        YAML().dump(
-            {
-                "api-keys": [CLIENT_KEY],
-                "plugins": {
-                    "enabled": True,
-                    "dir": "plugins",
-                    "configs": {"simple-c": {"enabled": False}},
-                },
-            },
-            fh,
-        )
+        YAML().dump({"api-keys": [CLIENT_KEY], "plugins": plugins}, fh)
     port = _free_port()
     log = root / "serve.log"
     with log.open("wb") as out:
@@ -107,12 +111,15 @@ def _up(replica: Replica) -> bool:
         return False
 
 
-@pytest.fixture
-def replicas(tmp_path: Path, database: str, examples: dict[str, Path]) -> Iterator[list[Replica]]:
+@contextmanager
+def _running(
+    tmp_path: Path, database: str, library: Path | None, keys: Sequence[Sequence[str]]
+) -> Iterator[list[Replica]]:
+    """One replica per entry of `keys` (its trusted keys), all up."""
     started: list[Replica] = []
     try:
-        for n in range(3):
-            started.append(_start(tmp_path / f"replica{n}", examples["simple-c"], database))
+        for n, trusted in enumerate(keys):
+            started.append(_start(tmp_path / f"replica{n}", library, database, trusted))
         for replica in started:
             wait_until(lambda r=replica: _up(r), timeout=60)  # type: ignore[misc]
         yield started
@@ -126,6 +133,12 @@ def replicas(tmp_path: Path, database: str, examples: dict[str, Path]) -> Iterat
                 replica.process.kill()
                 replica.process.wait(timeout=10)
             replica.client.close()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, database: str, examples: dict[str, Path]) -> Iterator[list[Replica]]:
+    with _running(tmp_path, database, examples["simple-c"], [(), (), ()]) as started:
+        yield started
 
 
 def test_an_enable_on_one_replica_is_in_force_on_the_other_two(replicas: list[Replica]) -> None:
@@ -210,3 +223,31 @@ def test_the_database_restarted_mid_run_loses_nothing(
         assert replica.settings().get("before") == 1
         assert "during" not in replica.settings()
     assert "unreachable" in first.log.read_text()
+
+
+def test_a_file_uploaded_on_one_replica_runs_on_those_whose_keys_signed_it(
+    tmp_path: Path, database: str, examples: dict[str, Path]
+) -> None:
+    signer = Ed25519PrivateKey.generate()
+    trusted = encode_public(signer.public_key())
+    other = encode_public(Ed25519PrivateKey.generate().public_key())
+    data = examples["simple-c"].read_bytes()
+    signature = sign(data, signer).decode().strip()
+    with _running(tmp_path, database, None, [[trusted], [trusted], [other]]) as replicas:
+        first, second, stranger = replicas
+        answer = first.client.put(
+            f"{PLUGINS}/simple-c/file",
+            params={"version": "1.0.0", "signature": signature},
+            content=data,
+        )
+        assert answer.status_code == 200, answer.text
+        wait_until(first.serves, timeout=15)
+        wait_until(second.serves, timeout=15)
+        os_name, arch = platform_tag()
+        name = f"simple-c-v1.0.0{LIBRARY_SUFFIX}"
+        taken = tmp_path / "replica1" / "plugins" / os_name / arch / name
+        assert taken.read_bytes() == data
+        # The third trusts another key: the database's copy is not enough for it.
+        wait_until(lambda: "not taking the file of simple-c" in stranger.log.read_text(), 10)
+        assert not (tmp_path / "replica2" / "plugins" / os_name / arch / name).exists()
+        assert not stranger.serves()
