@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from cliproxy_host.cli import EXIT_USAGE, main
 from cliproxy_host.errors import ConfigConflict, ConfigError, ConfigSaveFailed
 from cliproxy_host.replica import PgConfigStore
 
 from ..serverutil import wait_until
 from .postgres import PostgresServer
+
+# Every test here runs against a real PostgreSQL (the fixtures of conftest.py).
+pytestmark = pytest.mark.postgres
 
 
 def _config(path: Path, configs: dict[str, Any]) -> Path:
@@ -120,15 +122,3 @@ def test_the_database_restarted_keeps_the_config_and_the_link(
         assert not two.config.plugin_entry("alpha").enabled
     finally:
         two.stop()
-
-
-def test_serve_refuses_to_start_without_the_database_or_a_local_copy(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = _config(tmp_path / "c.yaml", {})
-    down = "postgresql://u:secret@/none?host=/nonexistent-cliproxy-socket-dir"
-    assert main(["serve", "--config", str(config), "--config-store", down]) == EXIT_USAGE
-    error = capsys.readouterr().err
-    assert "cannot reach the database" in error
-    assert "no local copy" in error
-    assert "secret" not in error, "the DSN's password is never shown"

@@ -33,6 +33,9 @@ CLIENT_KEY = "replica-client-key"
 PLUGINS = "/v0/management/plugins"
 CALL = "/v1/plugins/simple-c/executor.identifier"
 
+# Every test here runs against a real PostgreSQL (the fixtures of conftest.py).
+pytestmark = pytest.mark.postgres
+
 
 @dataclass
 class Replica:
