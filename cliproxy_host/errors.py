@@ -315,6 +315,13 @@ class ConfigSaveFailed(PluginError):
     code = "config_save_failed"
 
 
+class ConfigConflict(PluginError):
+    """Another replica changed the plugin's entry in the config store since this one read it."""
+
+    code = "config_conflict"
+    default_http_status = 409
+
+
 class BodyTooLarge(PluginError):
     """A request body larger than the management API takes (remote-management.max-body-bytes)."""
 

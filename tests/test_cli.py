@@ -45,9 +45,17 @@ def test_plugins_json_is_the_rest_list_with_the_go_hosts_names(
     assert main(["plugins", "--config", str(config), "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     # The Go host's three keys, and plugins_dir_error (issue 11: an unusable plugins dir is
-    # an error in the list), null while the dir is usable.
-    assert set(listing) == {"plugins_enabled", "plugins_dir", "plugins_dir_error", "plugins"}
+    # an error in the list), null while the dir is usable; config_store (issue 18: a shared
+    # config store's link), null with the YAML file alone.
+    assert set(listing) == {
+        "plugins_enabled",
+        "plugins_dir",
+        "plugins_dir_error",
+        "config_store",
+        "plugins",
+    }
     assert listing["plugins_dir_error"] is None
+    assert listing["config_store"] is None
     listed = listing["plugins"]
     assert [p["id"] for p in listed] == ["http-c", "simple-c", "simple-rust", "tp"]
     assert {"effective_enabled", "supports_oauth", "config_fields", "menus"} <= set(listed[0])

@@ -14,6 +14,7 @@ from bench.figures import (
     management,
     payload,
     pipeline,
+    replicas,
     small_call,
     startup,
     streams,
@@ -32,6 +33,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure(8, pipeline.TITLE, pipeline.run),
     Figure(9, gateway.TITLE, gateway.run),
     Figure(10, events.TITLE, events.run),
+    Figure(11, replicas.TITLE, replicas.run),
 )
 
 # The figures that measure the call path (the ones a change to native/host/envelope moves).

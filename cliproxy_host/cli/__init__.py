@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -91,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default="config.yaml", help="YAML config file")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8317, help="port to listen on")
+    serve.add_argument(
+        "--config-store",
+        default=os.environ.get("CLIPROXY_CONFIG_STORE") or None,
+        metavar="postgresql://...",
+        help="share the plugins config with other replicas through PostgreSQL (default:"
+        " $CLIPROXY_CONFIG_STORE; unset: the YAML file alone)",
+    )
 
     check = sub.add_parser(
         "check",
@@ -236,8 +244,10 @@ def _line(value: object) -> None:
     sys.stdout.flush()  # each chunk as it arrives, also into a pipe
 
 
-def _cmd_serve(config: Path, host: str, port: int, log_level: str) -> int:
-    service = HostService(config, protect_secret=protect_secret)
+def _cmd_serve(
+    config: Path, host: str, port: int, log_level: str, config_store: str | None = None
+) -> int:
+    service = HostService(config, protect_secret=protect_secret, config_store=config_store)
     remote = service.config.remote_management
     env_key = key_from_env()
     generated = None if (remote.secret_key or env_key) else generate_key()
@@ -359,7 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
     if args.command == "serve":
         try:
-            return _cmd_serve(Path(args.config), args.host, args.port, args.log_level)
+            return _cmd_serve(
+                Path(args.config), args.host, args.port, args.log_level, args.config_store
+            )
         except ConfigError as exc:
             print(f"cliproxy-host: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -9,10 +9,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..backends.protocol import State
 from ..config import FILE_ONLY_KEYS, ConfigError, ConfigStore, HostConfig
+from ..config.files import Stamp, stamp_of
 from ..discovery import discover, is_valid_id
 from ..errors import (
     ConfigSaveFailed,
@@ -22,11 +23,30 @@ from ..errors import (
     PluginNotFound,
 )
 from ..observe.audit import AuditLog
+from ..trust.signatures import signature_path
 from .facade import PluginHost
 from .reconcile import plugins_dir_error
 from .watch import Changes, Watcher
 
+if TYPE_CHECKING:
+    from ..replica import ConfigStoreStatus, PgConfigStore
+
 log = logging.getLogger(__name__)
+
+
+class PluginsConfigStore(Protocol):
+    """What HostService needs of a config store: ConfigStore (the YAML file) or
+    PgConfigStore (PostgreSQL, shared by replicas)."""
+
+    @property
+    def config(self) -> HostConfig: ...
+    def replace_plugin_config(self, plugin_id: str, settings: Mapping[str, Any]) -> HostConfig: ...
+    def patch_plugin_config(self, plugin_id: str, patch: Mapping[str, Any]) -> HostConfig: ...
+    def set_enabled(self, plugin_id: str, enabled: bool) -> HostConfig: ...
+    def delete_plugin(self, plugin_id: str) -> HostConfig: ...
+    def protect_secret_now(self) -> HostConfig: ...
+    def reload(self) -> HostConfig: ...
+    def reload_if_changed(self) -> HostConfig | None: ...
 
 
 @dataclass(frozen=True)
@@ -55,9 +75,25 @@ class HostService:
         protect_secret: Callable[[str], str] | None = None,
         watch: bool = True,
         host_factory: Callable[[HostConfig], PluginHost] = PluginHost,
+        config_store: str | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """config_store: a postgresql:// DSN to share the plugins config with other
+        replicas (the file is then read once, never written); None: the file alone.
+        state_dir: where such a replica keeps its local copy (beside the file if None)."""
         self.config_path = config_path
-        self.store = ConfigStore(config_path, protect_secret=protect_secret)
+        self._replica: PgConfigStore | None = None
+        self.store: PluginsConfigStore
+        if config_store is None:
+            self.store = ConfigStore(config_path, protect_secret=protect_secret)
+        else:
+            # Imported here: psycopg is the optional `postgres` extra.
+            from ..replica import PgConfigStore  # noqa: PLC0415
+
+            self._replica = PgConfigStore(
+                config_path, config_store, state_dir=state_dir, protect_secret=protect_secret
+            )
+            self.store = self._replica
         dir_error = plugins_dir_error(self.store.config)
         if dir_error is not None:
             # Refused at start, where the operator sees it; later it keeps the config in force.
@@ -87,6 +123,11 @@ class HostService:
     def config(self) -> HostConfig:
         return self.store.config
 
+    @property
+    def config_store_status(self) -> ConfigStoreStatus | None:
+        """The shared config store's link (None with the YAML file alone)."""
+        return self._replica.status if self._replica is not None else None
+
     def start(self) -> None:
         """Start loading plugins in the background and watching for changes; returns at once.
 
@@ -96,6 +137,8 @@ class HostService:
             self.store.protect_secret_now()
         self._loader = threading.Thread(target=self._initial_load, name="plugin-load", daemon=True)
         self._loader.start()
+        if self._replica is not None:
+            self._replica.start(self._on_replica_change)
         if self._watch:
             self._watcher = Watcher(self.config_path, self.config.plugins_dir(), self._on_change)
             self._watcher.start()
@@ -117,7 +160,16 @@ class HostService:
         """Stop watching, then unload every plugin (calls in flight finish first)."""
         if self._watcher is not None:
             self._watcher.stop()
+        if self._replica is not None:
+            self._replica.stop()
         self.host.close()
+
+    def _on_replica_change(self) -> None:
+        """Another replica wrote the shared config: apply what the store holds now."""
+        with self._changing:
+            log.info("config store changed by another replica; applying it")
+            with suppress(ConfigError):  # the plugins dir is unusable: the host logged it
+                self.host.apply(self.store.config)
 
     # -- changes seen by the watcher ----------------------------------------------------
 
@@ -225,14 +277,35 @@ class HostService:
         its config entry and apply, as one change: if the config cannot be written, the
         file is taken back, so the file and the config never disagree."""
         with self._change(plugin_id):
+            before = self._files_of(plugin_id) if self._replica is not None else {}
             undo = place()
             try:
+                if self._replica is not None:
+                    self._publish(self._replica, plugin_id, before)
                 cfg = self.store.patch_plugin_config(plugin_id, entry)
             except BaseException:
                 undo()
                 raise
             self.host.apply(cfg)
         return cfg
+
+    def _files_of(self, plugin_id: str) -> dict[Path, Stamp | None]:
+        root = self.config.plugins_dir()
+        found = discover(root).candidates.get(plugin_id, ())
+        return {f.path: stamp_of(f.path) for f in found}
+
+    def _publish(
+        self, replica: PgConfigStore, plugin_id: str, before: Mapping[Path, Stamp | None]
+    ) -> None:
+        """Store the file `place` just wrote in the config store, for the other replicas."""
+        root = self.config.plugins_dir()
+        for path, stamp in self._files_of(plugin_id).items():
+            if before.get(path) == stamp:
+                continue
+            sig = signature_path(path)
+            signature = sig.read_bytes() if sig.is_file() else None
+            name = path.relative_to(root).as_posix()
+            replica.publish_file(plugin_id, name, path.read_bytes(), signature)
 
     def set_enabled(self, plugin_id: str, enabled: bool) -> HostConfig:
         """Write `enabled` and apply it; enabling a fused plugin also clears its fuse."""

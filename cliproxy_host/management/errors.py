@@ -63,6 +63,7 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = dict(
             ),
             ("too_many_attempts", ErrorCode(429, "too many wrong keys; wait `Retry-After` s")),
             _tree(errors.ConfigSaveFailed, "the config file or a plugin file was not written"),
+            _tree(errors.ConfigConflict, "another replica changed the entry first; read, retry"),
             ("plugin_error", ErrorCode(502, "a plugin-owned route's plugin failed")),
             # The plugin store and uploads (the Go host's codes).
             _tree(errors.InvalidRequest, "a store install's version or isolation disagree"),

@@ -87,11 +87,21 @@ class PluginEntry(BaseModel):
     )
 
 
+class ConfigStoreOut(BaseModel):
+    kind: str  # "postgresql"
+    location: str  # the DSN without its password
+    connected: bool  # false: the last good config stays in force while it reconnects
+    error: str | None = None
+    since: float | None = None  # when `connected` last changed (seconds since the epoch)
+
+
 class PluginList(BaseModel):
     plugins_enabled: bool
     plugins_dir: str
     # Why the plugins dir cannot be used (missing, a file); the config before stays in force.
     plugins_dir_error: str | None = None
+    # A shared config store (serve --config-store): reachable or not; null with the file.
+    config_store: ConfigStoreOut | None = None
     plugins: list[PluginEntry]
 
 

@@ -8,6 +8,7 @@ from ..host.registry import ConfigField
 from ..host.service import HostService
 from .models import (
     ConfigFieldOut,
+    ConfigStoreOut,
     MenuOut,
     MetadataOut,
     PluginEntry,
@@ -24,10 +25,12 @@ def plugin_list(
     """Every discovered, configured or registered plugin, sorted by ID."""
     cfg = service.config
     infos = sorted(service.host.plugins(), key=lambda i: i.id)
+    store = service.config_store_status
     return PluginList(
         plugins_enabled=cfg.plugins.enabled,
         plugins_dir=str(cfg.plugins_dir()),
         plugins_dir_error=service.host.plugins_dir_error,
+        config_store=None if store is None else ConfigStoreOut(**vars(store)),
         plugins=[plugin_entry(service, routes, links, i) for i in infos],
     )
 

@@ -1,0 +1,124 @@
+"""PgConfigStore against a real PostgreSQL: tables, first import, versions, NOTIFY, faults."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from cliproxy_host.errors import ConfigConflict, ConfigError, ConfigSaveFailed
+from cliproxy_host.replica import PgConfigStore
+
+from ..serverutil import wait_until
+from .postgres import PostgresServer
+
+# Every test here runs against a real PostgreSQL (the fixtures of conftest.py).
+pytestmark = pytest.mark.postgres
+
+
+def _config(path: Path, configs: dict[str, Any]) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        YAML().dump({"plugins": {"dir": "plugins", "configs": configs}}, fh)
+    return path
+
+
+def _store(tmp_path: Path, name: str, dsn: str, configs: dict[str, Any]) -> PgConfigStore:
+    path = _config(tmp_path / f"{name}.yaml", configs)
+    return PgConfigStore(path, dsn, state_dir=tmp_path / f"{name}-state")
+
+
+def test_an_empty_database_gets_the_tables_and_the_file_once(tmp_path: Path, database: str) -> None:
+    first = _store(tmp_path, "a", database, {"alpha": {"enabled": True, "x": 1}})
+    assert first.config.plugin_entry("alpha").enabled
+    # A second replica with another file: the database is the truth now.
+    second = _store(tmp_path, "b", database, {"beta": {"enabled": True}})
+    assert set(second.config.plugins.configs) == {"alpha"}
+    before = (tmp_path / "a.yaml").read_bytes()
+    first.set_enabled("alpha", False)
+    assert (tmp_path / "a.yaml").read_bytes() == before, "a replica never writes its file"
+
+
+def test_a_write_is_in_force_on_another_replica_within_a_second(
+    tmp_path: Path, database: str
+) -> None:
+    one = _store(tmp_path, "a", database, {"alpha": {"enabled": True}})
+    two = _store(tmp_path, "b", database, {})
+    seen = threading.Event()
+    two.start(seen.set)
+    try:
+        wait_until(lambda: two.status.connected, timeout=5)
+        started = time.monotonic()
+        one.patch_plugin_config("alpha", {"enabled": False, "level": 3})
+        assert seen.wait(1.0), "the other replica did not see the write within 1 s"
+        assert time.monotonic() - started < 1.0
+        entry = two.config.plugins.configs["alpha"]
+        assert entry.enabled is False
+        assert entry.model_extra == {"level": 3}
+    finally:
+        two.stop()
+
+
+def test_a_write_on_a_stale_version_is_a_conflict_not_a_lost_update(
+    tmp_path: Path, database: str
+) -> None:
+    one = _store(tmp_path, "a", database, {"alpha": {"enabled": True}})
+    two = _store(tmp_path, "b", database, {})  # not listening: its view goes stale
+    one.patch_plugin_config("alpha", {"first": 1})
+    with pytest.raises(ConfigConflict) as caught:
+        two.patch_plugin_config("alpha", {"second": 2})
+    assert caught.value.http_status == 409
+    assert "alpha" in str(caught.value)
+    two.reload()
+    two.patch_plugin_config("alpha", {"second": 2})
+    one.reload()
+    assert one.config.plugins.configs["alpha"].model_extra == {"first": 1, "second": 2}
+
+
+def test_an_invalid_write_changes_nothing(tmp_path: Path, database: str) -> None:
+    one = _store(tmp_path, "a", database, {"alpha": {"enabled": True}})
+    with pytest.raises(ConfigError):
+        one.patch_plugin_config("alpha", {"priority": "high"})
+    two = _store(tmp_path, "b", database, {})
+    assert two.config.plugins.configs["alpha"].model_extra == {}
+
+
+def test_start_with_the_database_down(tmp_path: Path, database: str) -> None:
+    down = "postgresql:///none?host=/nonexistent-cliproxy-socket-dir&user=postgres"
+    with pytest.raises(ConfigError) as caught:
+        _store(tmp_path, "a", down, {})
+    assert "no local copy" in str(caught.value)
+    # With a local copy from an earlier run: it starts on that copy, and says it is down.
+    _store(tmp_path, "b", database, {"alpha": {"enabled": True}})
+    kept = PgConfigStore(_config(tmp_path / "b.yaml", {}), down, state_dir=tmp_path / "b-state")
+    assert kept.config.plugin_entry("alpha").enabled
+    assert not kept.status.connected
+    assert kept.status.error
+    with pytest.raises(ConfigSaveFailed):
+        kept.set_enabled("alpha", False)
+
+
+def test_the_database_restarted_keeps_the_config_and_the_link(
+    tmp_path: Path, database: str, postgres: PostgresServer
+) -> None:
+    one = _store(tmp_path, "a", database, {"alpha": {"enabled": True}})
+    two = _store(tmp_path, "b", database, {})
+    seen = threading.Event()
+    two.start(seen.set)
+    try:
+        wait_until(lambda: two.status.connected, timeout=5)
+        postgres.stop()
+        try:
+            wait_until(lambda: not two.status.connected, timeout=5)
+            assert two.config.plugin_entry("alpha").enabled, "the last good config stays"
+        finally:
+            postgres.start()
+        wait_until(lambda: two.status.connected, timeout=15)
+        one.set_enabled("alpha", False)
+        assert seen.wait(2.0)
+        assert not two.config.plugin_entry("alpha").enabled
+    finally:
+        two.stop()
