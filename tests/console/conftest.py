@@ -16,8 +16,11 @@ import pytest
 
 from ..conftest import CompilePlugin, HostFactory
 from ..serverutil import RunningServer, run_server
-from ..store.conftest import VERSIONS, Store, store_config
-from ..store.registry_server import store_server
+
+# The store's test world (its libraries and loopback registry), shared as fixtures.
+from ..store.conftest import Store, libraries, store, store_config
+
+__all__ = ["libraries", "store"]
 
 MISSING = "/missing/registry.json"  # a second store source, which answers 404
 CLIENT_KEY = "client-key-never-shown"  # a client key the log tail must mask
@@ -118,20 +121,6 @@ def console_server(
     with run_server(write_config(host_factory)) as running:
         assert running.service.wait_ready(30)
         yield running
-
-
-@pytest.fixture(scope="module")
-def libraries(compile_plugin: CompilePlugin) -> dict[str, bytes]:
-    return {
-        v: compile_plugin(TP_WITH_SHUTDOWN=True, TP_NAME=f"store-{v}").read_bytes()
-        for v in VERSIONS
-    }
-
-
-@pytest.fixture
-def store(libraries: dict[str, bytes]) -> Iterator[Store]:
-    with store_server() as server:
-        yield Store(server, libraries)
 
 
 @pytest.fixture
