@@ -358,20 +358,15 @@ class Supervisor(Generic[W]):
                 else:
                     # The next one while this one loads the plugin (on another core).
                     self._prepare_standby()
-                    return cast("W", worker)  # standbys are made only for spawn_worker's
+                    return cast("W", worker)  # standbys exist only for library workers
             discard(standby)
         return self._spawn(self, self._ids)
 
     def _prepare_standby(self) -> None:
         """Spawn the next worker ahead, once this one has loaded the plugin (see the
         module's docstring). Only a worker hosting a library has a standby form: a plugin
-        program (backends/program) starts from scratch."""
-        if (
-            not self.limits.standby_worker
-            or self._spawn is not spawn_worker
-            or self._standby is not None
-            or self._standby_failed
-        ):
+        program's limits (backends/program) turn it off."""
+        if not self.limits.standby_worker or self._standby is not None or self._standby_failed:
             return
         with self._cond:
             if self._closing:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
+from dataclasses import replace
 
 from ...abi import HostHandler
 from ...errors import PluginLoadError
@@ -50,7 +51,8 @@ class ProgramPlugin:
         self._supervisor: Supervisor[ProgramConnection] = Supervisor(
             plugin_id,
             self.path,
-            limits or IsolationLimits(),
+            # A program has no standby form (a worker started ahead only hosts libraries).
+            replace(limits or IsolationLimits(), standby_worker=False),
             self._replay,
             self._host_call,
             spawn=self._spawn,
