@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -27,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..discovery import is_valid_id
-from ..errors import PluginError
+from ..errors import InvalidConfig, InvalidPluginId, PluginError, PluginNotFound
 from ..host.service import HostService
 
 # The management API's objects the console shares: one key, one failure limiter (a wrong
@@ -88,8 +89,45 @@ def _is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
-def _client(request: Request) -> str | None:
-    return request.client.host if request.client else None
+def _caller(request: Request) -> Caller:
+    """Who sent a console write, for the audit log: the session's client; no key travels."""
+    return Caller(
+        f"{request.method} {request.url.path}",
+        request.client.host if request.client else None,
+        None,
+    )
+
+
+def _enabled(form: Mapping[str, str]) -> bool:
+    return form.get("enabled") == "true"
+
+
+def _enabled_action(form: Mapping[str, str]) -> str:
+    """The API's action name for the enabled switch the form asks for."""
+    return "plugin.enable" if _enabled(form) else "plugin.disable"
+
+
+def _config_action(form: Mapping[str, str]) -> str:
+    return "config.patch"  # the form sends the fields it shows: a merge, as PATCH is
+
+
+@dataclass(frozen=True)
+class Write:
+    """A console write past its prologue: the live session, the form (its CSRF token
+    checked), the plugin ID the path names and who sent it."""
+
+    session: Session
+    form: dict[str, str]
+    plugin_id: str
+    caller: Caller
+
+
+@dataclass(frozen=True)
+class PluginWrite(Write):
+    """A write to a known plugin: its view, and the audit log's name for the write."""
+
+    view: PluginView
+    action: str
 
 
 class Console:
@@ -152,6 +190,53 @@ class Console:
         if not is_valid_id(plugin_id):
             return None
         return plugin_view(self.service, self.routes, plugin_id)
+
+    async def _write(self, request: Request) -> Write | Response:
+        """The prologue of every write: the sign-in page without a session, else the form
+        with its CSRF token checked (CsrfRefused otherwise)."""
+        session = self._session(request)
+        if session is None:
+            return self._signed_out(request)
+        form = await self._form(request)
+        check_token(request, form, session)
+        return Write(session, form, request.path_params["plugin_id"], _caller(request))
+
+    async def _plugin_write(
+        self, request: Request, action: Callable[[Mapping[str, str]], str]
+    ) -> PluginWrite | Response:
+        """_write, then the plugin the path names; a plugin that is not there ends the write
+        with the not-found page, recorded in the audit log as the API records it."""
+        write = await self._write(request)
+        if isinstance(write, Response):
+            return write
+        name = action(write.form)
+        view = self._plugin(write.plugin_id)
+        if view is None:
+            await run_in_threadpool(self._record_missing, write, name)
+            return self._not_found(request, write.session, write.plugin_id)
+        return PluginWrite(write.session, write.form, write.plugin_id, write.caller, view, name)
+
+    def _record_missing(self, write: Write, action: str) -> None:
+        """Audit a write refused for its plugin ID with the code the API's lookup gives."""
+        plugin_id = write.plugin_id
+        refusal: PluginError = (
+            PluginNotFound(
+                f"no plugin {plugin_id} under {self.service.config.plugins_dir()} or in the config"
+            )
+            if is_valid_id(plugin_id)
+            else InvalidPluginId(f"{plugin_id!r} is not a valid plugin ID")
+        )
+        with suppress(PluginError), audited(self.service, write.caller, action, plugin_id):
+            raise refusal
+
+    async def _audited(self, write: PluginWrite, change: Callable[[], object]) -> None:
+        """Run `change` off the event loop, audited as the API's write of the same action."""
+
+        def run() -> None:
+            with audited(self.service, write.caller, write.action, write.plugin_id):
+                change()
+
+        await run_in_threadpool(run)
 
     def _not_found(self, request: Request, session: Session | None, plugin_id: str) -> Response:
         return page(
@@ -311,61 +396,66 @@ class Console:
     # -- writes -----------------------------------------------------------------------
 
     async def set_enabled(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._signed_out(request)
-        form = await self._form(request)
-        check_token(request, form, session)
-        plugin_id = request.path_params["plugin_id"]
-        if self._plugin(plugin_id) is None:
-            return self._not_found(request, session, plugin_id)
-        enabled = form.get("enabled") == "true"
+        write = await self._plugin_write(request, _enabled_action)
+        if isinstance(write, Response):
+            return write
+        plugin_id, form = write.plugin_id, write.form
+        enabled = _enabled(form)
         failure: str | None = None
         status = 200
         try:
-            await run_in_threadpool(self.service.set_enabled, plugin_id, enabled)
+            await self._audited(write, lambda: self.service.set_enabled(plugin_id, enabled))
         except PluginError as exc:
             failure, status = exc.message, exc.http_status
         view = self._plugin(plugin_id)
         if view is None:  # deleted meanwhile
-            return self._not_found(request, session, plugin_id)
+            return self._not_found(request, write.session, plugin_id)
         if not _is_htmx(request):
             back = form.get("back", "")
             return RedirectResponse(back if back.startswith(PREFIX) else PREFIX, 303)
         return page(
             "_card.html",
             self._context(
-                request, session, plugin=view, failure=failure, linked=form.get("back") == PREFIX
+                request,
+                write.session,
+                plugin=view,
+                failure=failure,
+                linked=form.get("back") == PREFIX,
             ),
             status=status,
         )
 
     async def save_config(self, request: Request) -> Response:
-        session = self._session(request)
-        if session is None:
-            return self._signed_out(request)
-        form = await self._form(request)
-        check_token(request, form, session)
-        plugin_id = request.path_params["plugin_id"]
-        view = self._plugin(plugin_id)
-        if view is None:
-            return self._not_found(request, session, plugin_id)
+        write = await self._plugin_write(request, _config_action)
+        if isinstance(write, Response):
+            return write
+        plugin_id, form, view, session = write.plugin_id, write.form, write.view, write.session
         patch, errors = parse_submission(view.fields, form)
+
+        def change() -> None:
+            if errors:
+                # Refused as the API refuses settings its checks find wrong, and so recorded.
+                raise InvalidConfig(
+                    "; ".join(f"plugins.configs.{plugin_id}.{k}: {v}" for k, v in errors.items()),
+                    plugin_id=plugin_id,
+                )
+            self.service.patch_config(plugin_id, patch)
+
         status = 200
-        if errors:
-            state = self._form_state(view, form, errors)
-            status = 422
-        else:
-            try:
-                await run_in_threadpool(self.service.patch_config, plugin_id, patch)
-            except PluginError as exc:
+        try:
+            await self._audited(write, change)
+        except PluginError as exc:
+            if errors:
+                state = self._form_state(view, form, errors)
+                status = 422
+            else:
                 state = self._form_state(view, form, failure=exc.message)
                 status = exc.http_status
-            else:
-                view = self._plugin(plugin_id) or view
-                state = self._form_state(
-                    view, message=f"Saved to {self.service.config_path}; {plugin_id} reconfigured."
-                )
+        else:
+            view = self._plugin(plugin_id) or view
+            state = self._form_state(
+                view, message=f"Saved to {self.service.config_path}; {plugin_id} reconfigured."
+            )
         if not _is_htmx(request):
             return self._plugin_page(request, session, view, state, status)
         return page(
@@ -456,12 +546,10 @@ class Console:
 
     async def install(self, request: Request) -> Response:
         """Install a version from the store, audited as the API's install is."""
-        session = self._session(request)
-        if session is None:
-            return self._signed_out(request)
-        form = await self._form(request)
-        check_token(request, form, session)
-        plugin_id = request.path_params["plugin_id"]
+        write = await self._write(request)
+        if isinstance(write, Response):
+            return write
+        session, form, plugin_id = write.session, write.form, write.plugin_id
         source = form.get("source", "").strip() or None
         version = form.get("version", "").strip() or None
         isolation = form.get("isolation", "process")
@@ -476,7 +564,6 @@ class Console:
             }
             status = 400
         else:
-            caller = Caller(f"{request.method} {request.url.path}", _client(request), None)
             detail = f"store {source or 'any source'}, version {version or 'latest'}, console"
             wanted = InstallRequest(
                 plugin_id,
@@ -486,7 +573,7 @@ class Console:
             )
 
             def run() -> dict[str, Any]:
-                with audited(self.service, caller, "plugin.install", plugin_id, detail):
+                with audited(self.service, write.caller, "plugin.install", plugin_id, detail):
                     return StoreInstaller(self.service).install(wanted).reply()
 
             try:

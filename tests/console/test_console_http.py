@@ -329,3 +329,41 @@ def test_resources_and_get_menus_open_inside_the_console(
         assert route.headers["content-security-policy"].startswith("sandbox")
         refused = client.get("/console/plugins/knobs/open?path=/v0/management/knobs/reset")
         assert refused.status_code == 404
+
+
+def test_console_writes_are_audited_as_the_apis_are(console_server: RunningServer) -> None:
+    """Enabling, disabling and saving the config form through the console are in the audit
+    log under the API's action names, failures with their code; a write refused for its
+    token never began and is not."""
+    with signed_in(console_server) as (client, token):
+        base = "/console/plugins/knobs"
+        no_token = client.post(f"{base}/enabled", data={"enabled": "false"})
+        assert no_token.status_code == 403
+        answers = [
+            client.post(f"{base}/enabled", data={"enabled": "false", "csrf_token": token}),
+            client.post(
+                f"{base}/enabled",
+                data={"enabled": "true", "back": "/console"},
+                headers={"X-CSRF-Token": token, "HX-Request": "true"},
+            ),
+            client.post(f"{base}/config", data={"csrf_token": token, "retries": "5"}),
+            client.post(f"{base}/config", data={"csrf_token": token, "retries": "1.5"}),
+            client.post(
+                "/console/plugins/ghost/enabled", data={"enabled": "true", "csrf_token": token}
+            ),
+        ]
+    assert [a.status_code for a in answers] == [303, 200, 200, 422, 404]
+    listed = console_server.client.get("/v0/management/audit")
+    assert listed.status_code == 200, listed.text
+    entries = list(reversed(listed.json()["entries"]))
+    assert [(e["action"], e["route"], e["plugin"], e["outcome"]) for e in entries] == [
+        ("plugin.disable", f"POST {base}/enabled", "knobs", "ok"),
+        ("plugin.enable", f"POST {base}/enabled", "knobs", "ok"),
+        ("config.patch", f"POST {base}/config", "knobs", "ok"),
+        ("config.patch", f"POST {base}/config", "knobs", "invalid_config"),
+        ("plugin.enable", "POST /console/plugins/ghost/enabled", "ghost", "plugin_not_found"),
+    ]
+    # The caller is the console's session, as for a store install: the client, no key.
+    assert {(e["client"], e["key"], e["detail"]) for e in entries} == {("127.0.0.1", None, None)}
+    changed = [e["config_before"] != e["config_after"] for e in entries]
+    assert changed == [True, True, True, False, False]
