@@ -38,7 +38,10 @@ def compile_plugin(source: Path, name: str, *flags: str, build_dir: Path = BUILD
     """Compile one C plugin; reuse the library if neither its sources nor flags changed."""
     digest = hashlib.sha256()
     digest.update("\0".join([*CFLAGS, *flags]).encode())
-    for dep in (source, *(d / h for d in INCLUDES for h in os.listdir(d) if h.endswith(".h"))):
+    # The headers beside the source count too (tests/plugins/plugin_common.h, included
+    # with quotes): a change to one rebuilds the plugins that include it.
+    dirs = (*INCLUDES, source.parent)
+    for dep in (source, *(d / h for d in dirs for h in sorted(os.listdir(d)) if h.endswith(".h"))):
         digest.update(dep.read_bytes())
     out = build_dir / f"{name}-{digest.hexdigest()[:12]}{LIBRARY_SUFFIX}"
     if out.is_file():

@@ -21,14 +21,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include "cliproxy_plugin.h"
-#include "cliproxy_example.h"
+#include "plugin_common.h"
 
 #ifndef BP_NAME
 #define BP_NAME "bus"
@@ -37,17 +30,10 @@
 #define BP_REG_EXTRA ""
 #endif
 
-static const cliproxy_host_api* bp_host;
 static pthread_mutex_t bp_lock = PTHREAD_MUTEX_INITIALIZER;
 static cpx_buf bp_events; /* the recorded events, comma-separated */
 
 static int bp_is(const char* a, const char* b) { return strcmp(a, b) == 0; }
-
-static void bp_ok_object(cpx_buf* out, const char* json) {
-    cpx_ok_begin(out);
-    cpx_buf_puts(out, json);
-    cpx_ok_end(out);
-}
 
 /* relay.host: the host's envelope for `method` and `request`, answered as it is. */
 static void bp_relay(const char* req, size_t len, cpx_buf* out) {
@@ -71,14 +57,15 @@ static void bp_relay(const char* req, size_t len, cpx_buf* out) {
     if (!method || call.failed) {
         cpx_error(out, "invalid_request", BP_NAME ": relay.host needs \"method\" and \"request\"");
     } else {
+        const cliproxy_host_api* host = atomic_load(&pc_host_api);
         cliproxy_buffer answer = {0};
-        int rc = bp_host->call(bp_host->host_ctx, method, (const uint8_t*)call.data, call.len, &answer);
+        int rc = host->call(host->host_ctx, method, (const uint8_t*)call.data, call.len, &answer);
         if (rc != 0 || !answer.ptr) {
             cpx_error(out, "host_call_failed", BP_NAME ": the host answered nothing");
         } else {
             cpx_buf_append(out, answer.ptr, answer.len);
         }
-        if (answer.ptr) bp_host->free_buffer(answer.ptr, answer.len);
+        if (answer.ptr) host->free_buffer(answer.ptr, answer.len);
     }
     cpx_buf_free(&call);
     free(method);
@@ -97,80 +84,54 @@ static void bp_event(const char* req, size_t len, cpx_buf* out) {
 #ifdef BP_FAIL_EVENTS
     cpx_error(out, "plugin_error", BP_NAME ": event.handle fails (BP_FAIL_EVENTS)");
 #else
-    bp_ok_object(out, "{}");
+    pc_ok(out, "{}");
 #endif
 }
 
-static int bp_call(const char* method, const uint8_t* request, size_t len,
-                   cliproxy_buffer* response) {
-    const char* req = (const char*)request;
-    cpx_buf out = {0};
-    if (bp_is(method, "plugin.register") || bp_is(method, "plugin.reconfigure")) {
-        bp_ok_object(&out, "{\"schema_version\":1,\"metadata\":{\"Name\":\"" BP_NAME "\","
-                           "\"Version\":\"0.1.0\",\"Author\":\"tests\","
-                           "\"GitHubRepository\":\"https://example.invalid/bus\"},"
-                           "\"capabilities\":{\"usage_plugin\":true}" BP_REG_EXTRA "}");
-    } else if (bp_is(method, "plugin.shutdown")) {
-        bp_ok_object(&out, "{}");
-    } else if (bp_is(method, "relay.host")) {
-        if (!bp_host || !bp_host->call) {
-            cpx_error(&out, "host_call_failed", BP_NAME ": no host");
+static int bp_methods(const char* method, const char* req, size_t len, cpx_buf* out) {
+    if (bp_is(method, "relay.host")) {
+        const cliproxy_host_api* host = atomic_load(&pc_host_api);
+        if (!host || !host->call) {
+            cpx_error(out, "host_call_failed", BP_NAME ": no host");
         } else {
-            bp_relay(req, len, &out);
+            bp_relay(req, len, out);
         }
     } else if (bp_is(method, "relay.echo")) {
-        cpx_ok_begin(&out);
-        cpx_buf_puts(&out, "{\"plugin\":\"" BP_NAME "\",\"request\":");
+        cpx_ok_begin(out);
+        cpx_buf_puts(out, "{\"plugin\":\"" BP_NAME "\",\"request\":");
         if (len) {
-            cpx_buf_append(&out, req, len);
+            cpx_buf_append(out, req, len);
         } else {
-            cpx_buf_puts(&out, "null");
+            cpx_buf_puts(out, "null");
         }
-        cpx_buf_puts(&out, "}");
-        cpx_ok_end(&out);
+        cpx_buf_puts(out, "}");
+        cpx_ok_end(out);
     } else if (bp_is(method, "event.handle")) {
-        bp_event(req, len, &out);
+        bp_event(req, len, out);
     } else if (bp_is(method, "relay.events")) {
-        cpx_ok_begin(&out);
-        cpx_buf_puts(&out, "{\"events\":[");
+        cpx_ok_begin(out);
+        cpx_buf_puts(out, "{\"events\":[");
         pthread_mutex_lock(&bp_lock);
-        if (bp_events.len) cpx_buf_append(&out, bp_events.data, bp_events.len);
+        if (bp_events.len) cpx_buf_append(out, bp_events.data, bp_events.len);
         pthread_mutex_unlock(&bp_lock);
-        cpx_buf_puts(&out, "]}");
-        cpx_ok_end(&out);
+        cpx_buf_puts(out, "]}");
+        cpx_ok_end(out);
     } else if (bp_is(method, "usage.handle")) {
 #ifdef BP_USAGE_CALLS
         static const char log_req[] = "{\"level\":\"info\",\"message\":\"usage\"}";
         static const char pub_req[] = "{\"topic\":\"usage\"}";
-        cliproxy_buffer answer = {0};
-        if (bp_host && bp_host->call) {
-            if (bp_host->call(bp_host->host_ctx, "host.log", (const uint8_t*)log_req,
-                              sizeof log_req - 1, &answer) == 0 && answer.ptr)
-                bp_host->free_buffer(answer.ptr, answer.len);
-            answer.ptr = NULL;
-            if (bp_host->call(bp_host->host_ctx, "host.event.publish", (const uint8_t*)pub_req,
-                              sizeof pub_req - 1, &answer) == 0 && answer.ptr)
-                bp_host->free_buffer(answer.ptr, answer.len);
-        }
+        pc_host_call("host.log", log_req, sizeof log_req - 1, NULL, 0);
+        pc_host_call("host.event.publish", pub_req, sizeof pub_req - 1, NULL, 0);
 #endif
-        bp_ok_object(&out, "{\"plugin\":\"" BP_NAME "\"}");
+        pc_ok(out, "{\"plugin\":\"" BP_NAME "\"}");
     } else {
-        cpx_unknown_method(&out, method);
+        return 0;
     }
-    return cpx_respond(&out, response, 0);
+    return 1;
 }
 
-static void bp_free(void* ptr, size_t len) {
-    (void)len;
-    free(ptr);
-}
-
-CLIPROXY_EXPORT int cliproxy_plugin_init(const cliproxy_host_api* host, cliproxy_plugin_api* plugin) {
-    if (!plugin) return 1;
-    bp_host = host;
-    plugin->abi_version = CLIPROXY_ABI_VERSION;
-    plugin->call = bp_call;
-    plugin->free_buffer = bp_free;
-    plugin->shutdown = NULL;
-    return 0;
-}
+PC_PLUGIN("{\"schema_version\":1,\"metadata\":{\"Name\":\"" BP_NAME "\","
+          "\"Version\":\"0.1.0\",\"Author\":\"tests\","
+          "\"GitHubRepository\":\"https://example.invalid/bus\"},"
+          "\"capabilities\":{\"usage_plugin\":true}" BP_REG_EXTRA "}",
+          bp_methods, NULL)

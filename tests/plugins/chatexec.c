@@ -16,19 +16,9 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
+#include "plugin_common.h"
 
-#include "cliproxy_plugin.h"
-#include "cliproxy_example.h"
-
-static const cliproxy_host_api* _Atomic g_host;
-static atomic_llong g_emits_ok, g_emits_failed, g_running, g_streams;
+static atomic_llong g_emits_ok, g_emits_failed, g_streams;
 
 enum { F_OPENAI, F_RESPONSES, F_CLAUDE };
 
@@ -40,12 +30,6 @@ typedef struct {
     unsigned long long count;
 } ce_job;
 
-static void ce_sleep_us(unsigned long long us) {
-    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
 static int ce_format(const char* req, size_t len) {
     char* f = cpx_json_get_string(req, len, "Format", NULL);
     int out = F_OPENAI;
@@ -55,30 +39,10 @@ static int ce_format(const char* req, size_t len) {
     return out;
 }
 
-/* One host call; answers 1 when the host answered ok. */
-static int ce_host(const char* method, const char* req, size_t len) {
-    const cliproxy_host_api* host = atomic_load(&g_host);
-    cliproxy_buffer resp = {0};
-    if (!host || host->call(host->host_ctx, method, (const uint8_t*)req, len, &resp) != 0) {
-        return 0;
-    }
-    int ok = resp.len >= 10 && memcmp(resp.ptr, "{\"ok\":true", 10) == 0;
-    host->free_buffer(resp.ptr, resp.len);
-    return ok;
-}
-
 static int ce_emit(const ce_job* job, const cpx_buf* payload, const char* error) {
-    cpx_buf req = {0};
-    cpx_buf_puts(&req, "{\"stream_id\":");
-    cpx_buf_json_cstring(&req, job->stream_id);
-    cpx_buf_puts(&req, ",\"payload\":\"");
-    cpx_buf_base64(&req, (const uint8_t*)payload->data, payload->len);
-    cpx_buf_puts(&req, "\",\"error\":");
-    cpx_buf_json_cstring(&req, error ? error : "");
-    cpx_buf_puts(&req, "}");
-    int ok = !req.failed && !payload->failed && ce_host("host.stream.emit", req.data, req.len);
+    int ok = !payload->failed &&
+             pc_stream_emit(job->stream_id, payload->data, payload->len, error, NULL, 0);
     atomic_fetch_add(ok ? &g_emits_ok : &g_emits_failed, 1);
-    cpx_buf_free(&req);
     return ok;
 }
 
@@ -115,7 +79,7 @@ static void ce_event(const ce_job* job, unsigned long long i, cpx_buf* p) {
     }
 }
 
-static void* ce_thread(void* arg) {
+static void ce_thread(void* arg) {
     ce_job* job = (ce_job*)arg;
     for (unsigned long long i = 1; i <= job->count + 1; i++) {
         cpx_buf p = {0};
@@ -125,15 +89,8 @@ static void* ce_thread(void* arg) {
         cpx_buf_free(&p);
         if (!ok || error_now) break;
     }
-    cpx_buf req = {0};
-    cpx_buf_puts(&req, "{\"stream_id\":");
-    cpx_buf_json_cstring(&req, job->stream_id);
-    cpx_buf_puts(&req, "}");
-    if (!req.failed) ce_host("host.stream.close", req.data, req.len);
-    cpx_buf_free(&req);
+    pc_stream_close(job->stream_id, NULL);
     free(job);
-    atomic_fetch_sub(&g_running, 1);
-    return NULL;
 }
 
 /* The client's body (Payload, base64) decoded; NULL when absent or not base64. */
@@ -213,75 +170,39 @@ static void ce_execute_stream(const char* req, size_t len, cpx_buf* out) {
     job->emit_error = body && strstr(body, "\"emit_error\":true") != NULL;
     free(body);
     atomic_fetch_add(&g_streams, 1);
-    atomic_fetch_add(&g_running, 1);
-    pthread_t t;
-    if (pthread_create(&t, NULL, ce_thread, job) != 0) {
-        atomic_fetch_sub(&g_running, 1);
+    if (!pc_spawn(ce_thread, job)) {
         free(job);
         cpx_error(out, "internal", "chatexec: cannot start a thread");
         return;
     }
-    pthread_detach(t);
-    cpx_ok_begin(out);
-    cpx_buf_puts(out, "{\"headers\":{\"X-Plugin\":[\"chatexec\"]}}");
-    cpx_ok_end(out);
+    pc_ok(out, "{\"headers\":{\"X-Plugin\":[\"chatexec\"]}}");
 }
 
-static int ce_call(const char* method, const uint8_t* request, size_t request_len,
-                   cliproxy_buffer* response) {
-    if (!response) return 1;
-    response->ptr = NULL;
-    response->len = 0;
-    if (!method) method = "";
-    const char* req = request ? (const char*)request : "";
-    size_t len = request ? request_len : 0;
-    cpx_buf out = {0};
-    if (strcmp(method, "plugin.register") == 0 || strcmp(method, "plugin.reconfigure") == 0) {
-        cpx_buf_puts(&out,
-                     "{\"ok\":true,\"result\":{\"schema_version\":1,"
-                     "\"metadata\":{\"Name\":\"chatexec\",\"Version\":\"1.0.0\",\"Author\":\"tests\","
-                     "\"GitHubRepository\":\"https://github.com/cliproxy-host/cliproxy-host\",\"Logo\":\"\"},"
-                     "\"capabilities\":{\"executor\":true,\"model_provider\":true,"
-                     "\"executor_input_formats\":[\"openai\",\"openai-response\",\"claude\"],"
-                     "\"executor_output_formats\":[\"openai\",\"openai-response\",\"claude\"]}}}");
-    } else if (strcmp(method, "plugin.shutdown") == 0) {
-        cpx_buf_puts(&out, "{\"ok\":true,\"result\":{}}");
-    } else if (strcmp(method, "model.static") == 0) {
-        cpx_buf_puts(&out, "{\"ok\":true,\"result\":{\"provider\":\"chatexec\",\"models\":["
-                           "{\"id\":\"chat-c-1\",\"owned_by\":\"chatexec\"},{\"id\":\"chat-c-2\"}]}}");
+static int ce_methods(const char* method, const char* req, size_t len, cpx_buf* out) {
+    if (strcmp(method, "model.static") == 0) {
+        pc_ok(out, "{\"provider\":\"chatexec\",\"models\":["
+                   "{\"id\":\"chat-c-1\",\"owned_by\":\"chatexec\"},{\"id\":\"chat-c-2\"}]}");
     } else if (strcmp(method, "executor.execute") == 0) {
-        ce_execute(req, len, &out);
+        ce_execute(req, len, out);
     } else if (strcmp(method, "executor.execute_stream") == 0) {
-        ce_execute_stream(req, len, &out);
+        ce_execute_stream(req, len, out);
     } else if (strcmp(method, "stats") == 0) {
-        cpx_ok_begin(&out);
-        cpx_buf_printf(&out, "{\"emits_ok\":%lld,\"emits_failed\":%lld,\"running\":%lld,\"streams\":%lld}",
+        cpx_ok_begin(out);
+        cpx_buf_printf(out, "{\"emits_ok\":%lld,\"emits_failed\":%lld,\"running\":%lld,\"streams\":%lld}",
                        (long long)atomic_load(&g_emits_ok), (long long)atomic_load(&g_emits_failed),
-                       (long long)atomic_load(&g_running), (long long)atomic_load(&g_streams));
-        cpx_ok_end(&out);
+                       (long long)atomic_load(&pc_running), (long long)atomic_load(&g_streams));
+        cpx_ok_end(out);
     } else {
-        cpx_unknown_method(&out, method);
+        return 0;
     }
-    return cpx_respond(&out, response, 0);
+    return 1;
 }
 
-static void ce_free_buffer(void* ptr, size_t len) {
-    (void)len;
-    free(ptr);
-}
+PC_PLUGIN("{\"schema_version\":1,"
+          "\"metadata\":{\"Name\":\"chatexec\",\"Version\":\"1.0.0\",\"Author\":\"tests\","
+          "\"GitHubRepository\":\"https://github.com/cliproxy-host/cliproxy-host\",\"Logo\":\"\"},"
+          "\"capabilities\":{\"executor\":true,\"model_provider\":true,"
+          "\"executor_input_formats\":[\"openai\",\"openai-response\",\"claude\"],"
+          "\"executor_output_formats\":[\"openai\",\"openai-response\",\"claude\"]}}",
+          ce_methods, pc_wait_threads)
 
-/* Waits (bounded) for the emitting threads: the library must not be unmapped under them. */
-static void ce_shutdown(void) {
-    for (int i = 0; i < 500 && atomic_load(&g_running) > 0; i++) ce_sleep_us(10000);
-}
-
-CLIPROXY_EXPORT int cliproxy_plugin_init(const cliproxy_host_api* host,
-                                         cliproxy_plugin_api* plugin) {
-    if (!plugin) return 1;
-    atomic_store(&g_host, host);
-    plugin->abi_version = CLIPROXY_ABI_VERSION;
-    plugin->call = ce_call;
-    plugin->free_buffer = ce_free_buffer;
-    plugin->shutdown = ce_shutdown;
-    return 0;
-}

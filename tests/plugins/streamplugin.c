@@ -30,20 +30,9 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <pthread.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
+#include "plugin_common.h"
 
-#include "cliproxy_plugin.h"
-#include "cliproxy_example.h"
-
-static const cliproxy_host_api* _Atomic g_host;
-static atomic_llong g_emits_ok, g_emits_failed, g_closes, g_running, g_streams;
+static atomic_llong g_emits_ok, g_emits_failed, g_closes, g_streams;
 static pthread_mutex_t g_last_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_last_failure[512];
 
@@ -55,30 +44,6 @@ typedef struct {
     char*              emit_error;
     atomic_int*        remaining;   /* shared by the stream's threads */
 } sp_job;
-
-static void sp_sleep_us(unsigned long long us) {
-    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
-/* One host call; answers 1 when the host answered ok. */
-static int sp_host(const char* method, const char* req, size_t len, char* failure, size_t cap) {
-    const cliproxy_host_api* host = atomic_load(&g_host);
-    cliproxy_buffer resp = {0};
-    if (!host || host->call(host->host_ctx, method, (const uint8_t*)req, len, &resp) != 0) {
-        if (failure) snprintf(failure, cap, "host->call returned non-zero");
-        return 0;
-    }
-    int ok = resp.len >= 10 && memcmp(resp.ptr, "{\"ok\":true", 10) == 0;
-    if (!ok && failure) {
-        size_t n = resp.len < cap - 1 ? resp.len : cap - 1;
-        memcpy(failure, resp.ptr, n);
-        failure[n] = '\0';
-    }
-    host->free_buffer(resp.ptr, resp.len);
-    return ok;
-}
 
 static void sp_failed(const char* failure) {
     atomic_fetch_add(&g_emits_failed, 1);
@@ -94,48 +59,29 @@ static int sp_emit(const sp_job* job, unsigned long long i, const char* error) {
     } else {
         cpx_buf_printf(&payload, "t%llu-%llu", job->thread, i);
     }
-    cpx_buf req = {0};
-    cpx_buf_puts(&req, "{\"stream_id\":");
-    cpx_buf_json_cstring(&req, job->stream_id);
-    cpx_buf_puts(&req, ",\"payload\":\"");
-    cpx_buf_base64(&req, (const uint8_t*)payload.data, payload.len);
-    cpx_buf_puts(&req, "\",\"error\":");
-    cpx_buf_json_cstring(&req, error ? error : "");
-    cpx_buf_puts(&req, "}");
-    char failure[512];
-    int ok = !req.failed && sp_host("host.stream.emit", req.data, req.len, failure, sizeof failure);
+    char failure[512] = "out of memory building the payload";
+    int ok = !payload.failed && pc_stream_emit(job->stream_id, payload.data, payload.len, error,
+                                               failure, sizeof failure);
     if (ok) {
         atomic_fetch_add(&g_emits_ok, 1);
     } else {
         sp_failed(failure);
     }
     cpx_buf_free(&payload);
-    cpx_buf_free(&req);
     return ok;
 }
 
 static void sp_close(const sp_job* job) {
-    cpx_buf req = {0};
-    cpx_buf_puts(&req, "{\"stream_id\":");
-    cpx_buf_json_cstring(&req, job->stream_id);
-    if (job->close_error) {
-        cpx_buf_puts(&req, ",\"error\":");
-        cpx_buf_json_cstring(&req, job->close_error);
-    }
-    cpx_buf_puts(&req, "}");
-    if (!req.failed && sp_host("host.stream.close", req.data, req.len, NULL, 0)) {
-        atomic_fetch_add(&g_closes, 1);
-    }
-    cpx_buf_free(&req);
+    if (pc_stream_close(job->stream_id, job->close_error)) atomic_fetch_add(&g_closes, 1);
 }
 
 /* Emits the job's chunks; the stream's last thread to finish closes it. */
 static void sp_run(sp_job* job) {
-    if (job->delay_ms) sp_sleep_us(job->delay_ms * 1000);
+    if (job->delay_ms) pc_sleep_us(job->delay_ms * 1000);
     for (unsigned long long i = 0; i < job->count; i++) {
         const char* error = job->thread == 0 && i + 1 == job->count ? job->emit_error : NULL;
         if (!sp_emit(job, i, error)) break;
-        if (job->interval_us) sp_sleep_us(job->interval_us);
+        if (job->interval_us) pc_sleep_us(job->interval_us);
     }
     if (job->close_each) sp_close(job);
     if (atomic_fetch_sub(job->remaining, 1) == 1) {
@@ -148,12 +94,10 @@ static void sp_run(sp_job* job) {
     }
 }
 
-static void* sp_thread(void* arg) {
+static void sp_thread(void* arg) {
     sp_job* job = (sp_job*)arg;
     sp_run(job);
     free(job);
-    atomic_fetch_sub(&g_running, 1);
-    return NULL;
 }
 
 static void sp_execute_stream(const char* req, size_t len, cpx_buf* out) {
@@ -201,18 +145,12 @@ static void sp_execute_stream(const char* req, size_t len, cpx_buf* out) {
         atomic_int* remaining = (atomic_int*)malloc(sizeof *remaining);
         atomic_init(remaining, (int)threads);
         int started = 0;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         for (unsigned long long t = 0; t < threads; t++) {
             sp_job* job = (sp_job*)malloc(sizeof *job);
             *job = base;
             job->thread = t;
             job->remaining = remaining;
-            atomic_fetch_add(&g_running, 1);
-            pthread_t thread;
-            if (pthread_create(&thread, &attr, sp_thread, job) != 0) {
-                atomic_fetch_sub(&g_running, 1);
+            if (!pc_spawn(sp_thread, job)) {
                 job->count = 0;
                 sp_run(job); /* counts this thread as finished */
                 free(job);
@@ -220,7 +158,6 @@ static void sp_execute_stream(const char* req, size_t len, cpx_buf* out) {
                 started++;
             }
         }
-        pthread_attr_destroy(&attr);
         cpx_ok_begin(out);
         cpx_buf_printf(out,
                        "{\"headers\":{\"X-Mode\":[\"async\"],\"X-Threads\":[\"%d\"],"
@@ -239,7 +176,7 @@ static void sp_stats(cpx_buf* out) {
                    "{\"emits_ok\":%lld,\"emits_failed\":%lld,\"closes\":%lld,"
                    "\"running\":%lld,\"streams\":%lld,\"last_failure\":",
                    (long long)atomic_load(&g_emits_ok), (long long)atomic_load(&g_emits_failed),
-                   (long long)atomic_load(&g_closes), (long long)atomic_load(&g_running),
+                   (long long)atomic_load(&g_closes), (long long)atomic_load(&pc_running),
                    (long long)atomic_load(&g_streams));
     pthread_mutex_lock(&g_last_lock);
     cpx_buf_json_cstring(out, g_last_failure);
@@ -252,7 +189,7 @@ static void sp_stats(cpx_buf* out) {
 static void sp_host_call(const char* req, size_t len, cpx_buf* out) {
     char* method = cpx_json_get_string(req, len, "method", NULL);
     cpx_span inner;
-    const cliproxy_host_api* host = atomic_load(&g_host);
+    const cliproxy_host_api* host = atomic_load(&pc_host_api);
     if (!method || cpx_json_find(req, len, "request", &inner) != 1 || !host) {
         cpx_error(out, "invalid_request", "streamplugin host_call: method and request needed");
         free(method);
@@ -275,70 +212,35 @@ static void sp_scoped_echo(const char* req, size_t len, cpx_buf* out) {
     cpx_buf_puts(&log, "{\"level\":\"info\",\"message\":\"scoped\",\"host_callback_id\":");
     cpx_buf_json_cstring(&log, callback_id ? callback_id : "");
     cpx_buf_puts(&log, "}");
-    if (!log.failed) sp_host("host.log", log.data, log.len, NULL, 0);
+    pc_host_buf("host.log", &log, NULL, 0);
     cpx_buf_free(&log);
     free(callback_id);
-    cpx_ok_begin(out);
-    cpx_buf_append(out, len ? req : "{}", len ? len : 2);
-    cpx_ok_end(out);
+    pc_echo(out, req, len);
 }
 
-static int sp_call(const char* method, const uint8_t* request, size_t request_len,
-                   cliproxy_buffer* response) {
-    if (!response) return 1;
-    response->ptr = NULL;
-    response->len = 0;
-    if (!method) method = "";
-    const char* req = request ? (const char*)request : "";
-    size_t len = request ? request_len : 0;
-    cpx_buf out = {0};
-    if (strcmp(method, "plugin.register") == 0 || strcmp(method, "plugin.reconfigure") == 0) {
-        cpx_buf_puts(&out,
-                     "{\"ok\":true,\"result\":{\"schema_version\":1,"
-                     "\"metadata\":{\"Name\":\"streamplugin\",\"Version\":\"1.0.0\",\"Author\":\"tests\","
-                     "\"GitHubRepository\":\"https://github.com/cliproxy-host/cliproxy-host\",\"Logo\":\"\"},"
-                     "\"capabilities\":{\"executor\":true,"
-                     "\"executor_input_formats\":[\"openai\"],"
-                     "\"executor_output_formats\":[\"openai\"]}}}");
-    } else if (strcmp(method, "plugin.shutdown") == 0) {
-        cpx_buf_puts(&out, "{\"ok\":true,\"result\":{}}");
-    } else if (strcmp(method, "executor.execute_stream") == 0) {
-        sp_execute_stream(req, len, &out);
+static int sp_methods(const char* method, const char* req, size_t len, cpx_buf* out) {
+    if (strcmp(method, "executor.execute_stream") == 0) {
+        sp_execute_stream(req, len, out);
     } else if (strcmp(method, "executor.execute") == 0) {
-        cpx_buf_puts(&out, "{\"ok\":true,\"result\":{\"Payload\":\"dDAtMA==\"}}");
+        pc_ok(out, "{\"Payload\":\"dDAtMA==\"}");
     } else if (strcmp(method, "executor.http_request") == 0) {
-        sp_scoped_echo(req, len, &out);
+        sp_scoped_echo(req, len, out);
     } else if (strcmp(method, "stats") == 0) {
-        sp_stats(&out);
+        sp_stats(out);
     } else if (strcmp(method, "host_call") == 0) {
-        sp_host_call(req, len, &out);
+        sp_host_call(req, len, out);
     } else if (strcmp(method, "echo") == 0) {
-        cpx_ok_begin(&out);
-        cpx_buf_append(&out, len ? req : "{}", len ? len : 2);
-        cpx_ok_end(&out);
+        pc_echo(out, req, len);
     } else {
-        cpx_unknown_method(&out, method);
+        return 0;
     }
-    return cpx_respond(&out, response, 0);
+    return 1;
 }
 
-static void sp_free_buffer(void* ptr, size_t len) {
-    (void)len;
-    free(ptr);
-}
-
-/* Waits (bounded) for the emitting threads: the library must not be unmapped under them. */
-static void sp_shutdown(void) {
-    for (int i = 0; i < 500 && atomic_load(&g_running) > 0; i++) sp_sleep_us(10000);
-}
-
-CLIPROXY_EXPORT int cliproxy_plugin_init(const cliproxy_host_api* host,
-                                         cliproxy_plugin_api* plugin) {
-    if (!plugin) return 1;
-    atomic_store(&g_host, host);
-    plugin->abi_version = CLIPROXY_ABI_VERSION;
-    plugin->call = sp_call;
-    plugin->free_buffer = sp_free_buffer;
-    plugin->shutdown = sp_shutdown;
-    return 0;
-}
+PC_PLUGIN("{\"schema_version\":1,"
+          "\"metadata\":{\"Name\":\"streamplugin\",\"Version\":\"1.0.0\",\"Author\":\"tests\","
+          "\"GitHubRepository\":\"https://github.com/cliproxy-host/cliproxy-host\",\"Logo\":\"\"},"
+          "\"capabilities\":{\"executor\":true,"
+          "\"executor_input_formats\":[\"openai\"],"
+          "\"executor_output_formats\":[\"openai\"]}}",
+          sp_methods, pc_wait_threads)
