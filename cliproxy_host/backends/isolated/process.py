@@ -13,9 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
+
+import orjson
 
 from ...errors import PluginCrashed, PluginError, PluginLoadError, PluginUnloading
+from .host_core import HostCore, host_core
 from .limits import IsolationLimits
 from .spawn import Spawned, forward_output, spawn
 from .wire import (
@@ -123,6 +126,10 @@ class WorkerProcess:
         self.max_response = limits.max_response_bytes
         self.max_frame = limits.max_response_bytes + _FRAME_SLACK
         self.idle_lines: list[CallLine] = []  # a stack: the line used last is used next
+        # Lines exchange in C where the worker's native core is in use (and so is built),
+        # over rings once the worker says (READY) that the core serves its lines.
+        self.core = host_core() if limits.native_core else None
+        self.rings = False
 
         if standby is None:
             self.proc, parent_sock, self.lines_sock, output = spawn(plugin_id, path, limits)
@@ -238,14 +245,26 @@ class WorkerProcess:
             if self.idle_lines:
                 return self.idle_lines.pop()
         ours, theirs = socket.socketpair()
+        ring, ring_fd = None, -1
+        core = self.core
         try:
             with theirs:
-                socket.send_fds(self.lines_sock, [b"L"], [theirs.fileno()])
+                if self.rings and core is not None:
+                    ring, ring_fd = core.new_ring()
+                    fds = [theirs.fileno(), ring_fd]
+                else:
+                    fds = [theirs.fileno()]
+                socket.send_fds(self.lines_sock, [b"L"], fds)
         except OSError:
+            if ring is not None:
+                cast(HostCore, core).ring_unmap(ring)
             ours.close()
             return None
+        finally:
+            if ring_fd >= 0:
+                os.close(ring_fd)  # passed: the worker holds its own
         try:
-            return CallLine(ours, self.max_frame, timeout)
+            return CallLine(ours, self.max_frame, timeout, core, ring)
         except OSError:
             ours.close()
             raise
@@ -315,6 +334,7 @@ class WorkerProcess:
             pending = self.take(request_id)
             if pending is not None:
                 if kind is Kind.READY:
+                    self.rings = _serves_rings(payload) and hasattr(os, "memfd_create")
                     self.ready = True
                 pending.resolve(payload)
         elif kind is Kind.ERROR:
@@ -344,8 +364,7 @@ class WorkerProcess:
         self._close_lines()
         for item in pending:
             if item.line is not None:  # its caller waits on the line: EOF wakes it
-                with contextlib.suppress(OSError):
-                    item.line.sock.shutdown(socket.SHUT_RDWR)
+                item.line.abort()
         how, signame = describe_exit(returncode)
         reason = self.kill_reason
         for item in pending:
@@ -376,6 +395,15 @@ class WorkerProcess:
         if reason:
             message = f"plugin {self.plugin_id} lost its worker in {method}: {reason}"
         return PluginCrashed(message, plugin_id=self.plugin_id, method=method)
+
+
+def _serves_rings(ready: bytes) -> bool:
+    """Whether a READY payload says the worker's native core serves its lines (and so
+    takes a ring with each)."""
+    try:
+        return orjson.loads(ready).get("rings") is True
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
 
 
 def describe_exit(returncode: int) -> tuple[str, str | None]:
