@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
+from typing import cast
 
 from ...abi import HostHandler
 from ...errors import PluginBusy, PluginCrashed, PluginTimeout
@@ -81,14 +82,13 @@ class IsolatedPlugin:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         supervisor = self._supervisor
-        supervisor.enter(method)
         try:
+            worker = supervisor.begin(method, request, deadline)
             while True:
-                worker = supervisor.worker_for(method, request, deadline)
                 try:
                     return self._exchange(worker, method, request, timeout, deadline)
                 except WorkerGone:
-                    continue
+                    worker = supervisor.worker_for(method, request, deadline)
         finally:
             supervisor.leave()
 
@@ -130,16 +130,12 @@ class IsolatedPlugin:
 
         Kept in one function despite its length: this is the path of every call.
         """
-        registered = worker.register(method)
-        if registered is None:
-            raise WorkerGone
-        request_id, pending = registered
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        line = worker.checkout(remaining)
-        if line is None:
-            worker.take(request_id)
+        started_call = worker.start_call(method, remaining)
+        if started_call is None:
             raise WorkerGone
-        pending.line = line
+        request_id, pending = started_call
+        line = cast(CallLine, pending.line)
         spin = self._spin_s if self._fast.get(method, True) and spare_cpu() else 0.0
         started = time.perf_counter()
         # The request stays registered while it runs: if the worker dies, its reader fails
@@ -184,7 +180,6 @@ class IsolatedPlugin:
             line.close()
             return self._lost(worker, pending, method)
         kind, answered, payload = frame
-        worker.take(request_id)  # answered: even a worker dying right now cannot fail it
         if self._spin_s:
             # Spin for the next call of this method only if this one was answered within
             # the spin time, give or take two wake-ups: a slow method is slept on, not
@@ -193,7 +188,12 @@ class IsolatedPlugin:
             fast = time.perf_counter() - started <= self._slow_after_s
             if self._fast.get(method, True) is not fast and len(self._fast) < METHOD_CACHE_MAX:
                 self._fast[method] = fast
-        if answered != request_id or kind not in (Kind.RESULT, Kind.ERROR):
+        if kind is Kind.RESULT and answered == request_id:
+            # Answered: a worker dying from now on cannot fail the call any more.
+            worker.finish_call(request_id, line)
+            return payload
+        worker.take(request_id)
+        if answered != request_id or kind is not Kind.ERROR:
             self._supervisor.replace(
                 worker, f"the worker answered call {request_id} with {kind.name} {answered}"
             )
@@ -203,14 +203,11 @@ class IsolatedPlugin:
                 plugin_id=self.plugin_id,
                 method=method,
             )
-        if kind is Kind.RESULT:
-            worker.checkin(line)
-            return payload
         error = unpack_error(payload, plugin_id=self.plugin_id, method=method)
         if isinstance(error, PluginBusy):
             line.close()  # the worker had no thread for this line and closed its end
         else:
-            worker.checkin(line)
+            worker.finish_call(request_id, line)
         raise error
 
     def _timed_out(

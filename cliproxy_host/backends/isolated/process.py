@@ -237,13 +237,36 @@ class WorkerProcess:
         with self.lock:
             return self.pending.pop(request_id, None)
 
-    def checkout(self, timeout: float | None) -> CallLine | None:
-        """A call line for one call: an idle one, or a new one; None when the worker is gone."""
-        with self.lock:
-            if self.dead:
+    def start_call(self, method: str, timeout: float | None) -> tuple[int, Pending] | None:
+        """A call's request ID and its pending answer, with the call line it goes on in
+        `pending.line` (an idle one, or a new one); None when the worker is gone."""
+        pending = Pending(method)
+        with self.lock:  # once per call: registered and given a line under one lock
+            if self.dead or self.kill_reason is not None:
                 return None
-            if self.idle_lines:
-                return self.idle_lines.pop()
+            request_id = next(self.ids)
+            self.pending[request_id] = pending
+            line = self.idle_lines.pop() if self.idle_lines else None
+        if line is None:
+            line = self._new_line(timeout)
+            if line is None:
+                self.take(request_id)
+                return None
+        pending.line = line
+        return request_id, pending
+
+    def finish_call(self, request_id: int, line: CallLine) -> None:
+        """A call answered in full: no longer pending, and its line ready for the next."""
+        line.idle_since = time.monotonic()
+        with self.lock:
+            self.pending.pop(request_id, None)
+            if not self.dead:
+                self.idle_lines.append(line)
+                return
+        line.close()
+
+    def _new_line(self, timeout: float | None) -> CallLine | None:
+        """A new call line (its worker end passed to the worker); None when it is gone."""
         ours, theirs = socket.socketpair()
         ring, ring_fd = None, -1
         core = self.core
@@ -268,15 +291,6 @@ class WorkerProcess:
         except OSError:
             ours.close()
             raise
-
-    def checkin(self, line: CallLine) -> None:
-        """A line whose call was answered in full, ready for the next call."""
-        line.idle_since = time.monotonic()
-        with self.lock:
-            if not self.dead:
-                self.idle_lines.append(line)
-                return
-        line.close()
 
     def trim_lines(self, idle_s: float) -> None:
         """Close lines nobody used for idle_s (their worker threads exit); keep the last one."""

@@ -6,8 +6,10 @@ each side. **Call lines** carry the calls: a line is a socketpair of its own, cr
 demand, whose worker end is passed over a third socket (SCM_RIGHTS); it carries one call
 at a time, and the plugin's host calls made while running it. A caller checks out an
 idle line, sends its CALL and reads the answer itself, and the worker runs each line's
-calls on that line's thread, so no thread hands a call or an answer to another. Both
-ends poll briefly before sleeping (spin_until_readable).
+calls on that line's thread, so no thread hands a call or an answer to another. Where
+the worker's native core serves the lines, each line also has a **ring** (linecore.c,
+host_core.py): the same frames in shared memory, the socket only for large ones. Both
+ends poll briefly before sleeping, yielding the CPU between polls.
 
 Frames: a 13-byte header (payload length: u32, kind: u8, request id: u64, big-endian)
 and the payload. CALL and HOST_CALL payloads are a u16 method length, the UTF-8 method
@@ -16,8 +18,9 @@ envelope bytes as they are; ERROR payloads are a small JSON object describing a
 PluginError. Host and worker each number their own requests (CALL, PING and SHUTDOWN
 from the host, HOST_CALL from the worker).
 
-A call's timeout (handed down by the guard) is kept by the kernel (SO_RCVTIMEO/SO_SNDTIMEO
-on its line): a sleeping caller costs no timer thread and no poll() per call.
+A call's timeout (handed down by the guard) is kept by the kernel on the socket
+(SO_RCVTIMEO/SO_SNDTIMEO on its line) and by the futex wait on a ring: a sleeping caller
+costs no timer thread and no poll() per call.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ WAKE_UP_ALLOWANCE_S: Final = 200e-6
 
 
 class Kind(enum.IntEnum):
-    READY = 1  # worker -> host: the plugin is loaded; payload {"pid": N}
+    READY = 1  # worker -> host: the plugin is loaded; payload {"pid": N, "rings": bool}
     CALL = 2  # host -> worker, on a call line: call a plugin method
     RESULT = 3  # worker -> host, on the call's line: the plugin's response envelope
     ERROR = 4  # worker -> host: the call (on its line) or the load (id 0) raised a PluginError
