@@ -64,6 +64,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         "8a",
         "8b",
         "8c",
+        "8d",
         "9a",
         "9b",
     }
