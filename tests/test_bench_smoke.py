@@ -47,6 +47,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     # issue 14: the Extism peer, the loaded variant, host calls from a plugin's own thread
     expected |= {"1i", "1j", "1k", "1l", "1m", "2d"}
     expected.add("1n")  # issue 14: a worker restart / a bare spawn
+    expected.add("3d")  # issue 14: isolated calls, 2 threads / 1 thread
     expected.add("1o")  # issue 16: host.call with metrics on / off
     expected |= {"1p", "1q"}  # issue 19: a Python socket plugin
     expected |= {
@@ -63,6 +64,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         "8a",
         "8b",
         "8c",
+        "8d",
         "9a",
         "9b",
     }

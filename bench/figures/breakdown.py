@@ -91,3 +91,60 @@ def call_path_breakdown(
         "",
         *table(["layer", "per call", "share"], rows),
     ]
+
+
+def isolated_breakdown(ctx: Context, host: PluginHost, plugin_id: str, request: Any) -> list[str]:
+    """Where the time of one isolated host.call goes, layer by layer on live objects:
+    the host's layers, the guard, the isolated client's bookkeeping (supervisor, worker,
+    line), and the exchange on a call line itself (C: the frame into the ring, the worker
+    taking it, the plugin, the answer back), driven on a line of the running worker."""
+    try:
+        backend = host._snapshot.get(plugin_id).backend  # type: ignore[union-attr]
+        client = backend.backend  # type: ignore[attr-defined]
+        worker = client._supervisor._worker
+        line = worker._new_line(None)
+    except Exception as exc:
+        return [f"Isolated call-path breakdown unavailable ({type(exc).__name__}: {exc})."]
+    if line is None:
+        return ["Isolated call-path breakdown unavailable (no call line to the worker)."]
+    data = orjson.dumps(request)
+    spin = client._spin_s
+    ids = iter(range(1 << 60, 1 << 61))  # far from the client's own request ids
+
+    def exchange() -> None:
+        frame = line.call(next(ids), "echo", data, None, spin)
+        if frame is None or frame[0] != 3:  # Kind.RESULT
+            raise RuntimeError(f"the worker answered {frame!r}")
+
+    calls: dict[str, Callable[[], Any]] = {
+        "host.call": lambda: host.call(plugin_id, "echo", request),
+        "backend.call": lambda: backend.call("echo", data),
+        "client": lambda: client.call("echo", data),
+        "exchange": exchange,
+    }
+    try:
+        m = compare({name: _loop(call) for name, call in calls.items()}, ctx.settings)
+    finally:
+        line.close()
+    med = {name: stats.median for name, stats in m.stats.items()}
+    total = med["host.call"]
+    layers = [
+        ("host layers: encode, lookup, dispatch", total - med["backend.call"]),
+        ("guard around the backend, decode", med["backend.call"] - med["client"]),
+        (
+            "isolated client: supervisor, request id, line checkout and check-in",
+            med["client"] - med["exchange"],
+        ),
+        (
+            "line exchange (C): frame into the ring, the worker's turn, plugin, answer back",
+            med["exchange"],
+        ),
+    ]
+    rows = [["isolated host.call, total", fmt_ns(total), "100%"]]
+    rows += [[label, fmt_ns(ns), f"{ns / total:.0%}"] for label, ns in layers]
+    return [
+        "Where the time of one isolated host.call goes (each layer timed on its own on the "
+        "running worker, medians; the differences are estimates):",
+        "",
+        *table(["layer", "per call", "share"], rows),
+    ]

@@ -1,4 +1,6 @@
-"""Where the time of one isolated call goes: the wire's hops, timed one call at a time.
+"""The socket wire's hops, timed one call at a time: the isolated path where no C compiler
+built the native core (there, Python serves the lines on their sockets; with the core,
+frames travel in rings, figures/breakdown.py times that path by layers).
 
 An out-of-band harness: a worker of its own (bench/hops_worker.py) and this host end
 drive the isolated mode's wire functions step by step on a socketpair, stamping each
@@ -162,10 +164,11 @@ def hop_table(
         ["one call, total", fmt_ns(sleeping["total"]), "100%", fmt_ns(spinning["total"]), "100%"]
     )
     return [
-        f"Where the time of one isolated call goes (the wire's hops driven step by step by "
-        f"bench/figures/hops.py and bench/hops_worker.py, one call at a time, medians over "
-        f"{calls} calls; the hops' medians need not add up to the total's). For scale, the "
-        f"full isolated host.call above: {fmt_ns(isolated_ns)}.",
+        f"The socket wire's hops, the path of Python-served lines where no C compiler built "
+        f"the native core (driven step by step by bench/figures/hops.py and "
+        f"bench/hops_worker.py, one call at a time, medians over {calls} calls; the hops' "
+        f"medians need not add up to the total's). For scale, the full isolated host.call "
+        f"above (native core, rings): {fmt_ns(isolated_ns)}.",
         "",
         *table(
             ["hop", "spin-us 0", "share", f"spin-us {spin_us}", "share"],

@@ -10,6 +10,7 @@ five plugin calls plus its own work (route lookup, executor choice, base64, head
   floor     the same five plugin calls made directly, one host.call each, with the
             requests the pipeline sends: what host.execute costs with no pipeline work,
             so host.execute / floor is the pipeline's own share
+  bare      the same five calls through bare cffi (the raw baseline), no host at all
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import time
 
 from bench import build
+from bench.baselines.raw import RawPlugin
 from bench.figures.common import Check, Context, FigureResult, loaded_host, table
 from bench.harness import compare, fmt_stats
 from cliproxy_host.envelope import b64encode
@@ -99,9 +101,37 @@ def run(ctx: Context) -> FigureResult:
                     host.call(plugin_id, method, req)
             return time.perf_counter_ns() - start
 
-        m = compare(
-            {"host.execute": execute, "host.call": direct, "5 x host.call": floor}, ctx.settings
-        )
+        # The same five calls with no host at all: bare cffi on private copies of the
+        # libraries (raw baseline), orjson both ways. What any host's five calls cost.
+        raws = {
+            pid: RawPlugin(build.copy_library(lib, ctx.workdir / "libs" / f"fig8-raw-{pid}.so"))
+            for pid, lib in plugins.items()
+        }
+        buffer = RawPlugin.new_buffer()
+        raw_calls = [(raws[pid], method.encode(), req) for pid, method, req in floor_calls]
+        for raw, method, req in raw_calls:
+            raw.call(method, req, buffer)
+
+        def bare(n: int) -> int:
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                for raw, method, req in raw_calls:
+                    raw.call(method, req, buffer)
+            return time.perf_counter_ns() - start
+
+        try:
+            m = compare(
+                {
+                    "host.execute": execute,
+                    "host.call": direct,
+                    "5 x host.call": floor,
+                    "5 x raw cffi": bare,
+                },
+                ctx.settings,
+            )
+        finally:
+            for raw in raws.values():
+                raw.close()
     ratio = m.ratio("host.execute", "host.call")
     result.checks.append(
         Check.ratio(
@@ -122,6 +152,15 @@ def run(ctx: Context) -> FigureResult:
             absolute=f"5 calls {fmt_stats(m['5 x host.call'])}",
         )
     )
+    bare_ratio = m.ratio("5 x raw cffi", "host.call")
+    result.checks.append(
+        Check.ratio(
+            "8d",
+            "the floor of any host: the same 5 calls through bare cffi / 1 host.call",
+            bare_ratio,
+            absolute=f"5 bare calls {fmt_stats(m['5 x raw cffi'])}",
+        )
+    )
     own = m.ratio("host.execute", "5 x host.call")
     result.checks.append(
         Check.ratio(
@@ -137,7 +176,9 @@ def run(ctx: Context) -> FigureResult:
         "One request through the pipeline makes five plugin calls (two interceptors, each "
         "before and after the executor is chosen, then the executor); the direct call "
         "makes one. 8b is that floor (the five calls made directly, with the requests the "
-        "pipeline sends); 8c is what the pipeline's own work adds on top of it.",
+        "pipeline sends); 8c is what the pipeline's own work adds on top of it; 8d is the "
+        "floor of any host, the five calls through bare cffi with no host in between: "
+        "when it is over 2x, no host can meet 8a's <= 2x on this path.",
         "",
         *table(["candidate", "per request", "n per round"], rows),
     ]

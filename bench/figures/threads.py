@@ -3,7 +3,9 @@
 bench_plugin.c's `spin` burns `us` microseconds of CPU in C. If the host holds the GIL
 during the call, two threads take turns and the throughput stays at 1x; if it releases
 it, two threads on two cores get close to 2x. The same n calls are made by 1 thread, or
-split across 2 threads (wall time from a common start to the last finish).
+split across 2 threads (wall time from a common start to the last finish). The same for
+the plugin in a worker process (isolation: process): two calls in flight there run on
+two line threads of the worker, and the callers wait without holding the GIL.
 """
 
 from __future__ import annotations
@@ -62,11 +64,17 @@ def run(ctx: Context) -> FigureResult:
     request = {"us": SPIN_US}
     with ExitStack() as stack:
         host = stack.enter_context(loaded_host(ctx, "fig3-host", {PID: ctx.bench_plugin()}))
+        iso = stack.enter_context(
+            loaded_host(ctx, "fig3-isolated", {PID: ctx.bench_plugin()}, isolation="process")
+        )
         raw = RawPlugin(ctx.private_copy("fig3-raw"))
         stack.callback(raw.close)
 
         def host_call() -> Callable[[], Any]:
             return lambda: host.call(PID, "spin", request)
+
+        def isolated_call() -> Callable[[], Any]:
+            return lambda: iso.call(PID, "spin", request)
 
         def raw_call() -> Callable[[], Any]:
             buffer = raw.new_buffer()  # one response struct per thread
@@ -75,6 +83,8 @@ def run(ctx: Context) -> FigureResult:
         candidates = {
             "host.call, 1 thread": _threaded(host_call, 1),
             "host.call, 2 threads": _threaded(host_call, 2),
+            "isolated, 1 thread": _threaded(isolated_call, 1),
+            "isolated, 2 threads": _threaded(isolated_call, 2),
             "raw, 1 thread": _threaded(raw_call, 1),
             "raw, 2 threads": _threaded(raw_call, 2),
         }
@@ -101,6 +111,18 @@ def run(ctx: Context) -> FigureResult:
             f"; inconclusive: raw itself reached only {ceiling.value:.2f}x (another process "
             "was using the second core)"
         )
+    iso_speedup = m.ratio("isolated, 1 thread", "isolated, 2 threads")
+    iso_check = Check.ratio(
+        "3d",
+        "isolated throughput, 2 threads / 1 thread (issue 14)",
+        iso_speedup,
+        target=f">= {TARGET}x",
+        met=iso_speedup.value >= TARGET,
+        absolute=(
+            f"per call: 1 thread {fmt_stats(m['isolated, 1 thread'])}; "
+            f"2 threads {fmt_stats(m['isolated, 2 threads'])}"
+        ),
+    )
     # How much of the machine's ceiling the host reaches, round by round: holds still
     # when other processes take a core now and then.
     host_speedups = _per_round(m["host.call, 1 thread"], m["host.call, 2 threads"])
@@ -117,6 +139,7 @@ def run(ctx: Context) -> FigureResult:
             "host speedup / raw speedup, per round (1.0: the host scales like bare cffi)",
             Ratio.of(host_speedups, raw_speedups),
         ),
+        iso_check,
     ]
     rows = [
         [name, fmt_stats(stats), f"{1e9 / stats.median:,.0f}/s", str(m.iterations[name])]

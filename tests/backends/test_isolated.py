@@ -28,8 +28,16 @@ from cliproxy_host.backends.isolated import client as client_module
 from cliproxy_host.backends.isolated import core_build
 from cliproxy_host.backends.isolated.client import IsolatedPlugin
 from cliproxy_host.backends.isolated.cpu import spare_cpu
+from cliproxy_host.backends.isolated.host_core import host_core
 from cliproxy_host.backends.isolated.limits import IsolationLimits
-from cliproxy_host.backends.isolated.wire import CallLine, Channel, FrameTooLarge, Kind
+from cliproxy_host.backends.isolated.wire import (
+    LINE_BUFFER,
+    CallLine,
+    Channel,
+    FrameTooLarge,
+    Kind,
+    ProtocolError,
+)
 from cliproxy_host.backends.native import NativePlugin
 from cliproxy_host.backends.protocol import Health, State
 
@@ -605,54 +613,74 @@ def test_waiting_for_a_restart_counts_against_the_call_timeout(
     assert 1.8 < time.monotonic() - started < 3.0
 
 
-def test_a_call_line_times_out_and_tells_eof_from_silence() -> None:
-    def line_pair(timeout: float) -> tuple[socket.socket, CallLine]:
-        ours, theirs = socket.socketpair()
-        return theirs, CallLine(ours, max_frame=1024, timeout=timeout)
+def _line_pair(timeout: float | None) -> tuple[socket.socket, CallLine]:
+    """A call line (exchanging in C, or in Python where the worker_core fixture turned the
+    core off) whose worker end is a bare socket the test plays the worker on."""
+    ours, theirs = socket.socketpair()
+    return theirs, CallLine(ours, max_frame=1024, timeout=timeout, core=host_core())
 
+
+def test_a_call_line_times_out_and_tells_eof_from_silence() -> None:
     # silence: TimeoutError after the timeout, not a hang
-    peer, line = line_pair(0.2)
+    peer, line = _line_pair(0.2)
     with peer:
-        line.send(1, "echo", b"{}", 0.2)
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            line.recv(0.0)
+            line.call(1, "echo", b"{}", 0.2, 0.0)
         assert 0.15 < time.monotonic() - started < 2
         line.close()
     # half a frame, then silence: still a timeout
-    peer, line = line_pair(0.2)
+    peer, line = _line_pair(0.2)
     with peer:
         peer.sendall(b"\x00\x00\x00\x10\x03")
         with pytest.raises(TimeoutError):
-            line.recv(0.0)
+            line.call(1, "echo", b"{}", 0.2, 0.0)
         line.close()
     # half a frame, then EOF: the worker is gone
-    peer, line = line_pair(5.0)
+    peer, line = _line_pair(5.0)
     peer.sendall(b"\x00\x00\x00\x10\x03")
+    peer.shutdown(socket.SHUT_WR)
+    assert line.call(1, "echo", b"{}", 5.0, 0.0) is None
     peer.close()
-    assert line.recv(0.0) is None
     line.close()
-    # a whole frame, polled for and read
-    peer, line = line_pair(5.0)
+    # a whole frame, polled for and read; the CALL reached the worker whole
+    peer, line = _line_pair(5.0)
     with peer:
         Channel(peer).send(Kind.RESULT, 9, b'{"ok":true}')
-        assert line.recv(0.01) == (Kind.RESULT, 9, b'{"ok":true}')
+        assert line.call(9, "echo", b"{}", 5.0, 0.01) == (Kind.RESULT, 9, b'{"ok":true}')
+        assert Channel(peer).recv() == (Kind.CALL, 9, b"\x00\x04echo{}")
         # and a length over the limit is refused before it is read
         Channel(peer).send(Kind.RESULT, 10, b"x" * 1025)
         with pytest.raises(FrameTooLarge):
-            line.recv(0.0)
+            line.call(10, "echo", b"{}", 5.0, 0.0)
         line.close()
 
 
 def test_a_call_line_keeps_the_timeout_each_call_brings() -> None:
-    ours, peer = socket.socketpair()
-    line = CallLine(ours, max_frame=1024, timeout=None)  # made before any call: untimed
+    peer, line = _line_pair(None)  # made before any call: untimed
     with peer:
-        line.send(1, "echo", b"{}", 0.2)  # the guard's timeout for this call
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            line.recv(0.0)
+            line.call(1, "echo", b"{}", 0.2, 0.0)  # the guard's timeout for this call
         assert 0.15 < time.monotonic() - started < 2
+    line.close()
+
+
+def test_a_call_line_reads_a_frame_larger_than_its_buffer() -> None:
+    ours, peer = socket.socketpair()
+    line = CallLine(ours, max_frame=4 * LINE_BUFFER, timeout=5.0, core=host_core())
+    payload = bytes(range(256)) * (3 * LINE_BUFFER // 256)
+    with peer:
+        sender = threading.Thread(target=Channel(peer).send, args=(Kind.RESULT, 3, payload))
+        sender.start()
+        assert line.call(3, "big", b"{}", 5.0, 0.0) == (Kind.RESULT, 3, payload)
+        sender.join(5)
+        # bytes past a frame, which no worker sends, break the protocol
+        Channel(peer).send(Kind.RESULT, 4, b"{}")
+        peer.sendall(b"junk")
+        time.sleep(0.05)
+        with pytest.raises(ProtocolError):
+            line.call(4, "echo", b"{}", 5.0, 0.0)
     line.close()
 
 
@@ -1067,10 +1095,13 @@ def test_calls_and_host_calls_run_on_the_native_core(
         assert "/linecore-" in maps
         assert lines  # the line that served these calls is a thread of the core
         assert "cw-control" in names  # and so is the control socket's reader
+        # its frames travelled in the line's ring, shared with the host
+        assert "memfd:cliproxy-call-line" in maps
     else:
         assert "/linecore-" not in maps
         assert lines == []
         assert "cw-control" not in names
+        assert "memfd:cliproxy-call-line" not in maps
 
 
 def test_a_core_that_does_not_load_leaves_the_worker_serving_in_python(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
+from typing import cast
 
 from ...abi import HostHandler
 from ...errors import PluginBusy, PluginCrashed, PluginTimeout
@@ -26,7 +27,16 @@ from .cpu import spare_cpu
 from .limits import IsolationLimits
 from .process import REAP_GRACE, Pending, WorkerGone, WorkerProcess, frame_fault
 from .supervisor import Supervisor, spawn_worker, unloading_error
-from .wire import METHOD_CACHE_MAX, CallLine, Kind, ProtocolError, unpack_call, unpack_error
+from .wire import (
+    METHOD_CACHE_MAX,
+    WAKE_UP_ALLOWANCE_S,
+    CallLine,
+    Kind,
+    NotSent,
+    ProtocolError,
+    unpack_call,
+    unpack_error,
+)
 
 __all__ = ["IsolatedPlugin", "IsolationLimits"]
 
@@ -49,6 +59,7 @@ class IsolatedPlugin:
         self.path = path
         self._limits = limits or IsolationLimits()
         self._spin_s = self._limits.spin_us / 1e6
+        self._slow_after_s = self._spin_s + WAKE_UP_ALLOWANCE_S
         self._fast: dict[str, bool] = {}  # methods whose last call outlasted the spin: False
         # Wrapped once: host calls are answered with an envelope whatever the handler does.
         self._answer_host = gated(handler)
@@ -71,14 +82,13 @@ class IsolatedPlugin:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         supervisor = self._supervisor
-        supervisor.enter(method)
         try:
+            worker = supervisor.begin(method, request, deadline)
             while True:
-                worker = supervisor.worker_for(method, request, deadline)
                 try:
                     return self._exchange(worker, method, request, timeout, deadline)
                 except WorkerGone:
-                    continue
+                    worker = supervisor.worker_for(method, request, deadline)
         finally:
             supervisor.leave()
 
@@ -120,41 +130,42 @@ class IsolatedPlugin:
 
         Kept in one function despite its length: this is the path of every call.
         """
-        registered = worker.register(method)
-        if registered is None:
-            raise WorkerGone
-        request_id, pending = registered
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        line = worker.checkout(remaining)
-        if line is None:
-            worker.take(request_id)
+        started_call = worker.start_call(method, remaining)
+        if started_call is None:
             raise WorkerGone
-        pending.line = line
+        request_id, pending = started_call
+        line = cast(CallLine, pending.line)
         spin = self._spin_s if self._fast.get(method, True) and spare_cpu() else 0.0
         started = time.perf_counter()
-        try:
-            line.send(request_id, method, request, remaining)
-        except TimeoutError:
-            return self._timed_out(worker, request_id, pending, method, line, timeout=timeout)
-        except OSError:
-            # The worker is gone and never read the whole frame, so it never ran the
-            # call: it may go to the next worker. Its reader is handling the death.
-            line.close()
-            worker.take(request_id)
-            raise WorkerGone from None
         # The request stays registered while it runs: if the worker dies, its reader fails
         # it with the reason, whichever thread notices first.
         try:
+            try:
+                frame = line.call(request_id, method, request, remaining, spin)
+            except NotSent:
+                # The line hung up before the worker took the call, so it never ran: if
+                # the worker is gone (its reader fails the call), the next one may run it.
+                line.close()
+                if pending.event.wait(REAP_GRACE) or worker.take(request_id) is None:
+                    raise WorkerGone from None
+                raise PluginBusy(
+                    f"the worker of plugin {self.plugin_id} could not take a call line for "
+                    f"{method} (out of memory?); retry later, or raise its memory_limit_mb",
+                    plugin_id=self.plugin_id,
+                    method=method,
+                    retryable=True,
+                ) from None
             # The plugin's host calls from the thread running this call come on this line
             # too, and are answered here, on the caller's thread: no hand-off either way.
-            while (frame := line.recv(spin)) is not None and frame[0] is Kind.HOST_CALL:
+            while frame is not None and frame[0] is Kind.HOST_CALL:
                 host_method, host_request = unpack_call(frame[2])
                 answer = self._answer_host(self.plugin_id, host_method, host_request)
                 left = None if deadline is None else deadline - time.monotonic()
-                line.answer(frame[1], answer, left)
                 # The plugin goes on at once with what it was answered: its next frame
                 # (another host call, or the result) is worth polling for.
                 spin = self._spin_s if spare_cpu() else 0.0
+                frame = line.answer(frame[1], answer, left, spin)
         except TimeoutError:
             return self._timed_out(worker, request_id, pending, method, line, timeout=timeout)
         except ProtocolError as exc:
@@ -169,14 +180,20 @@ class IsolatedPlugin:
             line.close()
             return self._lost(worker, pending, method)
         kind, answered, payload = frame
-        worker.take(request_id)  # answered: even a worker dying right now cannot fail it
         if self._spin_s:
             # Spin for the next call of this method only if this one was answered within
-            # the spin time: a slow method is slept on, not burnt CPU on.
-            fast = time.perf_counter() - started <= self._spin_s
+            # the spin time, give or take two wake-ups: a slow method is slept on, not
+            # burnt CPU on. A call that only missed the spin because the worker slept
+            # still counts as fast, or both ends would stop polling for good.
+            fast = time.perf_counter() - started <= self._slow_after_s
             if self._fast.get(method, True) is not fast and len(self._fast) < METHOD_CACHE_MAX:
                 self._fast[method] = fast
-        if answered != request_id or kind not in (Kind.RESULT, Kind.ERROR):
+        if kind is Kind.RESULT and answered == request_id:
+            # Answered: a worker dying from now on cannot fail the call any more.
+            worker.finish_call(request_id, line)
+            return payload
+        worker.take(request_id)
+        if answered != request_id or kind is not Kind.ERROR:
             self._supervisor.replace(
                 worker, f"the worker answered call {request_id} with {kind.name} {answered}"
             )
@@ -186,14 +203,11 @@ class IsolatedPlugin:
                 plugin_id=self.plugin_id,
                 method=method,
             )
-        if kind is Kind.RESULT:
-            worker.checkin(line)
-            return payload
         error = unpack_error(payload, plugin_id=self.plugin_id, method=method)
         if isinstance(error, PluginBusy):
             line.close()  # the worker had no thread for this line and closed its end
         else:
-            worker.checkin(line)
+            worker.finish_call(request_id, line)
         raise error
 
     def _timed_out(

@@ -12,7 +12,13 @@ from typing import Any, Final
 
 from ...abi import ffi, libc
 from ...envelope import failed_call_error
-from ...errors import PluginError, PluginResponseError, PluginUnloading, ResponseTooLarge
+from ...errors import (
+    PluginBusy,
+    PluginError,
+    PluginResponseError,
+    PluginUnloading,
+    ResponseTooLarge,
+)
 from ..native import NativePlugin
 from .wire import pack_error
 
@@ -25,7 +31,7 @@ _FUNCTIONS: Final = {
     "cw_setup": "int(*)(void*, void*, void*, void*, void*, uint64_t, int, const char*)",
     "cw_host_call": ("int(*)(void*, const char*, const uint8_t*, size_t, cliproxy_buffer*)"),
     "cw_host_free": "void(*)(void*, size_t)",
-    "cw_serve_line": "int(*)(int)",
+    "cw_serve_line": "int(*)(int, int)",
     "cw_drain": "int(*)(double)",
     "cw_control_start": "int(*)(int, const char*, void*)",
     "cw_control_send": "int(*)(int, uint64_t, const uint8_t*, size_t)",
@@ -52,6 +58,7 @@ _ERR_RC: Final = 1
 _ERR_NULL_WITH_LEN: Final = 2
 _ERR_TOO_LARGE: Final = 3
 _ERR_UNLOADING: Final = 4
+_ERR_BUSY: Final = 5
 
 
 class LineCore:
@@ -115,10 +122,11 @@ class LineCore:
         # Only once the core is set up: a plugin thread may call the host at any moment.
         plugin.route_host_calls(self._lib.cw_host_call, self._lib.cw_host_free)
 
-    def serve_line(self, fd: int) -> int:
-        """Serve a call line on a thread of the core, which then owns fd; 0, or an errno
-        (no thread to be had) and fd is still the caller's."""
-        result: int = self._lib.cw_serve_line(fd)
+    def serve_line(self, fd: int, ring_fd: int = -1) -> int:
+        """Serve a call line (and its ring, a memfd, or -1) on a thread of the core, which
+        owns both fds from now on; 0, or an errno: no thread to be had (the line's first
+        call is answered BUSY) or no memory to map the ring (the line is closed)."""
+        result: int = self._lib.cw_serve_line(fd, ring_fd)
         return result
 
     def drain(self, seconds: float) -> bool:
@@ -143,6 +151,12 @@ class LineCore:
             error = ResponseTooLarge(
                 f"the response to {method} is {length} bytes, over max_response_bytes "
                 f"({self._max_response}); answer less, or raise the plugin's limit",
+            )
+        elif kind == _ERR_BUSY:
+            error = PluginBusy(
+                f"the worker cannot start a thread for {method} ({os.strerror(rc)}); retry "
+                "later, or raise the plugin's memory_limit_mb",
+                retryable=True,
             )
         elif kind == _ERR_UNLOADING:
             error = PluginUnloading(

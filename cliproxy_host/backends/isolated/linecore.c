@@ -16,12 +16,17 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,10 +44,17 @@ typedef int (*cw_error_fn)(int kind, const char* method, int rc, const uint8_t* 
                            size_t len, cw_buffer* out);
 
 enum { K_CALL = 2, K_RESULT = 3, K_ERROR = 4, K_HOST_CALL = 5, K_HOST_RESULT = 6 };
-enum { CW_ERR_RC = 1, CW_ERR_NULL_WITH_LEN = 2, CW_ERR_TOO_LARGE = 3, CW_ERR_UNLOADING = 4 };
+enum {
+    CW_ERR_RC = 1,
+    CW_ERR_NULL_WITH_LEN = 2,
+    CW_ERR_TOO_LARGE = 3,
+    CW_ERR_UNLOADING = 4,
+    CW_ERR_BUSY = 5
+};
 
 #define HEADER_SIZE 13
 #define READ_AHEAD 65536
+#define WAKE_UP_ALLOWANCE_S 200e-6
 /* Host call ids on lines: far above the ids the Python side numbers from 1. */
 #define LINE_HOST_IDS (UINT64_C(1) << 48)
 
@@ -65,8 +77,140 @@ static long g_cpus = 1;
 static _Atomic long g_cpu_checked_ms = -1000000;
 static _Atomic int g_cpu_spare = 1;
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- rings: a call line's frames in shared memory ----------------------------------------
+ *
+ * A line may carry a ring: a memfd the host maps and passes with the line's socket. Each
+ * direction has one slot (a line carries one frame at a time each way: the worker answers
+ * a CALL or sends a HOST_CALL, then waits), which the writer fills and publishes by
+ * bumping the slot's sequence word; the reader polls that word for a moment (no syscall)
+ * and then sleeps on it with futex_wait, and the writer calls futex_wake only when the
+ * reader sleeps. A frame too large for the slot is announced in it (RING_ON_SOCKET) and
+ * travels on the socket. Either end may close the ring: the CLOSED bit in both sequence
+ * words, and both woken. */
+
+#define RING_CAP (64 * 1024) /* one frame, header included, each way */
+#define RING_ON_SOCKET 0xffffffffu
+#define RING_CLOSED 0x80000000u
+#define RING_COUNT 0x7fffffffu
+/* Within a spin, the first this-many seconds poll without a syscall; then the spin yields
+ * the CPU between polls, in case the other end was woken on this very CPU. */
+#define PURE_SPIN_S 5e-6
+
+typedef struct {
+    _Atomic uint32_t seq;      /* frames published (RING_COUNT bits), and RING_CLOSED */
+    _Atomic uint32_t sleeping; /* the reader sleeps in futex_wait on seq */
+    uint32_t len;              /* the frame's bytes in the slot, or RING_ON_SOCKET */
+    uint32_t seen;             /* the reader's own: the count it took last */
+    uint8_t pad[48];
+} ring_dir_t;
+
+typedef struct {
+    ring_dir_t to_worker, to_host;
+    uint8_t pad[4096 - 2 * sizeof(ring_dir_t)];
+    uint8_t buf_to_worker[RING_CAP];
+    uint8_t buf_to_host[RING_CAP];
+} ring_t;
+
+static long futex(_Atomic uint32_t* word, int op, uint32_t value, const struct timespec* t) {
+    return syscall(SYS_futex, (uint32_t*)word, op, value, t, NULL, 0);
+}
+
+static void ring_post(ring_dir_t* d, uint32_t len) {
+    d->len = len;
+    uint32_t seq = atomic_load(&d->seq);
+    while (!atomic_compare_exchange_weak(&d->seq, &seq,
+                                         (seq & RING_CLOSED) | ((seq + 1) & RING_COUNT))) {
+    }
+    if (atomic_load(&d->sleeping)) futex(&d->seq, FUTEX_WAKE, INT_MAX, NULL);
+}
+
+static void ring_close(ring_t* ring) {
+    atomic_fetch_or(&ring->to_worker.seq, RING_CLOSED);
+    atomic_fetch_or(&ring->to_host.seq, RING_CLOSED);
+    futex(&ring->to_worker.seq, FUTEX_WAKE, INT_MAX, NULL);
+    futex(&ring->to_host.seq, FUTEX_WAKE, INT_MAX, NULL);
+}
+
+/* How long the host sleeps on a ring before it looks at the line's socket: a worker that
+ * died, or could not map the ring, closes the socket without a word on the ring. */
+#define RING_WATCH_S 0.1
+
+/* Wait for the next frame of d: polling for up to spin_s, then asleep for up to timeout_s
+ * (< 0: no limit), looking at watch_fd (unless -1) every RING_WATCH_S. 1 a frame, 0
+ * closed, -1 timed out, 2 watch_fd is readable or hung up. */
+static int ring_wait(ring_dir_t* d, double spin_s, double timeout_s, int watch_fd) {
+    uint32_t seen = d->seen, seq = atomic_load_explicit(&d->seq, memory_order_acquire);
+    if ((seq & RING_COUNT) == seen && spin_s > 0) {
+        double start = now_s(), end = start + spin_s;
+        for (unsigned turn = 1;; turn++) {
+            seq = atomic_load_explicit(&d->seq, memory_order_acquire);
+            if ((seq & RING_COUNT) != seen || (seq & RING_CLOSED)) break;
+            if ((turn & 63) == 0) {
+                double t = now_s();
+                if (t >= end) break;
+                if (t - start > PURE_SPIN_S) sched_yield();
+            }
+            __builtin_ia32_pause();
+        }
+    }
+    double deadline = timeout_s < 0 ? -1 : now_s() + timeout_s;
+    while ((seq & RING_COUNT) == seen) {
+        if (seq & RING_CLOSED) return 0;
+        atomic_store(&d->sleeping, 1);
+        seq = atomic_load(&d->seq);
+        if ((seq & RING_COUNT) != seen || (seq & RING_CLOSED)) break;
+        struct timespec wait, *limit = NULL;
+        double left = deadline >= 0 ? deadline - now_s() : -1;
+        if (deadline >= 0 && left <= 0) {
+            atomic_store(&d->sleeping, 0);
+            return -1;
+        }
+        if (watch_fd >= 0 && (left < 0 || left > RING_WATCH_S)) left = RING_WATCH_S;
+        if (left >= 0) {
+            wait.tv_sec = (time_t)left;
+            wait.tv_nsec = (long)((left - (double)wait.tv_sec) * 1e9);
+            limit = &wait;
+        }
+        if (futex(&d->seq, FUTEX_WAIT, seq, limit) != 0 && errno == ETIMEDOUT && watch_fd >= 0) {
+            struct pollfd p = {watch_fd, POLLIN, 0};
+            if (poll(&p, 1, 0) > 0 && (atomic_load(&d->seq) & RING_COUNT) == seen) {
+                atomic_store(&d->sleeping, 0);
+                return 2;
+            }
+        }
+        seq = atomic_load_explicit(&d->seq, memory_order_acquire);
+    }
+    atomic_store(&d->sleeping, 0);
+    if ((seq & RING_COUNT) == seen) return 0; /* closed with nothing new */
+    d->seen = seq & RING_COUNT;
+    return 1;
+}
+
+/* Write a frame (header and parts) into a slot's buffer. */
+static void ring_fill(uint8_t* at, int kind, uint64_t id, const struct iovec* parts, int count,
+                      size_t size) {
+    at[0] = (uint8_t)(size >> 24);
+    at[1] = (uint8_t)(size >> 16);
+    at[2] = (uint8_t)(size >> 8);
+    at[3] = (uint8_t)size;
+    at[4] = (uint8_t)kind;
+    for (int i = 0; i < 8; i++) at[5 + i] = (uint8_t)(id >> (56 - 8 * i));
+    at += HEADER_SIZE;
+    for (int i = 0; i < count; i++) {
+        memcpy(at, parts[i].iov_base, parts[i].iov_len);
+        at += parts[i].iov_len;
+    }
+}
+
 typedef struct {
     int fd;
+    ring_t* ring; /* NULL: the frames travel on the socket */
     size_t start, end; /* unread bytes of buf */
     uint8_t buf[READ_AHEAD];
 } line_t;
@@ -91,11 +235,6 @@ static waiter_t* g_waiters;
 static _Atomic uint64_t g_ctl_ids = 1;
 static cw_shutdown_fn g_on_shutdown;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Log to stderr (the host logs it with the plugin's ID) and exit: the host must not wait
  * for an answer that cannot come. */
@@ -139,6 +278,9 @@ static void spin(line_t* line) {
     double end = now_s() + g_spin_s;
     while (poll(&p, 1, 0) == 0) {
         if (now_s() >= end) return;
+        /* The other end may have been woken on this CPU: give it the CPU, or the spin
+         * only delays the answer it waits for. */
+        sched_yield();
     }
 }
 
@@ -234,8 +376,69 @@ static int send_frame(int fd, int kind, uint64_t id, const struct iovec* parts, 
     return 0;
 }
 
-static void send_or_die(int fd, int kind, uint64_t id, const struct iovec* parts, int count) {
-    if (send_frame(fd, kind, id, parts, count) != 0) die("a call line broke", errno);
+
+/* Send a frame on a line: in its ring when it has one and the frame fits, else announced
+ * there and sent on the socket. 0, or -1 (errno) when the host is gone. */
+static int line_send(line_t* line, int kind, uint64_t id, const struct iovec* parts, int count) {
+    ring_t* ring = line->ring;
+    if (ring) {
+        size_t size = 0;
+        for (int i = 0; i < count; i++) size += parts[i].iov_len;
+        if (HEADER_SIZE + size <= RING_CAP) {
+            ring_fill(ring->buf_to_host, kind, id, parts, count, size);
+            ring_post(&ring->to_host, (uint32_t)(HEADER_SIZE + size));
+            return 0;
+        }
+        ring_post(&ring->to_host, RING_ON_SOCKET);
+    }
+    return send_frame(line->fd, kind, id, parts, count);
+}
+
+static void line_send_or_die(line_t* line, int kind, uint64_t id, const struct iovec* parts,
+                             int count) {
+    if (line_send(line, kind, id, parts, count) != 0) die("a call line broke", errno);
+}
+
+/* The next frame from the host on a line, polled for up to spin_s first; as read_frame. */
+static int line_read(line_t* line, double spin_s, double timeout_s, int* kind, uint64_t* id,
+                     uint8_t** payload, size_t* size) {
+    ring_t* ring = line->ring;
+    if (!ring) {
+        if (spin_s > 0) spin(line);
+        return read_frame(line, kind, id, payload, size);
+    }
+    double poll_s = spin_s > 0 && spare_cpu() ? spin_s : 0;
+    if (ring_wait(&ring->to_worker, poll_s, timeout_s, -1) <= 0) return 0;
+    uint32_t len = ring->to_worker.len;
+    if (len == RING_ON_SOCKET) return read_frame(line, kind, id, payload, size);
+    const uint8_t* h = ring->buf_to_worker;
+    uint32_t n = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3];
+    if (len < HEADER_SIZE || len > RING_CAP || (size_t)n + HEADER_SIZE != len) {
+        die("a broken frame in a call line's shared memory", 0);
+    }
+    *kind = h[4];
+    uint64_t v = 0;
+    for (int i = 5; i < 13; i++) v = (v << 8) | h[i];
+    *id = v;
+    /* Copied out: the slot takes the host's next frame (an answer to a host call) while
+     * the plugin may still read this request. */
+    uint8_t* p = malloc((size_t)n + 1);
+    if (!p) die("out of memory for a frame from the host", 0);
+    memcpy(p, h + HEADER_SIZE, n);
+    p[n] = 0;
+    *payload = p;
+    *size = n;
+    return 1;
+}
+
+/* A line's end: its ring closed (whoever waits on it wakes) and unmapped, its socket closed. */
+static void line_free(line_t* line) {
+    if (line->ring) {
+        ring_close(line->ring);
+        munmap(line->ring, sizeof(ring_t));
+    }
+    close(line->fd);
+    free(line);
 }
 
 static const char FALLBACK_ERROR[] =
@@ -252,7 +455,7 @@ static void send_error(line_t* line, uint64_t id, int kind, const char* method, 
     } else {
         part = (struct iovec){(void*)FALLBACK_ERROR, sizeof FALLBACK_ERROR - 1};
     }
-    send_or_die(line->fd, K_ERROR, id, &part, 1);
+    line_send_or_die(line, K_ERROR, id, &part, 1);
     free(out.ptr);
 }
 
@@ -281,7 +484,7 @@ static void run_call(line_t* line, uint64_t id, const char* method, const uint8_
         } else if (rc != 0) {
             send_error(line, id, CW_ERR_RC, method, rc, NULL, 0);
         } else {
-            send_or_die(line->fd, K_RESULT, id, NULL, 0);
+            line_send_or_die(line, K_RESULT, id, NULL, 0);
         }
     } else if (rc != 0) {
         send_error(line, id, CW_ERR_RC, method, rc, resp.ptr, resp.len);
@@ -292,7 +495,7 @@ static void run_call(line_t* line, uint64_t id, const char* method, const uint8_
         send_error(line, id, CW_ERR_TOO_LARGE, method, 0, NULL, resp.len);
     } else {
         struct iovec part = {resp.ptr, resp.len};
-        int sent = send_frame(line->fd, K_RESULT, id, &part, 1);
+        int sent = line_send(line, K_RESULT, id, &part, 1);
         int err = errno;
         g_free(resp.ptr, resp.len);
         if (sent != 0) die("a call line broke", err);
@@ -312,12 +515,11 @@ static void* serve_line(void* arg) {
     double answered = -1e300;
     char small[256];
     for (;;) {
-        if (quick) spin(line);
         int kind;
         uint64_t id;
         uint8_t* payload;
         size_t size;
-        int r = read_frame(line, &kind, &id, &payload, &size);
+        int r = line_read(line, quick ? g_spin_s : 0, -1, &kind, &id, &payload, &size);
         if (r == 0) break; /* closed by the host: idle for too long */
         if (r < 0) die("a call line broke", errno);
         if (kind != K_CALL) die("a frame other than CALL on a call line", 0);
@@ -329,15 +531,16 @@ static void* serve_line(void* arg) {
         memcpy(method, payload + 2, mlen);
         method[mlen] = 0;
         size_t req_len = size - 2 - mlen;
-        quick = now_s() - answered <= g_spin_s;
+        /* Two wake-ups across CPUs allowed, as the host allows them (WAKE_UP_ALLOWANCE_S):
+         * judged by the spin time alone, one late call makes both ends sleep for good. */
+        quick = now_s() - answered <= g_spin_s + WAKE_UP_ALLOWANCE_S;
         /* request may be NULL when request_len is 0, as in-process (cffi passes b"" so) */
         run_call(line, id, method, payload + 2 + mlen, req_len);
         answered = now_s();
         if (method != small) free(method);
         free(payload);
     }
-    close(line->fd);
-    free(line);
+    line_free(line);
     return NULL;
 }
 
@@ -464,6 +667,7 @@ int cw_control_start(int fd, const char* plugin_id, cw_shutdown_fn on_shutdown) 
     line_t* ctl = malloc(sizeof *ctl);
     if (!ctl) return ENOMEM;
     ctl->fd = fd;
+    ctl->ring = NULL;
     ctl->start = ctl->end = 0;
     g_ctl_fd = fd;
     pthread_attr_t attr;
@@ -498,13 +702,12 @@ int cw_host_call(void* ctx, const char* method, const uint8_t* request, size_t r
     if (mlen > 0xffff) return g_fallback(ctx, method, request, request_len, response);
     uint8_t head[2] = {(uint8_t)(mlen >> 8), (uint8_t)mlen};
     struct iovec parts[3] = {{head, 2}, {(void*)method, mlen}, {(void*)request, request_len}};
-    send_or_die(line->fd, K_HOST_CALL, id, parts, request_len ? 3 : 2);
-    spin(line);
+    line_send_or_die(line, K_HOST_CALL, id, parts, request_len ? 3 : 2);
     int kind;
     uint64_t answered;
     uint8_t* payload;
     size_t size;
-    int r = read_frame(line, &kind, &answered, &payload, &size);
+    int r = line_read(line, g_spin_s, -1, &kind, &answered, &payload, &size);
     if (r <= 0 || kind != K_HOST_RESULT || answered != id) {
         /* The host gave up on the call (it closes a line only then), or broke the
          * protocol: either way nobody waits for this call's answer any more. */
@@ -539,12 +742,51 @@ int cw_setup(cw_call_fn call, cw_free_fn free_buffer, void* ctx, cw_host_fn fall
     return 0;
 }
 
-/* Serve a call line on a new thread, which owns fd from then on; or an errno, and fd is
- * still the caller's. */
-int cw_serve_line(int fd) {
+/* How long a line the worker has no thread for waits for its first call, to refuse it. */
+#define REFUSE_WAIT_S 2.0
+
+/* No thread for a line: answer its first call BUSY (the host then closes it), then close it. */
+static void refuse_line(line_t* line, int err) {
+    struct timeval wait = {(time_t)REFUSE_WAIT_S, 0};
+    setsockopt(line->fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    int kind;
+    uint64_t id;
+    uint8_t* payload;
+    size_t size;
+    if (line_read(line, 0, REFUSE_WAIT_S, &kind, &id, &payload, &size) == 1) {
+        size_t mlen = size >= 2 ? ((size_t)payload[0] << 8) | payload[1] : 0;
+        char method[256];
+        snprintf(method, sizeof method, "%.*s", (int)(mlen + 2 <= size ? mlen : 0),
+                 (const char*)payload + 2);
+        if (kind == K_CALL) send_error(line, id, CW_ERR_BUSY, method, err, NULL, 0);
+        free(payload);
+    }
+    line_free(line);
+}
+
+/* Serve a call line on a new thread, which owns fd from then on (and ring_fd, the line's
+ * ring as a memfd, or -1). 0, or an errno: the line could not be served, and was refused
+ * (its first call answered BUSY) or, without memory for it, closed. */
+int cw_serve_line(int fd, int ring_fd) {
+    ring_t* ring = NULL;
+    if (ring_fd >= 0) {
+        void* mapped = mmap(NULL, sizeof(ring_t), PROT_READ | PROT_WRITE, MAP_SHARED, ring_fd, 0);
+        int err = errno;
+        close(ring_fd);
+        if (mapped == MAP_FAILED) {
+            close(fd); /* the host sees the line hang up before its call was taken */
+            return err;
+        }
+        ring = mapped;
+    }
     line_t* line = malloc(sizeof *line);
-    if (!line) return ENOMEM;
+    if (!line) {
+        if (ring) munmap(ring, sizeof(ring_t));
+        close(fd);
+        return ENOMEM;
+    }
     line->fd = fd;
+    line->ring = ring;
     line->start = line->end = 0;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -552,7 +794,7 @@ int cw_serve_line(int fd) {
     pthread_t thread;
     int err = pthread_create(&thread, &attr, serve_line, line);
     pthread_attr_destroy(&attr);
-    if (err) free(line);
+    if (err) refuse_line(line, err);
     return err;
 }
 
@@ -576,4 +818,120 @@ int cw_drain(double seconds) {
     int drained = atomic_load(&g_inflight) == 0;
     pthread_mutex_unlock(&g_lock);
     return drained;
+}
+
+/* ---- the host's end of a call line ------------------------------------------------------
+ *
+ * The host process loads this library too (host_core.py) and makes each exchange on a
+ * call line here, with the GIL released once: send one frame (a CALL, or a HOST_RESULT),
+ * then wait for the worker's next frame and copy it into buf. With a ring, both travel in
+ * shared memory (the socket only for frames too large for a slot); without one, on the
+ * socket, polled for up to spin_s (yielding the CPU between polls) before sleeping.
+ * Only one frame can be on its way: the worker sends one and waits for the host. */
+
+enum { CX_OK = 0, CX_SEND_TIMEOUT = 1, CX_SEND_FAILED = 2, CX_RECV_TIMEOUT = 3,
+       CX_RECV_FAILED = 4, CX_EOF = 5, CX_PROTOCOL = 6 };
+
+size_t cw_ring_size(void) { return sizeof(ring_t); }
+
+/* Map the ring of a memfd of cw_ring_size() bytes (the fd stays the caller's); NULL on error. */
+void* cw_ring_open(int fd) {
+    void* mapped = mmap(NULL, sizeof(ring_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return mapped == MAP_FAILED ? NULL : mapped;
+}
+
+/* Close a ring for both ends (whoever waits on it wakes, and sees it closed). */
+void cw_ring_abort(void* ring) { ring_close(ring); }
+
+void cw_ring_unmap(void* ring) { munmap(ring, sizeof(ring_t)); }
+
+/* Poll fd for up to seconds without sleeping; yield between polls. */
+static void spin_fd(int fd, double seconds) {
+    if (seconds <= 0) return;
+    struct pollfd p = {fd, POLLIN, 0};
+    double end = now_s() + seconds;
+    while (poll(&p, 1, 0) == 0) {
+        if (now_s() >= end) return;
+        sched_yield();
+    }
+}
+
+/* Read a frame's first bytes from the socket into buf: all of it when it fits in cap, else
+ * at least its header (the caller reads the rest). A CX_* code. */
+static int recv_frame_start(int fd, char* buf, size_t cap, long* got, int* err) {
+    size_t have = 0, want = HEADER_SIZE;
+    while (have < want) {
+        ssize_t n = recv(fd, buf + have, cap - have, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            *err = errno;
+            *got = (long)have;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? CX_RECV_TIMEOUT : CX_RECV_FAILED;
+        }
+        if (n == 0) {
+            *got = (long)have;
+            return CX_EOF;
+        }
+        have += (size_t)n;
+        if (want == HEADER_SIZE && have >= HEADER_SIZE) {
+            const uint8_t* h = (const uint8_t*)buf;
+            size_t size = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
+            want = HEADER_SIZE + size;
+            if (want > cap) want = cap; /* the caller reads the rest */
+        }
+    }
+    *got = (long)have;
+    return CX_OK;
+}
+
+/* Send a frame of kind/id whose payload is head then body; then the next frame's first
+ * bytes into buf (see recv_frame_start). timeout_s (< 0: none) bounds the wait on a ring;
+ * on the socket, its SO_RCVTIMEO does. *got: the bytes in buf. A CX_* code; errno in *err. */
+int cw_exchange(void* ring_ptr, int fd, int kind, uint64_t id, const char* head,
+                size_t head_len, const char* body, size_t body_len, double spin_s,
+                double timeout_s, char* buf, size_t cap, long* got, int* err) {
+    ring_t* ring = ring_ptr;
+    *got = 0;
+    *err = 0;
+    struct iovec parts[2] = {{(void*)head, head_len}, {(void*)body, body_len}};
+    int count = 2;
+    if (!body_len) count = 1;
+    size_t size = head_len + body_len;
+    if (ring && HEADER_SIZE + size <= RING_CAP) {
+        if (atomic_load(&ring->to_worker.seq) & RING_CLOSED) return CX_EOF;
+        ring_fill(ring->buf_to_worker, kind, id, parts, count, size);
+        ring_post(&ring->to_worker, (uint32_t)(HEADER_SIZE + size));
+    } else {
+        if (ring) ring_post(&ring->to_worker, RING_ON_SOCKET);
+        if (send_frame(fd, kind, id, parts, count) != 0) {
+            *err = errno;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? CX_SEND_TIMEOUT : CX_SEND_FAILED;
+        }
+    }
+    if (!ring) {
+        spin_fd(fd, spin_s);
+        return recv_frame_start(fd, buf, cap, got, err);
+    }
+    int waited = ring_wait(&ring->to_host, spin_s, timeout_s, fd);
+    if (waited < 0) return CX_RECV_TIMEOUT;
+    if (waited != 1) {
+        /* Closed, or the socket hung up: whether the worker ever took the frame decides
+         * whether the call may go to another worker. */
+        uint32_t posted = atomic_load(&ring->to_worker.seq) & RING_COUNT;
+        if (ring->to_worker.seen != posted) {
+            *err = EPIPE;
+            return CX_SEND_FAILED;
+        }
+        return waited == 0 ? CX_EOF : recv_frame_start(fd, buf, cap, got, err);
+    }
+    uint32_t len = ring->to_host.len;
+    if (len == RING_ON_SOCKET) return recv_frame_start(fd, buf, cap, got, err);
+    const uint8_t* h = ring->buf_to_host;
+    uint32_t n = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3];
+    if (len < HEADER_SIZE || len > RING_CAP || len > cap || (size_t)n + HEADER_SIZE != len) {
+        return CX_PROTOCOL;
+    }
+    memcpy(buf, h, len);
+    *got = (long)len;
+    return CX_OK;
 }

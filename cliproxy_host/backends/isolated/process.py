@@ -13,9 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
+
+import orjson
 
 from ...errors import PluginCrashed, PluginError, PluginLoadError, PluginUnloading
+from .host_core import HostCore, host_core
 from .limits import IsolationLimits
 from .spawn import Spawned, forward_output, spawn
 from .wire import (
@@ -123,6 +126,10 @@ class WorkerProcess:
         self.max_response = limits.max_response_bytes
         self.max_frame = limits.max_response_bytes + _FRAME_SLACK
         self.idle_lines: list[CallLine] = []  # a stack: the line used last is used next
+        # Lines exchange in C where the worker's native core is in use (and so is built),
+        # over rings once the worker says (READY) that the core serves its lines.
+        self.core = host_core() if limits.native_core else None
+        self.rings = False
 
         if standby is None:
             self.proc, parent_sock, self.lines_sock, output = spawn(plugin_id, path, limits)
@@ -230,34 +237,60 @@ class WorkerProcess:
         with self.lock:
             return self.pending.pop(request_id, None)
 
-    def checkout(self, timeout: float | None) -> CallLine | None:
-        """A call line for one call: an idle one, or a new one; None when the worker is gone."""
-        with self.lock:
-            if self.dead:
+    def start_call(self, method: str, timeout: float | None) -> tuple[int, Pending] | None:
+        """A call's request ID and its pending answer, with the call line it goes on in
+        `pending.line` (an idle one, or a new one); None when the worker is gone."""
+        pending = Pending(method)
+        with self.lock:  # once per call: registered and given a line under one lock
+            if self.dead or self.kill_reason is not None:
                 return None
-            if self.idle_lines:
-                return self.idle_lines.pop()
-        ours, theirs = socket.socketpair()
-        try:
-            with theirs:
-                socket.send_fds(self.lines_sock, [b"L"], [theirs.fileno()])
-        except OSError:
-            ours.close()
-            return None
-        try:
-            return CallLine(ours, self.max_frame, timeout)
-        except OSError:
-            ours.close()
-            raise
+            request_id = next(self.ids)
+            self.pending[request_id] = pending
+            line = self.idle_lines.pop() if self.idle_lines else None
+        if line is None:
+            line = self._new_line(timeout)
+            if line is None:
+                self.take(request_id)
+                return None
+        pending.line = line
+        return request_id, pending
 
-    def checkin(self, line: CallLine) -> None:
-        """A line whose call was answered in full, ready for the next call."""
+    def finish_call(self, request_id: int, line: CallLine) -> None:
+        """A call answered in full: no longer pending, and its line ready for the next."""
         line.idle_since = time.monotonic()
         with self.lock:
+            self.pending.pop(request_id, None)
             if not self.dead:
                 self.idle_lines.append(line)
                 return
         line.close()
+
+    def _new_line(self, timeout: float | None) -> CallLine | None:
+        """A new call line (its worker end passed to the worker); None when it is gone."""
+        ours, theirs = socket.socketpair()
+        ring, ring_fd = None, -1
+        core = self.core
+        try:
+            with theirs:
+                if self.rings and core is not None:
+                    ring, ring_fd = core.new_ring()
+                    fds = [theirs.fileno(), ring_fd]
+                else:
+                    fds = [theirs.fileno()]
+                socket.send_fds(self.lines_sock, [b"L"], fds)
+        except OSError:
+            if ring is not None:
+                cast(HostCore, core).ring_unmap(ring)
+            ours.close()
+            return None
+        finally:
+            if ring_fd >= 0:
+                os.close(ring_fd)  # passed: the worker holds its own
+        try:
+            return CallLine(ours, self.max_frame, timeout, core, ring)
+        except OSError:
+            ours.close()
+            raise
 
     def trim_lines(self, idle_s: float) -> None:
         """Close lines nobody used for idle_s (their worker threads exit); keep the last one."""
@@ -315,6 +348,7 @@ class WorkerProcess:
             pending = self.take(request_id)
             if pending is not None:
                 if kind is Kind.READY:
+                    self.rings = _serves_rings(payload) and hasattr(os, "memfd_create")
                     self.ready = True
                 pending.resolve(payload)
         elif kind is Kind.ERROR:
@@ -344,8 +378,7 @@ class WorkerProcess:
         self._close_lines()
         for item in pending:
             if item.line is not None:  # its caller waits on the line: EOF wakes it
-                with contextlib.suppress(OSError):
-                    item.line.sock.shutdown(socket.SHUT_RDWR)
+                item.line.abort()
         how, signame = describe_exit(returncode)
         reason = self.kill_reason
         for item in pending:
@@ -376,6 +409,15 @@ class WorkerProcess:
         if reason:
             message = f"plugin {self.plugin_id} lost its worker in {method}: {reason}"
         return PluginCrashed(message, plugin_id=self.plugin_id, method=method)
+
+
+def _serves_rings(ready: bytes) -> bool:
+    """Whether a READY payload says the worker's native core serves its lines (and so
+    takes a ring with each)."""
+    try:
+        return orjson.loads(ready).get("rings") is True
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
 
 
 def describe_exit(returncode: int) -> tuple[str, str | None]:

@@ -154,34 +154,50 @@ class Supervisor(Generic[W]):
             if self._closing and not self._inflight:
                 self._cond.notify_all()
 
+    def begin(self, method: str, request: bytes, deadline: float | None) -> W:
+        """enter() and worker_for() at once (one lock taken on the path of every call);
+        the call counts as begun even when this raises: leave() follows in every case."""
+        with self._cond:
+            self._inflight += 1
+            if self._closing:
+                raise unloading_error(self.plugin_id, method)
+            worker = self._worker
+            if self._state is State.RUNNING and worker is not None and worker.usable:
+                return worker
+            return self._wait_for_worker(method, request, deadline)
+
     def worker_for(self, method: str, request: bytes, deadline: float | None) -> W:
         """The running worker; while one is being started, wait for it (bounded)."""
         with self._cond:
-            while True:
-                if self._closing:
-                    raise unloading_error(self.plugin_id, method)
-                if self._state is State.FUSED:
-                    if method in CONFIG_METHODS and request != self._config:
-                        self._unfuse()
-                    else:
-                        raise PluginUnavailable(
-                            self._fuse.reason or "fused",
-                            plugin_id=self.plugin_id,
-                            method=method,
-                        )
-                worker = self._worker
-                if self._state is State.RUNNING and worker is not None and worker.usable:
-                    return worker
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+            return self._wait_for_worker(method, request, deadline)
+
+    def _wait_for_worker(self, method: str, request: bytes, deadline: float | None) -> W:
+        """worker_for() under the lock."""
+        while True:
+            if self._closing:
+                raise unloading_error(self.plugin_id, method)
+            if self._state is State.FUSED:
+                if method in CONFIG_METHODS and request != self._config:
+                    self._unfuse()
+                else:
                     raise PluginUnavailable(
-                        f"plugin {self.plugin_id} is restarting its worker after: "
-                        f"{self._last_error}; retry shortly",
+                        self._fuse.reason or "fused",
                         plugin_id=self.plugin_id,
                         method=method,
-                        retryable=True,
                     )
-                self._cond.wait(remaining)
+            worker = self._worker
+            if self._state is State.RUNNING and worker is not None and worker.usable:
+                return worker
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise PluginUnavailable(
+                    f"plugin {self.plugin_id} is restarting its worker after: "
+                    f"{self._last_error}; retry shortly",
+                    plugin_id=self.plugin_id,
+                    method=method,
+                    retryable=True,
+                )
+            self._cond.wait(remaining)
 
     def configured(self, request: bytes, timeout: float | None) -> None:
         """The plugin accepted this config: every new worker is given it."""

@@ -6,8 +6,10 @@ each side. **Call lines** carry the calls: a line is a socketpair of its own, cr
 demand, whose worker end is passed over a third socket (SCM_RIGHTS); it carries one call
 at a time, and the plugin's host calls made while running it. A caller checks out an
 idle line, sends its CALL and reads the answer itself, and the worker runs each line's
-calls on that line's thread, so no thread hands a call or an answer to another. Both
-ends poll briefly before sleeping (spin_until_readable).
+calls on that line's thread, so no thread hands a call or an answer to another. Where
+the worker's native core serves the lines, each line also has a **ring** (linecore.c,
+host_core.py): the same frames in shared memory, the socket only for large ones. Both
+ends poll briefly before sleeping, yielding the CPU between polls.
 
 Frames: a 13-byte header (payload length: u32, kind: u8, request id: u64, big-endian)
 and the payload. CALL and HOST_CALL payloads are a u16 method length, the UTF-8 method
@@ -16,24 +18,30 @@ envelope bytes as they are; ERROR payloads are a small JSON object describing a
 PluginError. Host and worker each number their own requests (CALL, PING and SHUTDOWN
 from the host, HOST_CALL from the worker).
 
-A call's timeout (handed down by the guard) is kept by the kernel (SO_RCVTIMEO/SO_SNDTIMEO
-on its line): a sleeping caller costs no timer thread and no poll() per call.
+A call's timeout (handed down by the guard) is kept by the kernel on the socket
+(SO_RCVTIMEO/SO_SNDTIMEO on its line) and by the futex wait on a ring: a sleeping caller
+costs no timer thread and no poll() per call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import io
+import os
 import select
 import socket
 import struct
 import threading
 import time
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import orjson
 
+from ...abi import ffi
 from ...errors import PluginError
+from . import host_core
+from .host_core import HostCore
 
 HEADER: Final = struct.Struct(">IBQ")
 _METHOD_LEN: Final = struct.Struct(">H")
@@ -48,10 +56,15 @@ HANDSHAKE_ID: Final = 0  # READY or the load ERROR answer this id
 GO: Final = b"G"
 # How much longer than what is left of a call a line's kernel timeout may be left set.
 _TIMEOUT_SLACK: Final = 0.01
+# What two wake-ups across CPUs (send, then answer) may add to a quick exchange on a slow
+# virtual machine. Each end polls while the other answers within its spin time plus this;
+# judged by the spin time alone, one exchange with a sleeping peer makes both ends sleep,
+# each then wakes the other late, and neither polls again.
+WAKE_UP_ALLOWANCE_S: Final = 200e-6
 
 
 class Kind(enum.IntEnum):
-    READY = 1  # worker -> host: the plugin is loaded; payload {"pid": N}
+    READY = 1  # worker -> host: the plugin is loaded; payload {"pid": N, "rings": bool}
     CALL = 2  # host -> worker, on a call line: call a plugin method
     RESULT = 3  # worker -> host, on the call's line: the plugin's response envelope
     ERROR = 4  # worker -> host: the call (on its line) or the load (id 0) raised a PluginError
@@ -221,9 +234,13 @@ def spin_until_readable(poller: select.poll, seconds: float) -> bool:
     """
     end = time.perf_counter() + seconds
     poll = poller.poll
+    yield_cpu = os.sched_yield
     while not poll(0):
         if time.perf_counter() >= end:
             return False
+        # The kernel often wakes the other end on this very CPU: a spin that kept the CPU
+        # would only delay the answer it waits for.
+        yield_cpu()
     return True
 
 
@@ -238,33 +255,105 @@ def set_socket_timeouts(sock: socket.socket, seconds: float | None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
+class NotSent(OSError):
+    """A frame could not be sent: the worker is gone (it never read the frame)."""
+
+
+# Kind by number, without the enum's lookup on the path of every call; None: unknown.
+_KINDS: Final = tuple(Kind._value2member_map_.get(n) for n in range(256))
+
+
 class CallLine:
     """A call line: a socket pair of its own to the worker, carrying one call at a time.
 
     Checked out by one caller, who sends the CALL and reads the answer on its own thread:
     no reader thread hands the answer over, so a call costs at most the two wake-ups of
     a socket round trip, and none when the answer comes within the spin time.
-    The worker serves each line on a thread of its own.
+    The worker serves each line on a thread of its own, and sends one frame at a time
+    (a RESULT or ERROR, or a HOST_CALL it waits on): an exchange (send one frame, read the
+    next) never reads past a frame. With the native core (host_core.py) an exchange is
+    one C call; without it, the same in Python.
+
+    After any exception the line is in an unknown state: close it.
     """
 
-    __slots__ = ("_file", "_max_frame", "_poller", "_timeout", "idle_since", "sock")
+    __slots__ = (
+        "_buf",
+        "_cbuf",
+        "_closing",
+        "_core",
+        "_err",
+        "_exchange",
+        "_fd",
+        "_got",
+        "_max_frame",
+        "_poller",
+        "_ring",
+        "_timeout",
+        "_view",
+        "idle_since",
+        "sock",
+    )
 
-    def __init__(self, sock: socket.socket, max_frame: int, timeout: float | None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        max_frame: int,
+        timeout: float | None,
+        core: HostCore | None = None,
+        ring: Any = None,
+    ) -> None:
+        """`core`: exchange in C; `ring`: the line's ring (host_core.py), whose mapping
+        the line owns from now on."""
         self.sock = sock
+        self._fd = sock.fileno()
         self._max_frame = max_frame
-        self._file = cast(io.BufferedReader, sock.makefile("rb", buffering=LINE_BUFFER))
+        # One frame's first LINE_BUFFER bytes land here; a larger frame's rest is read apart.
+        self._buf = bytearray(LINE_BUFFER)
+        self._view = memoryview(self._buf)
+        self._core = core
+        self._ring = ffi.NULL if ring is None else ring
+        self._closing: threading.Lock | None = None
+        self._exchange = None if core is None else core.exchange
+        if core is not None:
+            self._cbuf = ffi.from_buffer(self._buf)
+            self._got = ffi.new("long*")
+            self._err = ffi.new("int*")
+            self._closing = threading.Lock()
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
         self._timeout = timeout  # what the kernel timeouts are set to
         self.idle_since = 0.0
         set_socket_timeouts(sock, timeout)
 
-    def send(self, request_id: int, method: str, request: bytes, remaining: float | None) -> None:
-        """Send a CALL that may take `remaining` seconds (None: no limit); TimeoutError if
-        the worker takes none of it in that time.
+    def call(
+        self, request_id: int, method: str, request: bytes, remaining: float | None, spin_s: float
+    ) -> tuple[Kind, int, bytes] | None:
+        """Send a CALL that may take `remaining` seconds (None: no limit) and read the
+        worker's first frame (its answer, or a HOST_CALL of the plugin's).
 
-        After any exception, here or in recv(), the line is in an unknown state: close it.
+        None at EOF; TimeoutError when the time ran out (sending or waiting); NotSent when
+        the worker was gone before it took the frame; ProtocolError, OSError.
         """
+        self._arm(remaining)
+        head, body = pack_call(method, request if type(request) is bytes else bytes(request))
+        return self._send_recv(Kind.CALL, request_id, head, body, spin_s, remaining)
+
+    def answer(
+        self, request_id: int, answer: bytes, remaining: float | None, spin_s: float
+    ) -> tuple[Kind, int, bytes] | None:
+        """Answer a HOST_CALL the worker sent on this line while running its call, and read
+        its next frame, as call() does.
+
+        The time the host took to answer counts against the call's timeout: what is
+        left of it bounds the rest of the call.
+        """
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError
+        self._arm(remaining)
+        return self._send_recv(Kind.HOST_RESULT, request_id, answer, b"", spin_s, remaining)
+
+    def _arm(self, remaining: float | None) -> None:
         current = self._timeout
         if remaining is None:
             if current is not None:
@@ -275,60 +364,129 @@ class CallLine:
             # calls with the same timeout then cost no setsockopt.
             set_socket_timeouts(self.sock, remaining)
             self._timeout = remaining
-        try:
-            send_frame(self.sock, Kind.CALL, request_id, pack_call(method, request))
-        except BlockingIOError:  # SO_SNDTIMEO ran out
-            raise TimeoutError from None
 
-    def answer(self, request_id: int, answer: bytes, remaining: float | None) -> None:
-        """Answer a HOST_CALL the worker sent on this line while running its call.
-
-        The time the host took to answer counts against the call's timeout: what is
-        left of it bounds the rest of the call.
-        """
-        if remaining is not None:
-            if remaining <= 0:
-                raise TimeoutError
-            set_socket_timeouts(self.sock, remaining)
-            self._timeout = remaining
-        try:
-            send_frame(self.sock, Kind.HOST_RESULT, request_id, (answer,))
-        except BlockingIOError:  # SO_SNDTIMEO ran out
-            raise TimeoutError from None
+    def _send_recv(  # noqa: PLR0917 - the path of every call, kept flat
+        self,
+        kind: Kind,
+        request_id: int,
+        head: bytes,
+        body: bytes,
+        spin_s: float,
+        remaining: float | None,
+    ) -> tuple[Kind, int, bytes] | None:
+        exchange = self._exchange
+        if exchange is None:
+            try:
+                send_frame(self.sock, kind, request_id, (head, body))
+            except BlockingIOError:  # SO_SNDTIMEO ran out
+                raise TimeoutError from None
+            except OSError as exc:
+                raise NotSent(exc.errno, exc.strerror) from None
+            return self.recv(spin_s)
+        got = self._got
+        code = exchange(
+            self._ring,
+            self._fd,
+            kind,
+            request_id,
+            head,
+            len(head),
+            body,
+            len(body),
+            spin_s,
+            -1.0 if remaining is None else remaining,
+            self._cbuf,
+            LINE_BUFFER,
+            got,
+            self._err,
+        )
+        if code == host_core.OK:
+            return self._frame(got[0])
+        if code in (host_core.SEND_TIMEOUT, host_core.RECV_TIMEOUT):
+            raise TimeoutError
+        if code == host_core.EOF:
+            return None  # a frame cut short counts as EOF
+        if code == host_core.PROTOCOL:
+            raise ProtocolError("a broken frame in the call line's shared memory")
+        errno = self._err[0]
+        if code == host_core.SEND_FAILED:
+            raise NotSent(errno, os.strerror(errno))
+        raise OSError(errno, os.strerror(errno))
 
     def recv(self, spin_s: float) -> tuple[Kind, int, bytes] | None:
-        """The next frame; None at EOF; TimeoutError when nothing came in time.
+        """The worker's next frame; None at EOF; TimeoutError when nothing came in time.
 
         Polls for up to spin_s first (see spin_until_readable), then sleeps in recv().
         """
         if spin_s:
             spin_until_readable(self._poller, spin_s)
-        file = self._file
-        header = file.read(HEADER.size)  # None: SO_RCVTIMEO ran out with nothing read
-        if header is None or len(header) < HEADER.size:
-            self._check_short(header)
-            return None
-        size, kind, request_id = HEADER.unpack(header)
+        view, recv_into = self._view, self.sock.recv_into
+        have, want = 0, HEADER.size
+        while have < want:
+            try:
+                got = recv_into(view[have:])
+            except BlockingIOError:  # SO_RCVTIMEO ran out, with a frame or without
+                raise TimeoutError from None
+            if not got:
+                return None  # EOF, a frame cut short counting as one
+            have += got
+            if want == HEADER.size and have >= HEADER.size:
+                want = min(HEADER.size + HEADER.unpack_from(view)[0], LINE_BUFFER)
+        return self._frame(have)
+
+    def _frame(self, have: int) -> tuple[Kind, int, bytes] | None:
+        """The frame whose first `have` bytes are in the buffer; the rest read from the line."""
+        size, number, request_id = HEADER.unpack_from(self._buf)
         if size > self._max_frame:
             raise FrameTooLarge(size, self._max_frame)
-        payload = file.read(size) if size else b""
-        if payload is None or len(payload) < size:
-            self._check_short(payload)
-            return None
-        try:
-            return Kind(kind), request_id, payload
-        except ValueError:
-            raise ProtocolError(f"unknown frame kind {kind}") from None
+        kind = _KINDS[number]
+        if kind is None:
+            raise ProtocolError(f"unknown frame kind {number}")
+        end = HEADER.size + size
+        if have == end:
+            return kind, request_id, self._view[HEADER.size : end].tobytes()
+        if have > end:
+            raise ProtocolError(f"{have - end} bytes after a frame, which nothing asked for")
+        payload = self._rest(have, size)
+        return None if payload is None else (kind, request_id, payload)
 
-    def _check_short(self, got: bytes | None) -> None:
-        """A read came back short: fine at EOF, TimeoutError if the worker went quiet."""
-        try:
-            if self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
-                return
-        except BlockingIOError:
-            raise TimeoutError from None
-        raise ProtocolError(f"a frame cut short after {len(got or b'')} bytes")
+    def _rest(self, have: int, size: int) -> bytes | None:
+        """A frame larger than the buffer: its payload, the rest read straight into it."""
+        payload = bytearray(size)
+        done = have - HEADER.size
+        payload[:done] = self._view[HEADER.size : have]
+        view, recv_into = memoryview(payload), self.sock.recv_into
+        while done < size:
+            try:
+                got = recv_into(view[done:])
+            except BlockingIOError:
+                raise TimeoutError from None
+            if not got:
+                return None
+            done += got
+        return bytes(payload)
+
+    def abort(self) -> None:
+        """Wake whoever waits on the line (it then reads EOF); from any thread."""
+        closing = self._closing
+        if closing is None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            return
+        with closing:
+            if self._ring != ffi.NULL:
+                cast(HostCore, self._core).ring_abort(self._ring)
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        self._file.close()
+        """Close the line: the worker's thread serving it ends."""
+        closing = self._closing
+        if closing is not None:
+            with closing:  # abort() from another thread must not touch an unmapped ring
+                ring, self._ring = self._ring, ffi.NULL
+                if ring != ffi.NULL:
+                    core = cast(HostCore, self._core)
+                    core.ring_abort(ring)
+                    core.ring_unmap(ring)
         self.sock.close()

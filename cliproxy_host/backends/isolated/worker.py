@@ -34,6 +34,7 @@ from .wire import (
     GO,
     HANDSHAKE_ID,
     LINE_BUFFER,
+    WAKE_UP_ALLOWANCE_S,
     Channel,
     Kind,
     Latch,
@@ -154,7 +155,8 @@ class _Server:
         self._loaded.wait()
         while True:
             try:
-                _, fds, _, _ = socket.recv_fds(self.lines_sock, 1, 1, _CMSG_CLOEXEC)
+                # A line's socket, and its ring (a memfd) where the core serves lines.
+                _, fds, _, _ = socket.recv_fds(self.lines_sock, 1, 2, _CMSG_CLOEXEC)
             except OSError as exc:
                 log.error("worker for plugin %s: cannot take call lines: %s", self.plugin_id, exc)
                 return
@@ -166,13 +168,19 @@ class _Server:
                 )
                 continue
             if not _CMSG_CLOEXEC:
-                os.set_inheritable(fds[0], False)
+                for fd in fds:
+                    os.set_inheritable(fd, False)
             if self.core is not None:
-                err = self.core.serve_line(fds[0])
-                if err:
-                    line = Channel(socket.socket(fileno=fds[0]), buffering=LINE_BUFFER)
-                    self._refuse_line(line, RuntimeError(os.strerror(err)))
+                err = self.core.serve_line(fds[0], fds[1] if len(fds) > 1 else -1)
+                if err:  # refused or closed by the core, which says so to the host
+                    log.error(
+                        "worker for plugin %s: cannot serve a call line: %s",
+                        self.plugin_id,
+                        os.strerror(err),
+                    )
                 continue
+            for fd in fds[1:]:  # a ring only the core could serve: the host sends none here
+                os.close(fd)
             line = Channel(socket.socket(fileno=fds[0]), buffering=LINE_BUFFER)
             try:
                 threading.Thread(
@@ -206,7 +214,7 @@ class _Server:
                 if kind is not Kind.CALL:
                     raise ProtocolError(f"unexpected {kind.name} frame on a call line")
                 method, request = unpack_call(payload)
-                quick = time.perf_counter() - answered <= spin
+                quick = time.perf_counter() - answered <= spin + WAKE_UP_ALLOWANCE_S
                 self._call(line, request_id, method, request)
                 answered = time.perf_counter()
         except (OSError, ProtocolError) as exc:
@@ -256,7 +264,9 @@ class _Server:
             self.core.attach(plugin, self.max_response, self.spin_us)
         self.plugin = plugin
         self._loaded.set()
-        self._send(Kind.READY, HANDSHAKE_ID, orjson.dumps({"pid": os.getpid()}))
+        # "rings": the core serves the lines, and takes a ring (shared memory) with each.
+        ready = {"pid": os.getpid(), "rings": self.core is not None}
+        self._send(Kind.READY, HANDSHAKE_ID, orjson.dumps(ready))
 
     def _image(self) -> bytes | None:
         """The file's bytes if the host verified them: read once here, and refused unless

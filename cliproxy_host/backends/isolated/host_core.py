@@ -1,0 +1,105 @@
+"""The host's end of a call line in C: linecore.c's exchange and rings, loaded once per process.
+
+An exchange sends one frame and reads the worker's next, with the GIL released once for
+both. With a worker whose lines are served by the core, each line has a ring: frames
+travel in shared memory, a waiting end polls a word for a moment and then sleeps on it
+(futex), and nothing is a syscall while both ends are awake. Where the core cannot be
+built (no C compiler), call lines exchange in Python (wire.py), which is slower; the same
+WARNING as for the worker says so once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from ...abi import ffi
+from . import core_build
+
+log = logging.getLogger(__name__)
+
+# Bound by address, as core.py binds the worker's functions (no C parser at start-up).
+_FUNCTIONS: Final = {
+    "cw_exchange": (
+        "int(*)(void*, int, int, uint64_t, const char*, size_t, const char*, size_t, double, "
+        "double, char*, size_t, long*, int*)"
+    ),
+    "cw_ring_size": "size_t(*)(void)",
+    "cw_ring_open": "void*(*)(int)",
+    "cw_ring_abort": "void(*)(void*)",
+    "cw_ring_unmap": "void(*)(void*)",
+}
+
+# cw_exchange's answers (CX_* in linecore.c).
+OK: Final = 0
+SEND_TIMEOUT: Final = 1
+SEND_FAILED: Final = 2
+RECV_TIMEOUT: Final = 3
+RECV_FAILED: Final = 4
+EOF: Final = 5
+PROTOCOL: Final = 6
+
+
+class HostCore:
+    """The core's host-side functions (see linecore.c), and making a call line's ring."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        """Bind the functions; AttributeError when the library lacks one."""
+        self._library = library  # its code must stay mapped as long as this lives
+        bound = {
+            name: ffi.cast(signature, ctypes.cast(library[name], ctypes.c_void_p).value)
+            for name, signature in _FUNCTIONS.items()
+        }
+        self.exchange: Callable[..., int] = bound["cw_exchange"]
+        self.ring_abort: Callable[[Any], None] = bound["cw_ring_abort"]
+        self.ring_unmap: Callable[[Any], None] = bound["cw_ring_unmap"]
+        self._ring_open = bound["cw_ring_open"]
+        self.ring_size: int = bound["cw_ring_size"]()
+
+    def new_ring(self) -> tuple[Any, int]:
+        """A ring for a new call line: its mapping here, and its memfd to pass to the
+        worker (the caller closes it once passed). OSError when none can be had."""
+        fd = os.memfd_create("cliproxy-call-line", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, self.ring_size)
+            ring = self._ring_open(fd)
+            if ring == ffi.NULL:
+                raise OSError(errno.ENOMEM, "cannot map a call line's ring")
+        except BaseException:
+            os.close(fd)
+            raise
+        return ring, fd
+
+
+_lock = threading.Lock()
+_loaded: dict[Path, HostCore | None] = {}
+
+
+def host_core() -> HostCore | None:
+    """The built line core's host side; None when it cannot be built or loaded."""
+    path = core_build.line_core()  # built once; logs what is missing when it returns None
+    if path is None:
+        return None
+    with _lock:
+        if path not in _loaded:
+            _loaded[path] = _load(path)
+        return _loaded[path]
+
+
+def _load(path: Path) -> HostCore | None:
+    try:
+        return HostCore(ctypes.CDLL(str(path)))
+    except (OSError, AttributeError) as exc:  # an older or foreign library under the name
+        log.warning(
+            "cannot load the native line core %s in the host (%s); call lines exchange in "
+            "Python, which is slower",
+            path,
+            exc,
+        )
+        return None
