@@ -1073,6 +1073,20 @@ def _thread_names(pid: int) -> list[str]:
     return names
 
 
+def test_frames_larger_than_a_ring_slot_cross_on_the_socket_both_ways(
+    testplugin: Path, load: Load
+) -> None:
+    # 200 KiB each way: the host call, its answer and the call's answer are all over a
+    # ring's 64 KiB slot, and travel on the line's socket, announced in the ring
+    plugin = load(testplugin, answer_ok)
+    big = {"blob": "x" * 200_000}
+    for _ in range(3):
+        answer = result(plugin, "host", {"method": "host.log", "request": big})
+        assert answer["request"] == big
+        # and small frames go on in the ring, in step
+        assert result(plugin, "echo", {"small": True}) == {"small": True}
+
+
 def test_calls_and_host_calls_run_on_the_native_core(
     testplugin: Path, load: Load, worker_core: str
 ) -> None:
