@@ -88,6 +88,12 @@ class AuthStore:
         # two saves of one name land in the order they were made.
         self._save_lock = threading.Lock()
 
+    def configure(self, directory: Path, max_file_bytes: int) -> None:
+        """Another auth-dir or size cap (a hot reload): read from the next call on."""
+        with self._save_lock:  # a save under way finishes where it began
+            self.directory = directory
+            self.max_file_bytes = max_file_bytes
+
     # -- callbacks -------------------------------------------------------------------
 
     def list_files(self, plugin_id: str, request: Mapping[str, Any]) -> object:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ..config.schema import HttpPolicy, RemoteManagement
+from ..config.schema import HostConfig, HttpPolicy, RemoteManagement
 from ..envelope import ok
 from ..errors import HostCallFailed, InvalidRequest, PluginError
 from .auth import AuthStore
@@ -104,6 +104,13 @@ class HostCallbacks:
                 scope.callback_id, lambda: self.http.stream_close(plugin_id, close)
             )
         return answer
+
+    def configure(self, config: HostConfig) -> None:
+        """A config applied (at start or on a hot reload): the http: policy, the auth dir,
+        the credential size cap and the permissions hold from the next host call on."""
+        self.http.configure(config.http)
+        self.auth.configure(config.auth_dir_path(), config.remote_management.max_body_bytes)
+        self.permissions.configure(config)
 
     def plugin_unloaded(self, plugin_id: str) -> None:
         """Release what the plugin still holds: its open HTTP streams and model runs."""

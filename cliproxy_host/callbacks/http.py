@@ -91,6 +91,21 @@ def host_matches(host: str, pattern: str) -> bool:
     )
 
 
+def _new_client(policy: HttpPolicy) -> httpx.Client:
+    """The client every plugin's requests share, for the policy's proxy and timeout."""
+    return httpx.Client(
+        proxy=policy.proxy_url,
+        timeout=policy.timeout_seconds,
+        follow_redirects=False,  # a redirect could lead off the allow-list
+        trust_env=False,  # only the policy decides proxies and certificates
+        # Every plugin shares this client: it must not carry one plugin's cookies to another.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        # Bodies are passed on undecoded, so they always match Content-Encoding; a plugin
+        # that wants compression asks for it and gets the compressed bytes, as from Go.
+        headers={"Accept-Encoding": "identity"},
+    )
+
+
 class HttpBridge:
     """host.http.do and the host.http streams, sharing one HTTP client. Thread-safe.
 
@@ -102,20 +117,31 @@ class HttpBridge:
         self._timeout = policy.timeout_seconds
         self._max_bytes = policy.max_response_bytes
         self._patterns = tuple(pattern.lower() for pattern in policy.allowed_hosts)
-        self._client = httpx.Client(
-            proxy=policy.proxy_url,
-            timeout=policy.timeout_seconds,
-            follow_redirects=False,  # a redirect could lead off the allow-list
-            trust_env=False,  # only the policy decides proxies and certificates
-            # Every plugin shares this client: it must not carry one plugin's cookies to another.
-            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
-            # Bodies are passed on undecoded, so they always match Content-Encoding; a plugin
-            # that wants compression asks for it and gets the compressed bytes, as from Go.
-            headers={"Accept-Encoding": "identity"},
-        )
+        self._client_for = (policy.proxy_url, policy.timeout_seconds)
+        self._client = _new_client(policy)
+        # Clients a changed proxy replaced: requests and streams may still use them.
+        self._retired: list[httpx.Client] = []
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
         self._closed = False
+
+    def configure(self, policy: HttpPolicy) -> None:
+        """The `http:` section changed (a hot reload): in force from the next request on.
+
+        Requests and streams under way finish as they began. A changed proxy or timeout
+        takes a new client; the old one is closed with the bridge (it may still carry an
+        open stream).
+        """
+        with self._lock:
+            self._timeout = policy.timeout_seconds
+            self._max_bytes = policy.max_response_bytes
+            self._patterns = tuple(pattern.lower() for pattern in policy.allowed_hosts)
+            wanted = (policy.proxy_url, policy.timeout_seconds)
+            if wanted == self._client_for or self._closed:
+                return
+            self._retired.append(self._client)
+            self._client = _new_client(policy)
+            self._client_for = wanted
 
     def do(self, plugin_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
         """host.http.do: the whole response as `{"StatusCode", "Headers", "Body"}`."""
@@ -248,7 +274,8 @@ class HttpBridge:
             self._streams.clear()
         for stream in streams:
             _shut(stream)
-        self._client.close()
+        for client in (*self._retired, self._client):
+            client.close()
 
     def _build(self, plugin_id: str, request: Mapping[str, Any]) -> httpx.Request:
         outgoing, problems = read_request(request)

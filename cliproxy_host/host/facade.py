@@ -90,7 +90,7 @@ class PluginHost:
         if isinstance(callbacks, HostCallbacks):
             self._streams, self._scopes = callbacks.streams, callbacks.scopes
             self._events = callbacks.events
-            callbacks.permissions.configure(config)
+            callbacks.permissions.configure(config)  # the rest was built from this config
         else:
             self._streams, self._scopes = StreamTable(), ScopeTable()
             self._events = EventBus()
@@ -235,7 +235,7 @@ class PluginHost:
             with self._state:
                 self._config = cfg
                 if isinstance(self._callbacks, HostCallbacks):
-                    self._callbacks.permissions.configure(cfg)
+                    self._callbacks.configure(cfg)
                 self._dir_error = None
                 self._files = steps.files
                 self._errors = steps.problems

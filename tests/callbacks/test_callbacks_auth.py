@@ -18,7 +18,7 @@ import pytest
 from cliproxy_host import PluginHost
 from cliproxy_host.callbacks.auth import auth_index, go_time
 from cliproxy_host.config import HostConfig
-from cliproxy_host.errors import InvalidRequest, UnknownAuth
+from cliproxy_host.errors import InvalidRequest, PluginError, UnknownAuth
 from tests.conftest import CompilePlugin, HostFactory, build_rust_plugin
 
 MAX_BYTES = 4096  # remote-management.max-body-bytes in these tests: the auth file cap
@@ -325,3 +325,34 @@ def test_auth_dir_defaults_to_auths_beside_the_config_file(tmp_path: Path) -> No
     config_path.write_text("auth-dir: ~/x\n")
     assert HostConfig.load(config_path).auth_dir_path() == Path.home() / "x"
     assert "auth-dir" not in (HostConfig.load(config_path).model_extra or {})
+
+
+def test_a_reload_moves_the_auth_dir_and_the_http_policy_with_it(
+    compile_plugin: CompilePlugin, host_factory: HostFactory
+) -> None:
+    host_factory.add("p", compile_plugin(TP_WITH_SHUTDOWN=True))
+    plugins = {"p": {"enabled": True}}
+    host_factory.write_config(plugins, extra={"auth-dir": "auths"})
+    host = PluginHost.from_config(host_factory.config_path)
+    try:
+
+        def host_call(method: str, body: dict[str, Any]) -> Any:
+            return host.call("p", "host", {"method": method, "request": body})
+
+        host_call("host.auth.save", {"name": "a.json", "json": {"type": "x"}})
+        assert (host_factory.root / "auths" / "a.json").exists()
+        # edited in place and applied, as the watcher does: no restart
+        host_factory.write_config(
+            plugins,
+            extra={"auth-dir": "other-auths", "http": {"allowed-hosts": ["other.test"]}},
+        )
+        host.apply(HostConfig.load(host_factory.config_path))
+        host_call("host.auth.save", {"name": "b.json", "json": {"type": "x"}})
+        assert (host_factory.root / "other-auths" / "b.json").exists()
+        assert not (host_factory.root / "auths" / "b.json").exists()
+        assert [f["name"] for f in host_call("host.auth.list", {})["files"]] == ["b.json"]
+        with pytest.raises(PluginError) as refused:
+            host_call("host.http.do", {"url": "http://127.0.0.1:9/"})
+        assert refused.value.code == "host_not_allowed"
+    finally:
+        host.close()

@@ -669,3 +669,36 @@ def test_close_ends_streams_and_later_calls_answer_errors(make: Make, server: Lo
     for method in ("host.http.do", "host.http.do_stream"):
         failure(call(callbacks, method, {"url": server.url("/echo")}), "host_call_failed")
     assert result(call(callbacks, "host.log", {"message": "still fine"})) == {}
+
+
+# hot reload
+
+
+def test_a_changed_policy_holds_from_the_next_request(
+    callbacks: HostCallbacks, server: LocalServer
+) -> None:
+    url = server.url("/echo")
+    assert echoed(call(callbacks, "host.http.do", {"url": url}))["method"] == "GET"
+    callbacks.http.configure(HttpPolicy(allowed_hosts=["other.test"]))
+    failure(call(callbacks, "host.http.do", {"url": url}), "host_not_allowed")
+    callbacks.http.configure(HttpPolicy(max_response_bytes=10))
+    failure(call(callbacks, "host.http.do", {"url": url}), "response_too_large")
+    callbacks.http.configure(HttpPolicy(timeout_seconds=0.3))
+    failure(call(callbacks, "host.http.do", {"url": server.url("/slow?seconds=2")}), "host_timeout")
+    callbacks.http.configure(HttpPolicy())
+    assert echoed(call(callbacks, "host.http.do", {"url": url}))["method"] == "GET"
+
+
+def test_a_changed_proxy_takes_a_new_client_and_open_streams_finish_on_the_old(
+    callbacks: HostCallbacks, server: LocalServer
+) -> None:
+    opened = result(
+        call(callbacks, "host.http.do_stream", {"url": server.url("/stream?count=3&interval=0.02")})
+    )
+    # The server doubles as the proxy: a name no resolver knows reaches it only through it.
+    callbacks.http.configure(HttpPolicy(proxy_url=server.base_url))
+    echo = echoed(call(callbacks, "host.http.do", {"url": "http://api.example.test/echo"}))
+    assert echo["target"] == "http://api.example.test/echo"
+    reads = read_all(callbacks, opened["stream_id"])
+    body = b"".join(unb64(read["payload"]) for read in reads)
+    assert body == b"chunk-0\nchunk-1\nchunk-2\n"
