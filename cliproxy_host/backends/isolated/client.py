@@ -26,7 +26,7 @@ from ..protocol import DEFAULT_DRAIN_TIMEOUT, Health
 from .cpu import spare_cpu
 from .limits import IsolationLimits
 from .process import REAP_GRACE, Pending, WorkerGone, WorkerProcess, frame_fault
-from .supervisor import Supervisor, spawn_worker, unloading_error
+from .supervisor import Supervisor, library_starts, unloading_error
 from .wire import (
     METHOD_CACHE_MAX,
     WAKE_UP_ALLOWANCE_S,
@@ -66,7 +66,7 @@ class IsolatedPlugin:
         # Host calls from the plugin's own threads (those from a call come on its line).
         self._host_calls = DaemonPool(f"cliproxy-isolated-{plugin_id}-host")
         self._supervisor = Supervisor(
-            plugin_id, path, self._limits, self._replay, self._host_call, spawn=spawn_worker
+            plugin_id, path, self._limits, self._replay, self._host_call, starter=library_starts
         )
         try:
             self._supervisor.start()

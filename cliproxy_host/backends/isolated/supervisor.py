@@ -6,10 +6,8 @@ Decisions worth knowing:
   crashes.
 - A restarted worker is given the last config the plugin accepted (see `configured`), as
   plugin.register (the new process has never been registered).
-- A standby worker is kept for the next restart: spawned once the worker runs, it has
-  imported everything and waits (spawn.py), so a restart after a crash costs the plugin's
-  load, not an interpreter's start. It costs one idle process per isolated plugin
-  (IsolationLimits.standby_worker turns it off).
+- How a worker starts is the starter's (starter.py): a plugin library's restart wakes a
+  standby worker spawned ahead; a plugin program starts from scratch.
 - A fused plugin stays fused until a plugin.register/plugin.reconfigure call brings a
   config different from the one it crashed with, or the host builds a new backend (file
   changed, operator re-enabled it).
@@ -22,8 +20,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Generic, Literal, Protocol, TypeVar, cast
+from typing import Generic, Literal, Protocol, TypeVar
 
 from ...abi import Method
 from ...errors import PluginError, PluginLoadError, PluginUnavailable, PluginUnloading
@@ -31,7 +30,7 @@ from ..protocol import CONFIG_METHODS, Health, State
 from .fuse import Fuse
 from .limits import IsolationLimits
 from .process import EXIT_GRACE, REAP_GRACE, WorkerGone, WorkerProcess
-from .spawn import Spawned, discard, spawn
+from .starter import FreshStarts, LibraryStarts, Starter
 from .wire import HANDSHAKE_ID
 
 log = logging.getLogger(__name__)
@@ -73,9 +72,16 @@ def unloading_error(plugin_id: str, method: str) -> PluginError:
     )
 
 
-def spawn_worker(supervisor: Supervisor[WorkerProcess], ids: itertools.count[int]) -> WorkerProcess:
-    """A worker process hosting the supervisor's plugin library (isolated mode)."""
-    return WorkerProcess(supervisor.plugin_id, supervisor.path, supervisor.limits, ids, supervisor)
+def library_starts(supervisor: Supervisor[WorkerProcess]) -> LibraryStarts:
+    """Worker processes hosting the supervisor's plugin library (isolated mode), each woken
+    from a standby where one waits (starter.py)."""
+    return LibraryStarts(
+        supervisor.plugin_id,
+        supervisor.path,
+        supervisor.limits,
+        supervisor,
+        lambda: supervisor.closing,
+    )
 
 
 class Supervisor(Generic[W]):
@@ -95,17 +101,18 @@ class Supervisor(Generic[W]):
         replay: Callable[[W, str, bytes, float | None], object],
         host_call: Callable[[W, int, str, bytes], None],
         *,
-        spawn: Callable[[Supervisor[W], itertools.count[int]], W],
+        spawn: Callable[[Supervisor[W], itertools.count[int]], W] | None = None,
+        starter: Callable[[Supervisor[W]], Starter[W]] | None = None,
     ) -> None:
         """`replay` sends a config to a new worker as plugin.register, bounded by the
         timeout (raising WorkerGone or PluginError like a call); `host_call` answers a host
         call a plugin made from a thread of its own (see process.Owner.host_call); `spawn`
-        starts a worker (it may raise OSError)."""
+        starts a worker from scratch (it may raise OSError), or `starter` makes what
+        starts them (starter.py)."""
         self.plugin_id = plugin_id
         self.path = path
         self.limits = limits
         self._replay = replay
-        self._spawn = spawn
         self.host_call = host_call  # what WorkerProcess calls for a plugin thread's host call
         self._ids = itertools.count(HANDSHAKE_ID + 1)
         self._cond = threading.Condition()
@@ -124,9 +131,13 @@ class Supervisor(Generic[W]):
         self._stop = False  # the drain is over: the supervisor shuts the worker down
         self._threads: list[threading.Thread] = []
         self._started = threading.Event()
-        self._standby: Spawned | None = None  # only the supervisor thread touches it
-        self._standby_failed = False
         self._start_error: PluginError | None = None
+        if starter is not None:
+            self._starter: Starter[W] = starter(self)
+        elif spawn is not None:
+            self._starter = FreshStarts(partial(spawn, self))
+        else:
+            raise TypeError("Supervisor needs spawn or starter")
         self._thread = threading.Thread(
             target=self._supervise, name=f"cliproxy-isolated-{plugin_id}", daemon=True
         )
@@ -138,6 +149,12 @@ class Supervisor(Generic[W]):
         if self._start_error is not None:
             self._thread.join()
             raise self._start_error
+
+    @property
+    def closing(self) -> bool:
+        """Whether the plugin is being closed."""
+        with self._cond:
+            return self._closing
 
     # -- calls ------------------------------------------------------------------------
 
@@ -323,7 +340,7 @@ class Supervisor(Generic[W]):
     def _start_worker(self) -> None:
         """Start a worker, load the plugin, replay its config; RUNNING when all went well."""
         try:
-            worker = self._new_worker()
+            worker = self._starter.start(self._ids)
         except OSError as exc:
             raise PluginLoadError(
                 f"cannot start a worker process for {self.path}: {exc}",
@@ -338,7 +355,7 @@ class Supervisor(Generic[W]):
         worker.wait_loaded(self.limits.start_timeout_s)
         # Before the plugin is RUNNING, not after: its calls then never share the host
         # with a spawn half done (file descriptors, a fork) that they did not ask for.
-        self._prepare_standby()
+        self._starter.ahead()
         with self._cond:
             config, timeout = self._config, self._config_timeout
         if config is not None:
@@ -354,49 +371,6 @@ class Supervisor(Generic[W]):
             if worker is self._worker and worker.usable and not self._closing:
                 self._state = State.RUNNING
                 self._cond.notify_all()
-
-    def _new_worker(self) -> W:
-        """A worker woken from standby where one waits, else one started now."""
-        standby, self._standby = self._standby, None
-        if standby is not None:
-            if standby[0].poll() is None:
-                try:
-                    worker = WorkerProcess(
-                        self.plugin_id,
-                        self.path,
-                        self.limits,
-                        self._ids,
-                        cast("Supervisor[WorkerProcess]", self),
-                        standby=standby,
-                    )
-                except OSError:  # it died while it waited
-                    pass
-                else:
-                    # The next one while this one loads the plugin (on another core).
-                    self._prepare_standby()
-                    return cast("W", worker)  # standbys exist only for library workers
-            discard(standby)
-        return self._spawn(self, self._ids)
-
-    def _prepare_standby(self) -> None:
-        """Spawn the next worker ahead, once this one has loaded the plugin (see the
-        module's docstring). Only a worker hosting a library has a standby form: a plugin
-        program's limits (backends/program) turn it off."""
-        if not self.limits.standby_worker or self._standby is not None or self._standby_failed:
-            return
-        with self._cond:
-            if self._closing:
-                return
-        try:
-            self._standby = spawn(self.plugin_id, self.path, self.limits, standby=True)
-        except OSError as exc:
-            # Once: restarts then start their worker from scratch, as they did before.
-            self._standby_failed = True
-            log.warning(
-                "plugin %s: cannot spawn a standby worker (%s); restarts start a new one",
-                self.plugin_id,
-                exc,
-            )
 
     def _ping(self) -> None:
         with self._cond:
@@ -418,9 +392,7 @@ class Supervisor(Generic[W]):
         worker.kill(reason)
 
     def _stop_worker(self) -> None:
-        if self._standby is not None:
-            discard(self._standby)
-            self._standby = None
+        self._starter.discard()
         with self._cond:
             worker = self._worker
             threads = list(self._threads)
