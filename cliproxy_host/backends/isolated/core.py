@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 from collections.abc import Callable
@@ -20,13 +19,12 @@ from ...errors import (
     ResponseTooLarge,
 )
 from ..native import NativePlugin
+from . import core_build
 from .wire import pack_error
 
 log = logging.getLogger("cliproxy_host.worker")
 
-# The core's functions, over the ABI's own types (see linecore.c for what each does). Bound
-# by address rather than declared with ffi.cdef: the ABI's ffi is loaded parsed already
-# (abi.py), and a cdef here would bring the C parser back into every worker's start.
+# The core's functions, over the ABI's own types (see linecore.c for what each does).
 _FUNCTIONS: Final = {
     "cw_setup": "int(*)(void*, void*, void*, void*, void*, uint64_t, int, const char*)",
     "cw_host_call": ("int(*)(void*, const char*, const uint8_t*, size_t, cliproxy_buffer*)"),
@@ -41,16 +39,9 @@ _FUNCTIONS: Final = {
 
 def _bind(path: Path) -> SimpleNamespace:
     """The core's functions from its library; OSError when it cannot be loaded."""
-    library = ctypes.CDLL(str(path))
-    try:
-        addresses = {name: ctypes.cast(library[name], ctypes.c_void_p).value for name in _FUNCTIONS}
-    except AttributeError as exc:  # an older or foreign library under the core's name
-        raise OSError(f"{path}: {exc}") from None
+    library, functions = core_build.bind(path, _FUNCTIONS)
     # `library` stays referenced by the namespace: its code must stay mapped.
-    return SimpleNamespace(
-        _library=library,
-        **{name: ffi.cast(_FUNCTIONS[name], addresses[name]) for name in _FUNCTIONS},
-    )
+    return SimpleNamespace(_library=library, **functions)
 
 
 # The kinds of failed call the core asks Python to word (CW_ERR_* in linecore.c).

@@ -1,4 +1,5 @@
-"""Building the worker's native line core (linecore.c) on first use, cached by its source hash.
+"""Building the native line core (linecore.c) on first use, cached by its source hash, and
+binding its functions.
 
 Built by the host, once per source and compiler, before it starts its first worker; every
 worker then loads the same library. Without a C compiler the host logs one WARNING naming
@@ -7,6 +8,7 @@ what is missing, and workers serve calls in Python (slower, the same behaviour).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -15,9 +17,11 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from ...abi import ffi
 from ...cache import cache_dir
 
 log = logging.getLogger(__name__)
@@ -101,3 +105,16 @@ def _build(command: list[str], directory: Path) -> Path | None:
         )
         return None
     return target
+
+
+def bind(path: Path, signatures: Mapping[str, str]) -> tuple[ctypes.CDLL, dict[str, Any]]:
+    """The core's library and its functions named in `signatures`, cast to them over the
+    ABI's ffi (by address: an ffi.cdef would bring the C parser back into every start).
+    OSError when the library cannot be loaded or lacks one (an older or foreign one under
+    the core's name). Keep the library referenced while the functions are used."""
+    library = ctypes.CDLL(str(path))
+    try:
+        addresses = {name: ctypes.cast(library[name], ctypes.c_void_p).value for name in signatures}
+    except AttributeError as exc:
+        raise OSError(f"{path}: {exc}") from None
+    return library, {name: ffi.cast(signatures[name], addresses[name]) for name in signatures}

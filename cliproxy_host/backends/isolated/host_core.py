@@ -10,7 +10,6 @@ WARNING as for the worker says so once.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -24,7 +23,7 @@ from . import core_build
 
 log = logging.getLogger(__name__)
 
-# Bound by address, as core.py binds the worker's functions (no C parser at start-up).
+# Bound by address (core_build.bind), as the worker's are (core.py).
 _FUNCTIONS: Final = {
     "cw_exchange": (
         "int(*)(void*, int, int, uint64_t, const char*, size_t, const char*, size_t, double, "
@@ -49,13 +48,9 @@ PROTOCOL: Final = 6
 class HostCore:
     """The core's host-side functions (see linecore.c), and making a call line's ring."""
 
-    def __init__(self, library: ctypes.CDLL) -> None:
-        """Bind the functions; AttributeError when the library lacks one."""
-        self._library = library  # its code must stay mapped as long as this lives
-        bound = {
-            name: ffi.cast(signature, ctypes.cast(library[name], ctypes.c_void_p).value)
-            for name, signature in _FUNCTIONS.items()
-        }
+    def __init__(self, path: Path) -> None:
+        """Load and bind the functions; OSError when the library cannot be, or lacks one."""
+        self._library, bound = core_build.bind(path, _FUNCTIONS)  # kept: code stays mapped
         self.exchange: Callable[..., int] = bound["cw_exchange"]
         self.ring_abort: Callable[[Any], None] = bound["cw_ring_abort"]
         self.ring_unmap: Callable[[Any], None] = bound["cw_ring_unmap"]
@@ -94,8 +89,8 @@ def host_core() -> HostCore | None:
 
 def _load(path: Path) -> HostCore | None:
     try:
-        return HostCore(ctypes.CDLL(str(path)))
-    except (OSError, AttributeError) as exc:  # an older or foreign library under the name
+        return HostCore(path)
+    except OSError as exc:
         log.warning(
             "cannot load the native line core %s in the host (%s); call lines exchange in "
             "Python, which is slower",
