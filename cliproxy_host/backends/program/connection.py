@@ -35,6 +35,7 @@ from ...errors import (
     PluginTimeout,
     PluginUnloading,
 )
+from ..isolated.cpu import spare_cpu
 from ..isolated.limits import IsolationLimits
 from ..isolated.process import EXIT_GRACE, PING, REAP_GRACE, Pending, WorkerGone, describe_exit
 from ..isolated.spawn import forward_output
@@ -54,6 +55,28 @@ SEND_TIMEOUT_S: Final = 10.0
 # calls waits at most this much longer to be read.
 _QUIET_S: Final = 0.001
 _IDLE_POLL_S: Final = 0.05  # how often an idle reader thread looks whether callers came
+_SPIN_RETRY: Final = 32  # a method whose answer a poll missed is polled for again after this
+
+
+class _Call(Pending):
+    """A request waiting for its answer; `done` is what the thread reading for it checks
+    between lines (no lock: it is set after the answer, by a thread holding the turn)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, method: str | None) -> None:
+        super().__init__(method)
+        self.done = False
+
+    def resolve(self, data: bytes) -> None:
+        self.data = data
+        self.done = True
+        self.event.set()
+
+    def fail(self, error: PluginError) -> None:
+        self.error = error
+        self.done = True
+        self.event.set()
 
 
 class Owner(Protocol):
@@ -136,6 +159,10 @@ class ProgramConnection:
         self.stopping = False
         self.kill_reason: str | None = None
         self.max_line = limits.max_response_bytes + rpc.LINE_SLACK
+        self._spin_s = limits.spin_us / 1e6
+        # Calls of a method left before polling for its answer again, after a poll missed:
+        # a slow method is slept on, not burnt CPU on.
+        self._missed: dict[str | None, int] = {}
         self._host_calls = 0
 
         self.proc = proc
@@ -151,10 +178,10 @@ class ProgramConnection:
         self._turn = threading.Lock()
         waits = threading.Lock()
         self._cond = threading.Condition(waits)
-        # The reader thread waits on this one (same lock), woken only when the last
-        # waiting caller leaves: it must not wake at every answer a caller reads.
+        # The reader thread waits on this one (same lock), in steps of _QUIET_S: it must
+        # not wake at every answer a caller reads, nor whenever the last caller leaves.
         self._quiet = threading.Condition(waits)
-        self._waiting = 0  # threads in _await
+        self._waiting = 0  # callers waiting for an answer (under self.lock)
         self._broken = False  # it broke the protocol: it is being killed
         self._quiet_since = time.monotonic()
         name = f"cliproxy-program-{plugin_id}"
@@ -246,14 +273,28 @@ class ProgramConnection:
         """One plugin method; WorkerGone if the request never reached the program.
 
         `budget` is the call's whole timeout for the message (`timeout` is what is left)."""
-        registered = self._register(method)
-        if registered is None:
-            raise WorkerGone
-        request_id, pending = registered
-        if not self._send(rpc.request(request_id, method, request)):
-            self._take(request_id)
-            raise WorkerGone
-        if not self._await(pending, timeout):
+        pending = _Call(method)
+        with self.lock:
+            if self.dead or self.kill_reason is not None:
+                raise WorkerGone
+            request_id = next(self.ids)
+            self.pending[request_id] = pending
+            self._waiting += 1  # counted before it is sent: the reader thread leaves it be
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            if not self._send(rpc.request(request_id, method, request)):
+                self._take(request_id)
+                raise WorkerGone
+            self._await(pending, deadline)
+        finally:
+            with self.lock:
+                self._waiting -= 1
+                if not self._waiting:
+                    self._quiet_since = time.monotonic()
+        # Not answered yet: the program is going (the reader thread fails the call when it
+        # buries it), or the deadline passed.
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not pending.done and not pending.event.wait(left):
             if self._take(request_id) is not None:
                 raise PluginTimeout(
                     f"plugin {self.plugin_id} did not answer {method} within "
@@ -268,41 +309,30 @@ class ProgramConnection:
             raise pending.error
         return pending.data
 
-    def _await(self, pending: Pending, timeout: float | None) -> bool:
-        """Wait for an answer, reading it on this thread whenever the turn is free."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            self._waiting += 1
-        try:
-            while not pending.event.wait(0):
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                if not self._turn.acquire(blocking=False):
-                    with self._cond:
-                        self._cond.wait_for(
-                            lambda: pending.event.wait(0) or not self._turn.locked(), left
-                        )
-                    continue
+    def _await(self, pending: _Call, deadline: float | None) -> None:
+        """Wait for an answer until `deadline`, reading it on this thread whenever the
+        turn is free; back early if the program is going."""
+        turn, lines = self._turn, self._lines
+        while not pending.done:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            if lines.eof:
+                return  # the reader thread buries the program and fails its calls
+            if turn.acquire(blocking=False):
                 try:
                     self._pump(pending, deadline)
-                except (rpc.ProtocolViolation, OSError) as exc:
-                    if isinstance(exc, rpc.ProtocolViolation):
-                        self._broke(exc)
-                    break  # the program is going: the reader thread buries it
+                except rpc.ProtocolViolation as exc:
+                    self._broke(exc)
+                    return
+                except OSError:
+                    return  # the program is going: the reader thread buries it
                 finally:
-                    self._turn.release()
+                    turn.release()
                     self._wake()
-                if self._lines.eof:
-                    break
-        finally:
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
             with self._cond:
-                self._waiting -= 1
-                if not self._waiting:
-                    self._quiet_since = time.monotonic()
-                    self._quiet.notify_all()
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return pending.event.wait(left)
+                self._cond.wait_for(lambda: pending.done or not turn.locked(), left)
 
     def _wake(self, *, always: bool = False) -> None:
         """Callers waiting for the turn or their answer look again."""
@@ -320,7 +350,7 @@ class ProgramConnection:
         self._send(rpc.result(request_id, answer))
 
     def _register(self, method: str) -> tuple[int, Pending] | None:
-        pending = Pending(method)
+        pending = _Call(method)
         with self.lock:
             if self.dead or self.kill_reason is not None:
                 return None
@@ -363,7 +393,7 @@ class ProgramConnection:
                 self._dispatch(self._first)
             while not self._lines.eof:
                 self._idle()
-                if not self._lines.readable(_IDLE_POLL_S):
+                if not self._lines.readable_apart(_IDLE_POLL_S):
                     continue
                 with self._cond:
                     if self._waiting:
@@ -378,35 +408,70 @@ class ProgramConnection:
         self.owner.worker_died(self, *self._bury())
 
     def _idle(self) -> None:
-        """Wait until no caller has waited for _QUIET_S: they read while they wait."""
+        """Wait until no caller has waited for _QUIET_S: they read while they wait.
+
+        Looks again every _QUIET_S rather than being woken when the last caller leaves:
+        between two calls of a busy caller that wake-up (and the reader thread's taking
+        the GIL) would cost the next call more than the call itself."""
         with self._cond:
             while not self._lines.eof:
-                if self._waiting:
-                    self._quiet.wait()
-                    continue
                 quiet = time.monotonic() - self._quiet_since
-                if quiet >= _QUIET_S:
+                if not self._waiting and quiet >= _QUIET_S:
                     return
-                self._quiet.wait(_QUIET_S - quiet)
+                self._quiet.wait(_QUIET_S if self._waiting else _QUIET_S - quiet)
 
-    def _pump(self, until: Pending | None, deadline: float | None) -> None:
-        """With the turn: dispatch every whole line, reading more while `until` waits
-        (up to `deadline`); without `until`, only what the socket has now."""
+    def _pump(self, until: _Call | None, deadline: float | None) -> None:
+        """With the turn: dispatch every whole line, reading more until `until` is answered
+        or `deadline` passes; without `until`, only what the socket has now."""
         lines = self._lines
+        spin = until is not None and self._spin_s > 0 and self._should_spin(until.method)
         while True:
-            while (line := lines.next_line()) is not None:
+            line = lines.next_line()
+            if line is not None:
                 if line.strip():
-                    self._dispatch(rpc.parse(line))
-            if lines.eof or (until is not None and until.event.wait(0)):
+                    message = rpc.parse(line)
+                    if message.method is None and message.error is None and self.ready:
+                        self._answered_ok(message)  # the common case, without the detour
+                    else:
+                        self._dispatch(message)
+                continue
+            if lines.eof:
                 return
             if until is None:
                 wait: float | None = 0.0
             else:
+                if until.done:
+                    return
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     return
+                if spin:  # once: the answer of a quick method comes within microseconds
+                    spin = False
+                    hit = lines.spin(self._spin_s)
+                    self._missed[until.method] = 0 if hit else _SPIN_RETRY
+                    if hit:
+                        wait = 0.0
             if not lines.readable(wait) or not lines.fill():
                 return
+
+    def _should_spin(self, method: str | None) -> bool:
+        """Poll for this method's answer: when its last poll found it (or it is due for
+        another try) and a CPU is spare for it."""
+        missed = self._missed.get(method, 0)
+        if missed:
+            self._missed[method] = missed - 1
+            return False
+        return spare_cpu()
+
+    def _answered_ok(self, message: rpc.Message) -> None:
+        if self._broken:
+            return
+        with self.lock:
+            pending = self.pending.pop(message.id, None)  # type: ignore[arg-type]
+        if pending is not None:  # else the answer to a call that was abandoned: dropped
+            pending.resolve(orjson.dumps(message.result))
+            if self._waiting > 1:
+                self._wake()
 
     def _broke(self, exc: rpc.ProtocolViolation) -> None:
         self._broken = True  # nothing it sends after counts, not even answers
