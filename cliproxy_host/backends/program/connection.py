@@ -56,6 +56,8 @@ SEND_TIMEOUT_S: Final = 10.0
 _QUIET_S: Final = 0.001
 _IDLE_POLL_S: Final = 0.05  # how often an idle reader thread looks whether callers came
 _SPIN_RETRY: Final = 32  # a method whose answer a poll missed is polled for again after this
+# A caller waiting in recv() for its answer looks at its deadline this often.
+_RECEIVE_STEP_S: Final = 0.02
 
 
 class _Call(Pending):
@@ -169,6 +171,7 @@ class ProgramConnection:
         self.sock = sock
         self._first = first  # an rpc.hello read already (by the plugins.socket listener)
         rpc.set_send_timeout(sock, SEND_TIMEOUT_S)
+        rpc.set_receive_step(sock, _RECEIVE_STEP_S)
         self._lines = lines or rpc.Lines(sock, self.max_line)
         # The read turn: whoever holds it reads lines and dispatches them all. Callers
         # waiting for answers take turns (one reads, the others wait on _cond until their
@@ -429,30 +432,40 @@ class ProgramConnection:
             line = lines.next_line()
             if line is not None:
                 if line.strip():
-                    message = rpc.parse(line)
-                    if message.method is None and message.error is None and self.ready:
-                        self._answered_ok(message)  # the common case, without the detour
-                    else:
-                        self._dispatch(message)
+                    self._take_line(line)
                 continue
             if lines.eof:
                 return
             if until is None:
-                wait: float | None = 0.0
-            else:
-                if until.done:
+                if not lines.readable(0.0) or not lines.fill():
                     return
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    return
-                if spin:  # once: the answer of a quick method comes within microseconds
-                    spin = False
-                    hit = lines.spin(self._spin_s)
-                    self._missed[until.method] = 0 if hit else _SPIN_RETRY
-                    if hit:
-                        wait = 0.0
-            if not lines.readable(wait) or not lines.fill():
+                continue
+            if until.done or (deadline is not None and time.monotonic() >= deadline):
                 return
+            if spin:  # once: the answer of a quick method comes within microseconds
+                spin = False
+                hit = lines.spin(self._spin_s)
+                self._missed[until.method] = 0 if hit else _SPIN_RETRY
+            if not lines.fill_within(deadline):
+                return
+
+    def _take_line(self, line: bytes) -> None:
+        """Dispatch one line; an answer to a call (the common case) without the detour."""
+        try:
+            body = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            body = None
+        if (
+            type(body) is dict
+            and "result" in body
+            and body.get("error") is None
+            and "method" not in body
+            and type(body.get("id")) is int
+            and self.ready
+        ):
+            self._answered_ok(body["id"], body["result"])
+        else:
+            self._dispatch(rpc.parse(line))  # anything else, and what is wrong with it
 
     def _should_spin(self, method: str | None) -> bool:
         """Poll for this method's answer: when its last poll found it (or it is due for
@@ -463,13 +476,13 @@ class ProgramConnection:
             return False
         return spare_cpu()
 
-    def _answered_ok(self, message: rpc.Message) -> None:
+    def _answered_ok(self, request_id: int, result: object) -> None:
         if self._broken:
             return
         with self.lock:
-            pending = self.pending.pop(message.id, None)  # type: ignore[arg-type]
+            pending = self.pending.pop(request_id, None)
         if pending is not None:  # else the answer to a call that was abandoned: dropped
-            pending.resolve(orjson.dumps(message.result))
+            pending.resolve(orjson.dumps(result))
             if self._waiting > 1:
                 self._wake()
 

@@ -207,6 +207,20 @@ class Lines:
             os.sched_yield()
         return True
 
+    def fill_within(self, deadline: float | None) -> bool | None:
+        """Wait in recv for bytes until `deadline` (the thread holding the read turn):
+        True when some came, False at the socket's end, None when the deadline passed.
+
+        One system call where poll() and recv() would be two: the socket's kernel receive
+        timeout (set_receive_step) ends the wait every step to look at the deadline.
+        """
+        while True:
+            try:
+                return self.fill()
+            except BlockingIOError:  # the receive timeout's step: look at the deadline
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+
     def fill(self) -> bool:
         """Read what the socket has (call when readable); False at its end."""
         # Into a buffer kept from read to read: recv(n) allocates n bytes each time, and
@@ -232,6 +246,15 @@ class Lines:
 
 def set_send_timeout(sock: socket.socket, seconds: float) -> None:
     """Bound every send: a peer that stops reading must not block a host thread forever."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
+
+
+def set_receive_step(sock: socket.socket, seconds: float) -> None:
+    """End a blocking recv() after `seconds` without bytes (BlockingIOError), so that a
+    thread waiting in it looks at its deadline that often (Lines.fill_within)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+
+
+def _timeval(seconds: float) -> bytes:
     whole = int(seconds)
-    timeval = struct.pack("@ll", whole, int((seconds - whole) * 1e6))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    return struct.pack("@ll", whole, int((seconds - whole) * 1e6))
