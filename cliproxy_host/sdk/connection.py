@@ -32,7 +32,10 @@ TOKEN_VARIABLE = "CLIPROXY_PLUGIN_TOKEN"  # its plugin's token, with SOCKET_VARI
 # next call after answering one before sleeping. 0 or unset: no polling.
 SPIN_VARIABLE = "CLIPROXY_PLUGIN_SPIN_US"
 _RECV_SIZE = 64 * 1024
-_SPIN_RETRY = 32  # reads before polling again, after a poll that found nothing
+# After polls that found nothing one after another, the next 0, 1, 3, 7, ... reads (at
+# most this many) do not poll: a host calling now and then is not burnt CPU on, and one
+# calling in a loop missed now and then is polled for again at once.
+_SPIN_RETRY = 32
 _LOAD_EVERY_S = 0.05
 
 
@@ -98,7 +101,8 @@ class Connection:
         self._poller.register(sock.fileno(), select.POLLIN)
         self._spin_s = _spin_setting()
         self._spare_cpu = _SpareCpu()
-        self._missed = 0  # reads left before polling again
+        self._missed = 0  # polls that found nothing, in a row
+        self._skip = 0  # reads left before polling again
         self.answered_at = float("-inf")  # when this plugin last answered a call
         self._write_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -165,8 +169,8 @@ class Connection:
         """Just answered: poll for the next call a little before sleeping in recv, when a
         CPU is spare. A caller calling again at once finds this thread awake: a sleeping
         one must be woken, which costs more than a small call (more in a VM)."""
-        if self._missed:
-            self._missed -= 1
+        if self._skip:
+            self._skip -= 1
             return
         if not self._spare_cpu():
             return
@@ -174,9 +178,11 @@ class Connection:
         end = self.answered_at + self._spin_s
         while not poll(0):  # each poll and yield releases the GIL
             if time.perf_counter() >= end:
-                self._missed = _SPIN_RETRY
+                self._missed += 1
+                self._skip = min(_SPIN_RETRY, (1 << self._missed - 1) - 1)
                 return
             os.sched_yield()
+        self._missed = 0
 
     def next_call(self, until: _Waiting | None = None) -> dict[str, Any] | None:
         """With the turn: read until a call comes and answer it, dispatching the host's

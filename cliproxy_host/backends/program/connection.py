@@ -55,7 +55,10 @@ SEND_TIMEOUT_S: Final = 10.0
 # calls waits at most this much longer to be read.
 _QUIET_S: Final = 0.001
 _IDLE_POLL_S: Final = 0.05  # how often an idle reader thread looks whether callers came
-_SPIN_RETRY: Final = 32  # a method whose answer a poll missed is polled for again after this
+# After polls that missed one after another, a method's answer is not polled for during
+# the next 0, 1, 3, 7, ... calls (at most this many): a slow method is slept on, not burnt
+# CPU on, and a quick one missed now and then is polled for again at once.
+_SPIN_RETRY: Final = 32
 # A caller waiting in recv() for its answer looks at its deadline this often.
 _RECEIVE_STEP_S: Final = 0.02
 
@@ -162,9 +165,8 @@ class ProgramConnection:
         self.kill_reason: str | None = None
         self.max_line = limits.max_response_bytes + rpc.LINE_SLACK
         self._spin_s = limits.spin_us / 1e6
-        # Calls of a method left before polling for its answer again, after a poll missed:
-        # a slow method is slept on, not burnt CPU on.
-        self._missed: dict[str | None, int] = {}
+        # Per method: polls missed in a row, and calls left before polling again.
+        self._missed: dict[str | None, tuple[int, int]] = {}
         self._host_calls = 0
 
         self.proc = proc
@@ -444,8 +446,11 @@ class ProgramConnection:
                 return
             if spin:  # once: the answer of a quick method comes within microseconds
                 spin = False
-                hit = lines.spin(self._spin_s)
-                self._missed[until.method] = 0 if hit else _SPIN_RETRY
+                if lines.spin(self._spin_s):
+                    self._missed.pop(until.method, None)
+                else:
+                    row = self._missed.get(until.method, (0, 0))[0] + 1
+                    self._missed[until.method] = (row, min(_SPIN_RETRY, (1 << row - 1) - 1))
             if not lines.fill_within(deadline):
                 return
 
@@ -470,9 +475,9 @@ class ProgramConnection:
     def _should_spin(self, method: str | None) -> bool:
         """Poll for this method's answer: when its last poll found it (or it is due for
         another try) and a CPU is spare for it."""
-        missed = self._missed.get(method, 0)
-        if missed:
-            self._missed[method] = missed - 1
+        missed = self._missed.get(method)
+        if missed is not None and missed[1]:
+            self._missed[method] = (missed[0], missed[1] - 1)
             return False
         return spare_cpu()
 
