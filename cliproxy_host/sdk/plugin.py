@@ -25,6 +25,10 @@ _SPARE_THREADS = 4
 # every call: that wake-up, and the GIL it takes, would cost a small call more than
 # the call itself.
 _QUIET_S = 0.001
+# Threads standing by doze (woken by the next call) once no call has started for this
+# long: an idle plugin wakes no thread.
+_DOZE_AFTER_S = 0.1
+_DOZE_S = 1.0  # how long a thread dozes at most before it looks again anyway
 Handler = Callable[[Request], dict[str, Any] | None]
 
 
@@ -89,6 +93,9 @@ class Plugin:
         self._state = threading.Condition()  # guards _queue and _standing
         self._queue: deque[dict[str, Any]] = deque()  # calls read by a thread busy waiting
         self._standing = 0  # threads standing by in _stand_by
+        self._watching = False  # one of them looks every _QUIET_S
+        self._dozing = 0  # the others doze
+        self._last_call = float("-inf")  # when the last call started
         self._done = threading.Event()
         self.plugin_id = os.environ.get(ID_VARIABLE, "")
         self._connection: Connection | None = None
@@ -178,13 +185,28 @@ class Plugin:
                 return
 
     def _stand_by(self) -> None:
-        """Wait up to _QUIET_S, or until a call is queued or the connection ends."""
+        """Wait up to _QUIET_S as the one thread watching the reader while calls come, or
+        doze until a call is queued, a call starts with no one watching, or the
+        connection ends."""
         with self._state:
             if self._queue or self._done.is_set():
                 return
             self._standing += 1
-            self._state.wait(_QUIET_S)
-            self._standing -= 1
+            try:
+                if not self._watching and time.monotonic() - self._last_call < _DOZE_AFTER_S:
+                    self._watching = True
+                    try:
+                        self._state.wait(_QUIET_S)
+                    finally:
+                        self._watching = False
+                else:
+                    self._dozing += 1
+                    try:
+                        self._state.wait(_DOZE_S)
+                    finally:
+                        self._dozing -= 1
+            finally:
+                self._standing -= 1
 
     def _queued_call(self) -> dict[str, Any] | None:
         if not self._queue:
@@ -207,6 +229,10 @@ class Plugin:
 
     def _run(self, conn: Connection, message: dict[str, Any]) -> bool:
         """Run one call on this thread; False when this thread should end after it."""
+        self._last_call = time.monotonic()
+        if self._dozing and not self._watching:  # the first call after a quiet spell
+            with self._state:
+                self._state.notify()
         with self._count:
             self._spare -= 1
             grow = self._spare == 0

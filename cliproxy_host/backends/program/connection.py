@@ -59,6 +59,10 @@ _IDLE_POLL_S: Final = 0.05  # how often an idle reader thread looks whether call
 # the next 0, 1, 3, 7, ... calls (at most this many): a slow method is slept on, not burnt
 # CPU on, and a quick one missed now and then is polled for again at once.
 _SPIN_RETRY: Final = 32
+# The reader thread dozes (woken when the last caller leaves) once no call has ended
+# for this long, instead of looking every _QUIET_S.
+_DOZE_AFTER_S: Final = 0.1
+_DOZE_S: Final = 1.0  # how long it dozes at most before it looks again anyway
 # A caller waiting in recv() for its answer looks at its deadline this often.
 _RECEIVE_STEP_S: Final = 0.02
 
@@ -189,6 +193,7 @@ class ProgramConnection:
         self._waiting = 0  # callers waiting for an answer (under self.lock)
         self._broken = False  # it broke the protocol: it is being killed
         self._quiet_since = time.monotonic()
+        self._dozing = False  # the reader thread waits for the last caller to leave
         name = f"cliproxy-program-{plugin_id}"
         self.reader = threading.Thread(target=self._read, name=name, daemon=True)
         self._threads = [self.reader]
@@ -294,8 +299,11 @@ class ProgramConnection:
         finally:
             with self.lock:
                 self._waiting -= 1
-                if not self._waiting:
+                last = not self._waiting
+                if last:
                     self._quiet_since = time.monotonic()
+            if last and self._dozing:  # after a long call: the reader thread reads now
+                self._notify_reader()
         # Not answered yet: the program is going (the reader thread fails the call when it
         # buries it), or the deadline passed.
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -415,15 +423,33 @@ class ProgramConnection:
     def _idle(self) -> None:
         """Wait until no caller has waited for _QUIET_S: they read while they wait.
 
-        Looks again every _QUIET_S rather than being woken when the last caller leaves:
-        between two calls of a busy caller that wake-up (and the reader thread's taking
-        the GIL) would cost the next call more than the call itself."""
+        While calls come and go, it looks again every _QUIET_S rather than being woken
+        when the last caller leaves: between two calls of a busy caller that wake-up (and
+        the reader thread's taking the GIL) would cost the next call more than the call
+        itself. While only long calls wait (none ended for _DOZE_AFTER_S), it dozes, and
+        the last caller to leave wakes it."""
         with self._cond:
             while not self._lines.eof:
                 quiet = time.monotonic() - self._quiet_since
-                if not self._waiting and quiet >= _QUIET_S:
-                    return
-                self._quiet.wait(_QUIET_S if self._waiting else _QUIET_S - quiet)
+                if not self._waiting:
+                    if quiet >= _QUIET_S:
+                        return
+                    self._quiet.wait(_QUIET_S - quiet)
+                elif quiet < _DOZE_AFTER_S:
+                    self._quiet.wait(_QUIET_S)
+                else:
+                    # Said before it looks again: a caller leaving after this look sees it
+                    # and wakes it (its notify waits for this wait to take the lock).
+                    self._dozing = True
+                    try:
+                        if self._waiting and time.monotonic() - self._quiet_since >= _DOZE_AFTER_S:
+                            self._quiet.wait(_DOZE_S)
+                    finally:
+                        self._dozing = False
+
+    def _notify_reader(self) -> None:
+        with self._cond:
+            self._quiet.notify_all()
 
     def _pump(self, until: _Call | None, deadline: float | None) -> None:
         """With the turn: dispatch every whole line, reading more until `until` is answered
