@@ -116,6 +116,7 @@ class Connection:
         self._cond = threading.Condition()
         self._requesting = 0
         self.on_call: Callable[[dict[str, Any]], None] = _no_calls
+        self.on_eof: Callable[[], None] = lambda: None  # the host closed the connection
 
     @classmethod
     def inherited(cls) -> Connection:
@@ -196,6 +197,7 @@ class Connection:
             message = self.read()
             if message is None:
                 self._wake_all()
+                self.on_eof()
                 return None
             method = message.get("method")
             if method is None:

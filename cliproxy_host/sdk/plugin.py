@@ -151,6 +151,7 @@ class Plugin:
             reason = (greeting or {}).get("error", {}).get("message", "connection closed")
             raise SystemExit(f"the host refused this plugin: {reason}")
         conn.on_call = self._queue_call
+        conn.on_eof = self._finish
         self._spare = 1
         self._start_thread(conn, standing_by=False)
         self._done.wait()
