@@ -11,7 +11,9 @@ Candidates, all calling the same C function (bench_plugin.c's echo) with the sam
   isolated  PluginHost with the plugin in a worker process (isolation: process)
   isolated, spin-us 0   the same with polling before sleeping turned off (informational)
   Python socket plugin   PluginHost.call to a plugin program in Python on the SDK
-            (bench/plugins/echo_program.py, docs/PROTOCOL.md), started from `command`
+            (bench/plugins/echo_program.py, docs/PROTOCOL.md), started from `command`;
+            the caller reads its own answer, the SDK runs the call on the thread that
+            read it, and both poll for spin-us (50) while a CPU is spare
   Extism    the Extism Python SDK calling a wasm echo (bench/plugins/echo.wat), sandboxed
             in-process (baselines/extism_echo.py; needs the bench extra, else not measured)
 

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+import hmac
 import logging
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
+
+import bcrypt
 
 from ..backends.program.listener import SocketListener
 from ..config import HostConfig
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+# The management key's other source (management/auth.py ENV_KEY; that room is above this
+# one, so the name is repeated here).
+_MANAGEMENT_KEY_VARIABLE: Final = "CLIPROXY_MANAGEMENT_KEY"
+_BCRYPT_HASH: Final = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+_BCRYPT_MAX_BYTES: Final = 72
 
 
 def socket_path(cfg: HostConfig) -> Path | None:
@@ -37,19 +50,48 @@ def tokens(cfg: HostConfig) -> dict[str, str]:
             continue
         if entry.token is not None:
             found[pid] = entry.token
-            continue
-        assert entry.token_file is not None
-        path = base / entry.token_file
-        try:
-            token = path.read_text("utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
+            where = f"plugins.configs.{pid}.token"
+        else:
+            assert entry.token_file is not None
+            path = base / entry.token_file
+            try:
+                token = path.read_text("utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    f"plugins.configs.{pid}.token_file: cannot read {path}: {exc}"
+                ) from None
+            if not token:
+                raise ConfigError(f"plugins.configs.{pid}.token_file: {path} is empty")
+            found[pid] = token
+            where = f"plugins.configs.{pid}.token_file ({path})"
+        key = _management_key_named(cfg, found[pid])
+        if key is not None:
             raise ConfigError(
-                f"plugins.configs.{pid}.token_file: cannot read {path}: {exc}"
-            ) from None
-        if not token:
-            raise ConfigError(f"plugins.configs.{pid}.token_file: {path} is empty")
-        found[pid] = token
+                f"{where}: plugin {pid}'s token is the management key ({key}); a plugin "
+                "program must never hold it: give the plugin a token of its own"
+            )
     return found
+
+
+def _management_key_named(cfg: HostConfig, token: str) -> str | None:
+    """Where the management key equal to `token` is set, or None if none is."""
+    secret = cfg.remote_management.secret_key
+    if secret and _same_key(token, secret):
+        return "remote-management.secret-key"
+    env_key = os.environ.get(_MANAGEMENT_KEY_VARIABLE)
+    if env_key and _same_key(token, env_key):
+        return _MANAGEMENT_KEY_VARIABLE
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _same_key(token: str, key: str) -> bool:
+    """Whether `token` is `key`, given as plaintext or as a bcrypt hash (cached: a bcrypt
+    check takes ~100 ms, and the config is applied again at every reload)."""
+    if _BCRYPT_HASH.fullmatch(key) is None:
+        return hmac.compare_digest(token.encode(), key.encode())
+    raw = token.encode()
+    return len(raw) <= _BCRYPT_MAX_BYTES and bcrypt.checkpw(raw, key.encode("ascii"))
 
 
 class ProgramSockets:

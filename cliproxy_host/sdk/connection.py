@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,31 +28,95 @@ ID_VARIABLE = "CLIPROXY_PLUGIN_ID"
 FD_VARIABLE = "CLIPROXY_PLUGIN_FD"  # set by the host for a program it starts
 SOCKET_VARIABLE = "CLIPROXY_PLUGIN_SOCKET"  # plugins.socket, for a program started elsewhere
 TOKEN_VARIABLE = "CLIPROXY_PLUGIN_TOKEN"  # its plugin's token, with SOCKET_VARIABLE
+# Set by the host for a program it starts (its spin-us setting): how long to poll for the
+# next call after answering one before sleeping. 0 or unset: no polling.
+SPIN_VARIABLE = "CLIPROXY_PLUGIN_SPIN_US"
+_RECV_SIZE = 64 * 1024
+# After polls that found nothing one after another, the next 0, 1, 3, 7, ... reads (at
+# most this many) do not poll: a host calling now and then is not burnt CPU on, and one
+# calling in a loop missed now and then is polled for again at once.
+_SPIN_RETRY = 32
+_LOAD_EVERY_S = 0.05
 
 
 class ConnectionClosed(Exception):
     """The host closed the connection (it is shutting the plugin down or has gone)."""
 
 
-class _Waiting:
-    __slots__ = ("answer", "event")
+def _spin_setting() -> float:
+    try:
+        return max(0, int(os.environ.get(SPIN_VARIABLE, "0"))) / 1e6
+    except ValueError:
+        return 0.0
+
+
+class _SpareCpu:
+    """Whether no task waits for a CPU (/proc/loadavg's running count is at most the CPU
+    count), looked up at most every 50 ms; polling takes a CPU only when one is spare."""
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self._at = float("-inf")
+        self._spare = True
+        self._cpus = os.cpu_count() or 1
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self._at >= _LOAD_EVERY_S:
+            self._at = now
+            try:
+                with open("/proc/loadavg", "rb") as fh:
+                    self._spare = int(fh.read().split()[3].split(b"/")[0]) <= self._cpus
+            except (OSError, IndexError, ValueError):
+                self._spare = True
+        return self._spare
+
+
+class _Waiting:
+    __slots__ = ("answer", "done")
+
+    def __init__(self) -> None:
+        self.done = False
         self.answer: dict[str, Any] | None = None
 
 
+def _no_calls(message: dict[str, Any]) -> None:
+    raise RuntimeError(f"a call ({message.get('method')}) read with nobody to run it")
+
+
 class Connection:
-    """One connection to the host: lines out under a lock, answers to our requests by id."""
+    """One connection to the host: lines out under a lock, answers to our requests by id.
+
+    The read turn (`turn`): whoever holds it reads, and dispatches what it reads. A thread
+    waiting for the host's answer to its own request reads it itself while no one else
+    reads, so the answer reaches it without a hand-off between threads; a call it reads
+    on the way goes to `on_call` (the plugin runs it on another thread).
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._reader = sock.makefile("rb")
+        self._buf = bytearray()
+        self._chunk = bytearray(_RECV_SIZE)
+        self._chunk_view = memoryview(self._chunk)
+        self._poller = select.poll()  # polled by the thread holding the turn only
+        self._poller.register(sock.fileno(), select.POLLIN)
+        self._spin_s = _spin_setting()
+        self._spare_cpu = _SpareCpu()
+        self._missed = 0  # polls that found nothing, in a row
+        self._skip = 0  # reads left before polling again
+        self.answered_at = float("-inf")  # when this plugin last answered a call
         self._write_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._waiting: dict[int, _Waiting] = {}
         self._closed = False
+        self.eof = False
+        self.turn = threading.Lock()
+        self.turn_free_since = time.monotonic()
+        # Threads in request() wait on this for their answer or a free turn.
+        self._cond = threading.Condition()
+        self._requesting = 0
+        self.on_call: Callable[[dict[str, Any]], None] = _no_calls
+        self.on_eof: Callable[[], None] = lambda: None  # the host closed the connection
 
     @classmethod
     def inherited(cls) -> Connection:
@@ -76,26 +142,110 @@ class Connection:
             self.sock.sendall(line)
 
     def read(self) -> dict[str, Any] | None:
-        """The next message, None when the host closed the connection."""
+        """The next message, None when the host closed the connection (with the turn)."""
+        buf = self._buf
         while True:
-            line = self._reader.readline()
-            if not line:
-                return None
+            end = buf.find(b"\n")
+            if end < 0:
+                if self.eof:
+                    return None
+                if self._spin_s and time.perf_counter() - self.answered_at < self._spin_s:
+                    self._spin()
+                # Into a buffer kept from call to call: recv(n) would allocate n bytes
+                # each time, and a large allocation is an mmap and munmap.
+                size = self.sock.recv_into(self._chunk)
+                if not size:
+                    self.eof = True
+                    return None
+                buf += self._chunk_view[:size]
+                continue
+            line = bytes(buf[:end])
+            del buf[: end + 1]
             if line.strip():
                 message = _loads(line)
                 if isinstance(message, dict):
                     return message
 
+    def _spin(self) -> None:
+        """Just answered: poll for the next call a little before sleeping in recv, when a
+        CPU is spare. A caller calling again at once finds this thread awake: a sleeping
+        one must be woken, which costs more than a small call (more in a VM)."""
+        if self._skip:
+            self._skip -= 1
+            return
+        if not self._spare_cpu():
+            return
+        poll = self._poller.poll
+        end = self.answered_at + self._spin_s
+        while not poll(0):  # each poll and yield releases the GIL
+            if time.perf_counter() >= end:
+                self._missed += 1
+                self._skip = min(_SPIN_RETRY, (1 << self._missed - 1) - 1)
+                return
+            os.sched_yield()
+        self._missed = 0
+
+    def next_call(self, until: _Waiting | None = None) -> dict[str, Any] | None:
+        """With the turn: read until a call comes and answer it, dispatching the host's
+        answers and answering pings on the way; None at the end of the connection.
+
+        With `until`, read until that request is answered instead, and give every call
+        read meanwhile to `on_call`; so too while other threads wait for answers: the
+        reading thread goes on reading for them.
+        """
+        while until is None or not until.done:
+            message = self.read()
+            if message is None:
+                self._wake_all()
+                self.on_eof()
+                return None
+            method = message.get("method")
+            if method is None:
+                self.answered(message)
+            elif method == "rpc.ping":  # the heartbeat: answered at once, never queued
+                self.send({"jsonrpc": "2.0", "id": message.get("id"), "result": {}})
+            elif "id" in message:
+                if until is None and not self._requesting:
+                    return message
+                self.on_call(message)
+        return None
+
+    def release_turn(self) -> None:
+        self.turn_free_since = time.monotonic()
+        self.turn.release()
+        if self._requesting:  # one of them reads next
+            with self._cond:
+                self._cond.notify_all()
+
     def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Send a request and wait for its response (read by whoever runs `read`)."""
+        """Send a request and wait for its response, reading it on this thread whenever
+        no other thread reads."""
         waiting = _Waiting()
         with self._lock:
-            if self._closed:
+            if self._closed or self.eof:
                 raise ConnectionClosed(f"{method}: the host closed the connection")
             request_id = next(self._ids)
             self._waiting[request_id] = waiting
-        self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-        waiting.event.wait()
+        with self._cond:
+            self._requesting += 1
+        try:
+            self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+            while not waiting.done and not self.eof:
+                if self.turn.acquire(blocking=False):
+                    try:
+                        self.next_call(waiting)
+                    finally:
+                        self.release_turn()
+                    continue
+                with self._cond:
+                    # Woken by whoever reads our answer or gives up the turn; the timeout
+                    # only bounds a wake-up missed.
+                    self._cond.wait_for(
+                        lambda: waiting.done or self.eof or not self.turn.locked(), 1.0
+                    )
+        finally:
+            with self._cond:
+                self._requesting -= 1
         if waiting.answer is None:
             raise ConnectionClosed(f"{method}: the host closed the connection")
         return waiting.answer
@@ -106,12 +256,18 @@ class Connection:
             waiting = self._waiting.pop(message.get("id"), None)  # type: ignore[arg-type]
         if waiting is not None:
             waiting.answer = message
-            waiting.event.set()
+            waiting.done = True
+            self._wake_all()
+
+    def _wake_all(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             waiting, self._waiting = list(self._waiting.values()), {}
         for item in waiting:
-            item.event.set()
+            item.done = True
+        self._wake_all()
         self.sock.close()

@@ -90,6 +90,27 @@ def test_many_calls_are_in_flight_on_one_connection_at_once(program: ProgramPlug
     assert time.monotonic() - started < 2.5  # 8 x 0.5 s one after the other would be 4 s
 
 
+def test_calls_one_after_another_run_on_the_thread_that_reads_them(
+    program: ProgramPlugin,
+) -> None:
+    # No hand-off between the SDK's threads: the thread that read a call runs it and
+    # reads the next one (a thread standing by takes over only from a long call).
+    # (Almost: a call the machine's load stalls for a millisecond is taken over.)
+    threads = [str(call(program, "thread", {})) for _ in range(40)]
+    assert max(threads.count(got) for got in threads) >= 36, threads
+
+
+def test_a_long_call_leaves_the_others_and_the_heartbeat_served(program: ProgramPlugin) -> None:
+    slow = threading.Thread(target=call, args=(program, "sleep", {"seconds": 2.0}))
+    slow.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert call(program, "echo", {"quick": True}) == {"quick": True}
+    assert program.health().state is State.RUNNING
+    assert time.monotonic() - started < 0.5
+    slow.join(10)
+
+
 def test_host_calls_go_both_ways_on_the_same_connection(program: ProgramPlugin) -> None:
     got = call(program, "host", {"method": "host.test.echo", "params": {"x": 1}})
     assert got == {"result": {"plugin": "knobs", "echo": {"x": 1}}}

@@ -12,9 +12,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import orjson
 import pytest
 
+from cliproxy_host.errors import ConfigError
 from cliproxy_host.host.facade import PluginHost
 
 from ..conftest import HostFactory
@@ -161,3 +163,45 @@ def test_a_connection_that_says_nothing_or_garbage_is_closed(
         silent.settimeout(10)
         assert b"rpc.hello within 5 s" in silent.recv(4096)
     assert host.call("tp", "echo", {"a": 1}) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("entry", "secret", "env_key", "named"),
+    [
+        ({"token": TOKEN}, TOKEN, None, "plugins.configs.ext.token: plugin ext's token is"),
+        (
+            {"token_file": "ext.token"},
+            bcrypt.hashpw(TOKEN.encode(), bcrypt.gensalt(4)).decode(),
+            None,
+            "plugins.configs.ext.token_file (",
+        ),
+        ({"token": TOKEN}, "another-key", TOKEN, "(CLIPROXY_MANAGEMENT_KEY)"),
+    ],
+    ids=["token-plaintext-key", "token-file-hashed-key", "token-env-key"],
+)
+def test_a_token_that_is_the_management_key_is_refused_at_load(
+    host_factory: HostFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    entry: dict[str, str],
+    secret: str,
+    env_key: str | None,
+    named: str,
+) -> None:
+    if env_key is None:
+        monkeypatch.delenv("CLIPROXY_MANAGEMENT_KEY", raising=False)
+    else:
+        monkeypatch.setenv("CLIPROXY_MANAGEMENT_KEY", env_key)
+    (host_factory.root / "ext.token").write_text(f"{TOKEN}\n")
+    host_factory.write_config(
+        configs={"ext": {"enabled": True, **entry}},
+        extra={"remote-management": {"secret-key": secret}},
+    )
+    text = host_factory.config_path.read_text()
+    host_factory.config_path.write_text(
+        text.replace("plugins:\n", "plugins:\n  socket: run/plugins.sock\n", 1)
+    )
+    with pytest.raises(ConfigError, match="is the management key") as refused:
+        PluginHost.from_config(host_factory.config_path).close()
+    assert named in str(refused.value)
+    assert "give the plugin a token of its own" in str(refused.value)

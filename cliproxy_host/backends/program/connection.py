@@ -35,6 +35,7 @@ from ...errors import (
     PluginTimeout,
     PluginUnloading,
 )
+from ..isolated.cpu import spare_cpu
 from ..isolated.limits import IsolationLimits
 from ..isolated.process import EXIT_GRACE, PING, REAP_GRACE, Pending, WorkerGone, describe_exit
 from ..isolated.spawn import forward_output
@@ -54,6 +55,37 @@ SEND_TIMEOUT_S: Final = 10.0
 # calls waits at most this much longer to be read.
 _QUIET_S: Final = 0.001
 _IDLE_POLL_S: Final = 0.05  # how often an idle reader thread looks whether callers came
+# After polls that missed one after another, a method's answer is not polled for during
+# the next 0, 1, 3, 7, ... calls (at most this many): a slow method is slept on, not burnt
+# CPU on, and a quick one missed now and then is polled for again at once.
+_SPIN_RETRY: Final = 32
+# The reader thread dozes (woken when the last caller leaves) once no call has ended
+# for this long, instead of looking every _QUIET_S.
+_DOZE_AFTER_S: Final = 0.1
+_DOZE_S: Final = 1.0  # how long it dozes at most before it looks again anyway
+# A caller waiting in recv() for its answer looks at its deadline this often.
+_RECEIVE_STEP_S: Final = 0.02
+
+
+class _Call(Pending):
+    """A request waiting for its answer; `done` is what the thread reading for it checks
+    between lines (no lock: it is set after the answer, by a thread holding the turn)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, method: str | None) -> None:
+        super().__init__(method)
+        self.done = False
+
+    def resolve(self, data: bytes) -> None:
+        self.data = data
+        self.done = True
+        self.event.set()
+
+    def fail(self, error: PluginError) -> None:
+        self.error = error
+        self.done = True
+        self.event.set()
 
 
 class Owner(Protocol):
@@ -136,12 +168,16 @@ class ProgramConnection:
         self.stopping = False
         self.kill_reason: str | None = None
         self.max_line = limits.max_response_bytes + rpc.LINE_SLACK
+        self._spin_s = limits.spin_us / 1e6
+        # Per method: polls missed in a row, and calls left before polling again.
+        self._missed: dict[str | None, tuple[int, int]] = {}
         self._host_calls = 0
 
         self.proc = proc
         self.sock = sock
         self._first = first  # an rpc.hello read already (by the plugins.socket listener)
         rpc.set_send_timeout(sock, SEND_TIMEOUT_S)
+        rpc.set_receive_step(sock, _RECEIVE_STEP_S)
         self._lines = lines or rpc.Lines(sock, self.max_line)
         # The read turn: whoever holds it reads lines and dispatches them all. Callers
         # waiting for answers take turns (one reads, the others wait on _cond until their
@@ -151,12 +187,13 @@ class ProgramConnection:
         self._turn = threading.Lock()
         waits = threading.Lock()
         self._cond = threading.Condition(waits)
-        # The reader thread waits on this one (same lock), woken only when the last
-        # waiting caller leaves: it must not wake at every answer a caller reads.
+        # The reader thread waits on this one (same lock), in steps of _QUIET_S: it must
+        # not wake at every answer a caller reads, nor whenever the last caller leaves.
         self._quiet = threading.Condition(waits)
-        self._waiting = 0  # threads in _await
+        self._waiting = 0  # callers waiting for an answer (under self.lock)
         self._broken = False  # it broke the protocol: it is being killed
         self._quiet_since = time.monotonic()
+        self._dozing = False  # the reader thread waits for the last caller to leave
         name = f"cliproxy-program-{plugin_id}"
         self.reader = threading.Thread(target=self._read, name=name, daemon=True)
         self._threads = [self.reader]
@@ -246,14 +283,31 @@ class ProgramConnection:
         """One plugin method; WorkerGone if the request never reached the program.
 
         `budget` is the call's whole timeout for the message (`timeout` is what is left)."""
-        registered = self._register(method)
-        if registered is None:
-            raise WorkerGone
-        request_id, pending = registered
-        if not self._send(rpc.request(request_id, method, request)):
-            self._take(request_id)
-            raise WorkerGone
-        if not self._await(pending, timeout):
+        pending = _Call(method)
+        with self.lock:
+            if self.dead or self.kill_reason is not None:
+                raise WorkerGone
+            request_id = next(self.ids)
+            self.pending[request_id] = pending
+            self._waiting += 1  # counted before it is sent: the reader thread leaves it be
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            if not self._send(rpc.request(request_id, method, request)):
+                self._take(request_id)
+                raise WorkerGone
+            self._await(pending, deadline)
+        finally:
+            with self.lock:
+                self._waiting -= 1
+                last = not self._waiting
+                if last:
+                    self._quiet_since = time.monotonic()
+            if last and self._dozing:  # after a long call: the reader thread reads now
+                self._notify_reader()
+        # Not answered yet: the program is going (the reader thread fails the call when it
+        # buries it), or the deadline passed.
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not pending.done and not pending.event.wait(left):
             if self._take(request_id) is not None:
                 raise PluginTimeout(
                     f"plugin {self.plugin_id} did not answer {method} within "
@@ -268,41 +322,30 @@ class ProgramConnection:
             raise pending.error
         return pending.data
 
-    def _await(self, pending: Pending, timeout: float | None) -> bool:
-        """Wait for an answer, reading it on this thread whenever the turn is free."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            self._waiting += 1
-        try:
-            while not pending.event.wait(0):
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                if not self._turn.acquire(blocking=False):
-                    with self._cond:
-                        self._cond.wait_for(
-                            lambda: pending.event.wait(0) or not self._turn.locked(), left
-                        )
-                    continue
+    def _await(self, pending: _Call, deadline: float | None) -> None:
+        """Wait for an answer until `deadline`, reading it on this thread whenever the
+        turn is free; back early if the program is going."""
+        turn, lines = self._turn, self._lines
+        while not pending.done:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            if lines.eof:
+                return  # the reader thread buries the program and fails its calls
+            if turn.acquire(blocking=False):
                 try:
                     self._pump(pending, deadline)
-                except (rpc.ProtocolViolation, OSError) as exc:
-                    if isinstance(exc, rpc.ProtocolViolation):
-                        self._broke(exc)
-                    break  # the program is going: the reader thread buries it
+                except rpc.ProtocolViolation as exc:
+                    self._broke(exc)
+                    return
+                except OSError:
+                    return  # the program is going: the reader thread buries it
                 finally:
-                    self._turn.release()
+                    turn.release()
                     self._wake()
-                if self._lines.eof:
-                    break
-        finally:
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
             with self._cond:
-                self._waiting -= 1
-                if not self._waiting:
-                    self._quiet_since = time.monotonic()
-                    self._quiet.notify_all()
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return pending.event.wait(left)
+                self._cond.wait_for(lambda: pending.done or not turn.locked(), left)
 
     def _wake(self, *, always: bool = False) -> None:
         """Callers waiting for the turn or their answer look again."""
@@ -320,7 +363,7 @@ class ProgramConnection:
         self._send(rpc.result(request_id, answer))
 
     def _register(self, method: str) -> tuple[int, Pending] | None:
-        pending = Pending(method)
+        pending = _Call(method)
         with self.lock:
             if self.dead or self.kill_reason is not None:
                 return None
@@ -363,7 +406,7 @@ class ProgramConnection:
                 self._dispatch(self._first)
             while not self._lines.eof:
                 self._idle()
-                if not self._lines.readable(_IDLE_POLL_S):
+                if not self._lines.readable_apart(_IDLE_POLL_S):
                     continue
                 with self._cond:
                     if self._waiting:
@@ -378,35 +421,101 @@ class ProgramConnection:
         self.owner.worker_died(self, *self._bury())
 
     def _idle(self) -> None:
-        """Wait until no caller has waited for _QUIET_S: they read while they wait."""
+        """Wait until no caller has waited for _QUIET_S: they read while they wait.
+
+        While calls come and go, it looks again every _QUIET_S rather than being woken
+        when the last caller leaves: between two calls of a busy caller that wake-up (and
+        the reader thread's taking the GIL) would cost the next call more than the call
+        itself. While only long calls wait (none ended for _DOZE_AFTER_S), it dozes, and
+        the last caller to leave wakes it."""
         with self._cond:
             while not self._lines.eof:
-                if self._waiting:
-                    self._quiet.wait()
-                    continue
                 quiet = time.monotonic() - self._quiet_since
-                if quiet >= _QUIET_S:
-                    return
-                self._quiet.wait(_QUIET_S - quiet)
+                if not self._waiting:
+                    if quiet >= _QUIET_S:
+                        return
+                    self._quiet.wait(_QUIET_S - quiet)
+                elif quiet < _DOZE_AFTER_S:
+                    self._quiet.wait(_QUIET_S)
+                else:
+                    # Said before it looks again: a caller leaving after this look sees it
+                    # and wakes it (its notify waits for this wait to take the lock).
+                    self._dozing = True
+                    try:
+                        if self._waiting and time.monotonic() - self._quiet_since >= _DOZE_AFTER_S:
+                            self._quiet.wait(_DOZE_S)
+                    finally:
+                        self._dozing = False
 
-    def _pump(self, until: Pending | None, deadline: float | None) -> None:
-        """With the turn: dispatch every whole line, reading more while `until` waits
-        (up to `deadline`); without `until`, only what the socket has now."""
+    def _notify_reader(self) -> None:
+        with self._cond:
+            self._quiet.notify_all()
+
+    def _pump(self, until: _Call | None, deadline: float | None) -> None:
+        """With the turn: dispatch every whole line, reading more until `until` is answered
+        or `deadline` passes; without `until`, only what the socket has now."""
         lines = self._lines
+        spin = until is not None and self._spin_s > 0 and self._should_spin(until.method)
         while True:
-            while (line := lines.next_line()) is not None:
+            line = lines.next_line()
+            if line is not None:
                 if line.strip():
-                    self._dispatch(rpc.parse(line))
-            if lines.eof or (until is not None and until.event.wait(0)):
+                    self._take_line(line)
+                continue
+            if lines.eof:
                 return
             if until is None:
-                wait: float | None = 0.0
-            else:
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
+                if not lines.readable(0.0) or not lines.fill():
                     return
-            if not lines.readable(wait) or not lines.fill():
+                continue
+            if until.done or (deadline is not None and time.monotonic() >= deadline):
                 return
+            if spin:  # once: the answer of a quick method comes within microseconds
+                spin = False
+                if lines.spin(self._spin_s):
+                    self._missed.pop(until.method, None)
+                else:
+                    row = self._missed.get(until.method, (0, 0))[0] + 1
+                    self._missed[until.method] = (row, min(_SPIN_RETRY, (1 << row - 1) - 1))
+            if not lines.fill_within(deadline):
+                return
+
+    def _take_line(self, line: bytes) -> None:
+        """Dispatch one line; an answer to a call (the common case) without the detour."""
+        try:
+            body = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            body = None
+        if (
+            type(body) is dict
+            and "result" in body
+            and body.get("error") is None
+            and "method" not in body
+            and type(body.get("id")) is int
+            and self.ready
+        ):
+            self._answered_ok(body["id"], body["result"])
+        else:
+            self._dispatch(rpc.parse(line))  # anything else, and what is wrong with it
+
+    def _should_spin(self, method: str | None) -> bool:
+        """Poll for this method's answer: when its last poll found it (or it is due for
+        another try) and a CPU is spare for it."""
+        missed = self._missed.get(method)
+        if missed is not None and missed[1]:
+            self._missed[method] = (missed[0], missed[1] - 1)
+            return False
+        return spare_cpu()
+
+    def _answered_ok(self, request_id: int, result: object) -> None:
+        if self._broken:
+            return
+        with self.lock:
+            pending = self.pending.pop(request_id, None)
+        if pending is not None:  # else the answer to a call that was abandoned: dropped
+            pending.resolve(orjson.dumps(result))
+            if self._waiting > 1:
+                self._wake()
 
     def _broke(self, exc: rpc.ProtocolViolation) -> None:
         self._broken = True  # nothing it sends after counts, not even answers

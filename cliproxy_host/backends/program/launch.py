@@ -17,6 +17,9 @@ from ..isolated.limits import IsolationLimits
 
 ID_VARIABLE: Final = "CLIPROXY_PLUGIN_ID"  # the plugin ID the program must say in rpc.hello
 FD_VARIABLE: Final = "CLIPROXY_PLUGIN_FD"  # the connected socket the program speaks on
+# The plugins' spin-us: how long the program may poll for the next call after answering
+# one before it sleeps (the SDK does; a program is free to ignore it).
+SPIN_VARIABLE: Final = "CLIPROXY_PLUGIN_SPIN_US"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ def start(
     env.update(command.env)
     env[ID_VARIABLE] = plugin_id
     env[FD_VARIABLE] = str(theirs.fileno())
+    env[SPIN_VARIABLE] = str(limits.spin_us)
     try:
         proc = subprocess.Popen(
             list(command.argv),

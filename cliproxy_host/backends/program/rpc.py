@@ -10,12 +10,13 @@ host callbacks the same way round.
 
 from __future__ import annotations
 
+import math
+import os
 import select
 import socket
 import struct
 import time
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -43,8 +44,7 @@ class LineTooLong(ProtocolViolation):
         super().__init__(f"a line longer than {limit} bytes (max_response_bytes plus 64 KiB)")
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """One line, classified: a request or notification (`method` set) or a response."""
 
     id: int | None
@@ -60,26 +60,26 @@ def parse(line: bytes) -> Message:
         body = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise ProtocolViolation(f"a line that is not JSON ({exc})") from None
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise ProtocolViolation(f"a JSON {type(body).__name__} where an object belongs")
     request_id = body.get("id")
-    if request_id is not None and (not isinstance(request_id, int) or isinstance(request_id, bool)):
+    if request_id is not None and type(request_id) is not int:  # bool is not int here
         raise ProtocolViolation(f"an id that is not an integer: {request_id!r}")
     method = body.get("method")
     if method is not None:
-        if not isinstance(method, str):
+        if type(method) is not str:
             raise ProtocolViolation(f"a method that is not a string: {method!r}")
-        return Message(request_id, method=method, params=body.get("params"))
+        return Message(request_id, method, body.get("params"))
     if request_id is None:
         raise ProtocolViolation("a message with neither a method nor an id")
     error = body.get("error")
     if error is not None:
-        if not isinstance(error, dict):
+        if type(error) is not dict:
             raise ProtocolViolation("an error that is not an object")
-        return Message(request_id, error=error)
+        return Message(request_id, None, None, None, error)
     if "result" not in body:
         raise ProtocolViolation(f"response {request_id} has neither result nor error")
-    return Message(request_id, result=body["result"])
+    return Message(request_id, None, None, body["result"])
 
 
 def request(request_id: int, method: str, params: bytes) -> bytes:
@@ -159,7 +159,11 @@ class Lines:
         self.limit = limit
         self.eof = False
         self._buf = bytearray()
+        self._chunk = bytearray(_RECV_SIZE)
+        self._chunk_view = memoryview(self._chunk)
         self._fd = sock.fileno()
+        self._poller = select.poll()
+        self._poller.register(self._fd, select.POLLIN)
 
     def next_line(self) -> bytes | None:
         """A whole line from the buffer (without its newline), or None; LineTooLong."""
@@ -175,19 +179,57 @@ class Lines:
         return line
 
     def readable(self, timeout: float | None) -> bool:
-        """Whether the socket has bytes (or its end) within `timeout` seconds."""
-        ms = -1 if timeout is None else max(0, int(timeout * 1000))
-        poll = select.poll()  # one per wait: a poll object may not be polled by two threads
+        """Whether the socket has bytes (or its end) within `timeout` seconds; for the
+        thread holding the read turn (one poll object, polled by one thread at a time)."""
+        ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
+        return bool(self._poller.poll(ms))
+
+    def readable_apart(self, timeout: float | None) -> bool:
+        """`readable` for a thread without the read turn (a poll object of its own)."""
+        ms = -1 if timeout is None else max(0, math.ceil(timeout * 1000))
+        poll = select.poll()
         poll.register(self._fd, select.POLLIN)
         return bool(poll.poll(ms))
 
+    def spin(self, seconds: float) -> bool:
+        """Poll without sleeping for up to `seconds` (with the read turn): whether bytes came.
+
+        A thread asleep in poll() must be woken by the kernel when the answer comes, and
+        a cross-CPU wake-up costs more than a small call itself (more in a VM). Yielding
+        between polls leaves the CPU to anything that needs it, and each poll releases
+        the GIL.
+        """
+        poll = self._poller.poll
+        end = time.perf_counter() + seconds
+        while not poll(0):
+            if time.perf_counter() >= end:
+                return False
+            os.sched_yield()
+        return True
+
+    def fill_within(self, deadline: float | None) -> bool | None:
+        """Wait in recv for bytes until `deadline` (the thread holding the read turn):
+        True when some came, False at the socket's end, None when the deadline passed.
+
+        One system call where poll() and recv() would be two: the socket's kernel receive
+        timeout (set_receive_step) ends the wait every step to look at the deadline.
+        """
+        while True:
+            try:
+                return self.fill()
+            except BlockingIOError:  # the receive timeout's step: look at the deadline
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+
     def fill(self) -> bool:
         """Read what the socket has (call when readable); False at its end."""
-        data = self.sock.recv(_RECV_SIZE)
-        if not data:
+        # Into a buffer kept from read to read: recv(n) allocates n bytes each time, and
+        # an allocation that large is an mmap and a munmap per read.
+        size = self.sock.recv_into(self._chunk)
+        if not size:
             self.eof = True
             return False
-        self._buf += data
+        self._buf += self._chunk_view[:size]
         return True
 
     def read_line(self, timeout: float) -> bytes | None:
@@ -204,6 +246,15 @@ class Lines:
 
 def set_send_timeout(sock: socket.socket, seconds: float) -> None:
     """Bound every send: a peer that stops reading must not block a host thread forever."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
+
+
+def set_receive_step(sock: socket.socket, seconds: float) -> None:
+    """End a blocking recv() after `seconds` without bytes (BlockingIOError), so that a
+    thread waiting in it looks at its deadline that often (Lines.fill_within)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+
+
+def _timeval(seconds: float) -> bytes:
     whole = int(seconds)
-    timeval = struct.pack("@ll", whole, int((seconds - whole) * 1e6))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    return struct.pack("@ll", whole, int((seconds - whole) * 1e6))

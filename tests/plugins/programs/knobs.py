@@ -1,6 +1,6 @@
 """A plugin program with failure knobs, for the tests of the program backend (docs/PROTOCOL.md).
 
-Methods: echo, pid, env, print, sleep, crash, freeze, garbage, flood, host (calls a host
+Methods: echo, pid, thread, env, print, sleep, crash, freeze, garbage, flood, host (calls a host
 method), host_flood, child (starts a process that outlives nothing). Environment knobs:
 KNOB_HELLO = silent | wrong-id | wrong-abi | garbage | exit (misbehave at the handshake).
 """
@@ -34,6 +34,11 @@ def echo(request: Request) -> dict[str, Any]:
 @plugin.method("pid")
 def pid(request: Request) -> dict[str, Any]:
     return {"pid": os.getpid()}
+
+
+@plugin.method("thread")
+def thread(request: Request) -> dict[str, Any]:
+    return {"thread": threading.get_ident()}
 
 
 @plugin.method("env")
