@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import subprocess
 import sys
 import threading
@@ -94,10 +95,12 @@ def test_calls_one_after_another_run_on_the_thread_that_reads_them(
     program: ProgramPlugin,
 ) -> None:
     # No hand-off between the SDK's threads: the thread that read a call runs it and
-    # reads the next one (a thread standing by takes over only from a long call).
-    # (Almost: a call the machine's load stalls for a millisecond is taken over.)
+    # reads the next one (a thread standing by takes over only from a long call). A
+    # call the machine's load stalls for a millisecond is taken over, so a busy machine
+    # shows some switches; a hand-off per call would switch on every one of them.
     threads = [str(call(program, "thread", {})) for _ in range(40)]
-    assert max(threads.count(got) for got in threads) >= 36, threads
+    switches = sum(a != b for a, b in itertools.pairwise(threads))
+    assert switches <= 15, threads
 
 
 def test_a_long_call_leaves_the_others_and_the_heartbeat_served(program: ProgramPlugin) -> None:
