@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import cast
 
 from ...abi import HostHandler
 from ...errors import PluginBusy, PluginCrashed, PluginTimeout
@@ -134,8 +133,7 @@ class IsolatedPlugin:
         started_call = worker.start_call(method, remaining)
         if started_call is None:
             raise WorkerGone
-        request_id, pending = started_call
-        line = cast(CallLine, pending.line)
+        request_id, pending, line = started_call
         spin = self._spin_s if self._fast.get(method, True) and spare_cpu() else 0.0
         started = time.perf_counter()
         # The request stays registered while it runs: if the worker dies, its reader fails

@@ -270,18 +270,24 @@ static int spare_cpu(void) {
     return spare;
 }
 
-/* Poll without sleeping for up to g_spin_s: a cross-CPU wake-up costs more than a small
- * call, and an answer expected within microseconds is cheaper to watch for. */
-static void spin(line_t* line) {
-    if (g_spin_s <= 0 || line->end > line->start || !spare_cpu()) return;
-    struct pollfd p = {line->fd, POLLIN, 0};
-    double end = now_s() + g_spin_s;
+/* Poll fd for up to seconds without sleeping. Between polls the CPU is yielded: the other
+ * end may have been woken on this very CPU, and a spin that kept it would only delay the
+ * answer it waits for. */
+static void spin_fd(int fd, double seconds) {
+    if (seconds <= 0) return;
+    struct pollfd p = {fd, POLLIN, 0};
+    double end = now_s() + seconds;
     while (poll(&p, 1, 0) == 0) {
         if (now_s() >= end) return;
-        /* The other end may have been woken on this CPU: give it the CPU, or the spin
-         * only delays the answer it waits for. */
         sched_yield();
     }
+}
+
+/* Poll a line for up to g_spin_s: a cross-CPU wake-up costs more than a small call, and an
+ * answer expected within microseconds is cheaper to watch for. */
+static void spin(line_t* line) {
+    if (g_spin_s <= 0 || line->end > line->start || !spare_cpu()) return;
+    spin_fd(line->fd, g_spin_s);
 }
 
 /* Fill the read-ahead buffer; 0 at EOF, -1 (errno) on error. */
@@ -844,17 +850,6 @@ void* cw_ring_open(int fd) {
 void cw_ring_abort(void* ring) { ring_close(ring); }
 
 void cw_ring_unmap(void* ring) { munmap(ring, sizeof(ring_t)); }
-
-/* Poll fd for up to seconds without sleeping; yield between polls. */
-static void spin_fd(int fd, double seconds) {
-    if (seconds <= 0) return;
-    struct pollfd p = {fd, POLLIN, 0};
-    double end = now_s() + seconds;
-    while (poll(&p, 1, 0) == 0) {
-        if (now_s() >= end) return;
-        sched_yield();
-    }
-}
 
 /* Read a frame's first bytes from the socket into buf: all of it when it fits in cap, else
  * at least its header (the caller reads the rest). A CX_* code. */

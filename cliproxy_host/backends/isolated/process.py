@@ -237,9 +237,11 @@ class WorkerProcess:
         with self.lock:
             return self.pending.pop(request_id, None)
 
-    def start_call(self, method: str, timeout: float | None) -> tuple[int, Pending] | None:
-        """A call's request ID and its pending answer, with the call line it goes on in
-        `pending.line` (an idle one, or a new one); None when the worker is gone."""
+    def start_call(
+        self, method: str, timeout: float | None
+    ) -> tuple[int, Pending, CallLine] | None:
+        """A call's request ID, its pending answer and the call line it goes on (an idle
+        one, or a new one; also `pending.line`); None when the worker is gone."""
         pending = Pending(method)
         with self.lock:  # once per call: registered and given a line under one lock
             if self.dead or self.kill_reason is not None:
@@ -253,7 +255,7 @@ class WorkerProcess:
                 self.take(request_id)
                 return None
         pending.line = line
-        return request_id, pending
+        return request_id, pending, line
 
     def finish_call(self, request_id: int, line: CallLine) -> None:
         """A call answered in full: no longer pending, and its line ready for the next."""
