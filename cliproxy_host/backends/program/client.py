@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from dataclasses import replace
 
 from ...abi import HostHandler
 from ...errors import PluginLoadError
@@ -51,8 +50,8 @@ class ProgramPlugin:
         self._supervisor: Supervisor[ProgramConnection] = Supervisor(
             plugin_id,
             self.path,
-            # A program has no standby form (a worker started ahead only hosts libraries).
-            replace(limits or IsolationLimits(), standby_worker=False),
+            # A program starts from scratch (spawn=): only a library has a standby form.
+            limits or IsolationLimits(),
             self._replay,
             self._host_call,
             spawn=self._spawn,
