@@ -555,6 +555,7 @@ def test_a_method_slower_than_the_spin_time_is_slept_on(
     # A long spin time, so that even a thread starved by a busy machine shows it; and
     # polling as on a machine with a spare CPU, whatever this one's load.
     monkeypatch.setattr(client_module, "spare_cpu", lambda: True)
+    monkeypatch.setattr(client_module, "CPUS", 4)
     plugin = load(testplugin, spin_us=500_000)
 
     def cpu_seconds(ms: int) -> float:
@@ -1137,3 +1138,90 @@ def test_a_core_that_does_not_load_leaves_the_worker_serving_in_python(
         )
 
     assert wait_until(warned)
+
+
+# -- where the line's thread runs --------------------------------------------------------
+
+
+def _line_cpus(pid: int) -> list[set[int]]:
+    """The CPUs each of the worker's line threads may run on."""
+    allowed = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "comm").read_text().startswith("cw-line-"):
+                allowed.append(os.sched_getaffinity(int(task.name)))
+    return allowed
+
+
+@contextlib.contextmanager
+def on_cpus(cpus: set[int]) -> Iterator[None]:
+    """This thread runs on `cpus` only, while the block runs."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _two_cpus(worker_core: str) -> tuple[int, int]:
+    if worker_core != "native-core":
+        pytest.skip("call lines in Python have no ring to say where the host waits")
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    return cpus[0], cpus[1]
+
+
+def test_a_sleeping_caller_is_answered_from_its_own_cpu(
+    testplugin: Path, load: Load, worker_core: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = _two_cpus(worker_core)
+    everywhere = os.sched_getaffinity(0)
+    plugin = load(testplugin, spin_us=50)
+    pid = worker_pid(plugin)
+    # no CPU spare: the caller sleeps, and the line's thread moves to the caller's CPU
+    monkeypatch.setattr(client_module, "spare_cpu", lambda: False)
+    for cpu in (first, second, first):
+        with on_cpus({cpu}):
+            assert result(plugin, "echo", {"on": cpu}) == {"on": cpu}
+        assert {cpu} in _line_cpus(pid)
+    # the caller's own CPUs are what they were (it is held on its CPU only while it waits)
+    assert os.sched_getaffinity(0) == everywhere
+    assert result(plugin, "echo", {"unpinned": True}) == {"unpinned": True}
+    assert os.sched_getaffinity(0) == everywhere
+    # a caller that polls has the thread answer from any CPU again
+    monkeypatch.setattr(client_module, "spare_cpu", lambda: True)
+    assert result(plugin, "echo", {"polled": True}) == {"polled": True}
+    assert _line_cpus(pid) == [everywhere]
+
+
+def test_a_line_thread_stays_within_the_cpus_its_worker_may_use(
+    testplugin: Path, load: Load, worker_core: str
+) -> None:
+    first, second = _two_cpus(worker_core)
+    # the worker starts on the first CPU only (a child keeps its parent's CPUs)
+    with on_cpus({first}):
+        plugin = load(testplugin, spin_us=0, standby_worker=False)
+        pid = worker_pid(plugin)
+    assert os.sched_getaffinity(pid) == {first}
+    # a caller on the second CPU, which the worker may not use: answered all the same,
+    # from where the worker may run
+    with on_cpus({second}):
+        for i in range(3):
+            assert result(plugin, "echo", {"i": i}) == {"i": i}
+    assert _line_cpus(pid) == [{first}]
+
+
+def test_a_method_a_little_slower_than_the_spin_time_is_polled_for_longer() -> None:
+    spin = 50e-6
+    assert client_module.poll_time(spin, None) == spin  # never called: the spin time
+    assert client_module.poll_time(spin, 20e-6) == spin  # answered well within it
+    assert client_module.poll_time(spin, 40e-6) == pytest.approx(60e-6)  # and its crossing
+    # a 60 us method: polled for half as long again
+    assert client_module.poll_time(spin, 60e-6) == pytest.approx(90e-6)
+    # up to SPIN_STRETCH_S longer than the spin time
+    assert client_module.poll_time(spin, 180e-6) == pytest.approx(200e-6)
+    # slower than that: slept on
+    assert client_module.poll_time(spin, 250e-6) == 0.0
+    assert client_module.poll_time(0.0, 10e-6) == 0.0  # spin-us 0: nobody polls

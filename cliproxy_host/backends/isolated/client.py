@@ -22,13 +22,13 @@ from ...errors import PluginBusy, PluginCrashed, PluginTimeout
 from ...gate import gated
 from ..pool import DaemonPool
 from ..protocol import DEFAULT_DRAIN_TIMEOUT, Health
-from .cpu import spare_cpu
+from .cpu import CPUS, spare_cpu
 from .limits import IsolationLimits
 from .process import REAP_GRACE, Pending, WorkerGone, WorkerProcess, frame_fault
 from .supervisor import Supervisor, library_starts, unloading_error
 from .wire import (
     METHOD_CACHE_MAX,
-    WAKE_UP_ALLOWANCE_S,
+    SPIN_STRETCH_S,
     CallLine,
     Kind,
     NotSent,
@@ -38,6 +38,21 @@ from .wire import (
 )
 
 __all__ = ["IsolatedPlugin", "IsolationLimits"]
+
+
+def poll_time(spin_s: float, took: float | None) -> float:
+    """How long a caller polls for the answer to a method whose last call took `took`
+    seconds (None: never called), while a CPU is spare.
+
+    The spin time, or half as long again as the method's last call took (its answer has
+    to cross too), up to SPIN_STRETCH_S more than the spin time: a sleeping caller is
+    woken late on a virtual machine (~50 us to wake an idle CPU), which a 50 us method
+    would pay on every call. A method slower than that is slept on (0), not burnt CPU on.
+    """
+    if took is None or spin_s <= 0:
+        return spin_s
+    cap = spin_s + SPIN_STRETCH_S
+    return 0.0 if took > cap else min(cap, max(spin_s, took * 1.5))
 
 
 class IsolatedPlugin:
@@ -58,8 +73,7 @@ class IsolatedPlugin:
         self.path = path
         self._limits = limits or IsolationLimits()
         self._spin_s = self._limits.spin_us / 1e6
-        self._slow_after_s = self._spin_s + WAKE_UP_ALLOWANCE_S
-        self._fast: dict[str, bool] = {}  # methods whose last call outlasted the spin: False
+        self._took: dict[str, float] = {}  # seconds each method's last call took
         # Wrapped once: host calls are answered with an envelope whatever the handler does.
         self._answer_host = gated(handler)
         # Host calls from the plugin's own threads (those from a call come on its line).
@@ -134,7 +148,13 @@ class IsolatedPlugin:
         if started_call is None:
             raise WorkerGone
         request_id, pending, line = started_call
-        spin = self._spin_s if self._fast.get(method, True) and spare_cpu() else 0.0
+        # Each call in flight keeps a CPU busy in the worker, and a caller that polls takes
+        # another: callers poll only while the calls in flight leave CPUs for it.
+        spin = (
+            poll_time(self._spin_s, self._took.get(method))
+            if spare_cpu() and 2 * self._supervisor.inflight <= CPUS
+            else 0.0
+        )
         started = time.perf_counter()
         # The request stays registered while it runs: if the worker dies, its reader fails
         # it with the reason, whichever thread notices first.
@@ -178,14 +198,11 @@ class IsolatedPlugin:
             line.close()
             return self._lost(worker, pending, method)
         kind, answered, payload = frame
-        if self._spin_s:
-            # Spin for the next call of this method only if this one was answered within
-            # the spin time, give or take two wake-ups: a slow method is slept on, not
-            # burnt CPU on. A call that only missed the spin because the worker slept
-            # still counts as fast, or both ends would stop polling for good.
-            fast = time.perf_counter() - started <= self._slow_after_s
-            if self._fast.get(method, True) is not fast and len(self._fast) < METHOD_CACHE_MAX:
-                self._fast[method] = fast
+        if self._spin_s and (method in self._took or len(self._took) < METHOD_CACHE_MAX):
+            # The method is judged by the time the worker measured it took, where it says:
+            # a call that had to wake a sleeping end took longer than its method.
+            took = line.plugin_took()
+            self._took[method] = time.perf_counter() - started if took is None else took
         if kind is Kind.RESULT and answered == request_id:
             # Answered: a worker dying from now on cannot fail the call any more.
             worker.finish_call(request_id, line)

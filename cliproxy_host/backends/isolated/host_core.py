@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 _FUNCTIONS: Final = {
     "cw_exchange": (
         "int(*)(void*, int, int, uint64_t, const char*, size_t, const char*, size_t, double, "
-        "double, char*, size_t, long*, int*)"
+        "double, char*, size_t, long*, int*, double*)"
     ),
     "cw_ring_size": "size_t(*)(void)",
     "cw_ring_open": "void*(*)(int)",

@@ -26,9 +26,9 @@ class IsolationLimits:
     ping_interval_s: float = 5.0
     ping_timeout_s: float = 2.0
     start_timeout_s: float = 10.0  # worker start + dlopen + init
-    # A call polls for its answer this long before it sleeps (spin_until_readable), and
-    # the worker polls as long for the next call; 0 turns it off. Methods whose calls
-    # outlast it are not polled for.
+    # A call polls for its answer this long before it sleeps, and the worker polls for
+    # the next call; 0 turns it off. Methods whose calls outlast it a little are polled
+    # for a little longer (client.poll_time), slower ones not at all.
     spin_us: int = 50
     line_idle_s: float = 30.0  # call lines unused this long are closed (one stays open)
     # The sha256 of the bytes the host verified (trust/): the worker reads the file once,

@@ -73,7 +73,9 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_drained = PTHREAD_COND_INITIALIZER;
 static _Atomic int g_inflight;
 static _Atomic int g_closing;
-static long g_cpus = 1;
+static long g_cpus; /* 0: not looked up yet (the host's process never calls cw_setup) */
+static cpu_set_t g_allowed; /* the CPUs the worker may use, as it started */
+static int g_have_allowed;
 static _Atomic long g_cpu_checked_ms = -1000000;
 static _Atomic int g_cpu_spare = 1;
 
@@ -98,6 +100,14 @@ static double now_s(void) {
 #define RING_ON_SOCKET 0xffffffffu
 #define RING_CLOSED 0x80000000u
 #define RING_COUNT 0x7fffffffu
+/* A frame to the worker says how the host waits for the answer: polling (cpu -1), or asleep
+ * on CPU `cpu`. A host that sleeps is answered fastest from its own CPU: the worker's line
+ * thread moves there (its affinity set to that one CPU) and sleeps too, so each frame costs
+ * a switch between two threads on one CPU rather than waking a halted CPU (~50 us on a
+ * virtual machine, against ~4 us) or waiting for the scheduler on another. A host that
+ * polls gets the thread back on every CPU it may use, to answer from another. */
+#define HOST_POLLS (-1)
+
 /* Within a spin, the first this-many seconds poll without a syscall; then the spin yields
  * the CPU between polls, in case the other end was woken on this very CPU. */
 #define PURE_SPIN_S 5e-6
@@ -107,7 +117,9 @@ typedef struct {
     _Atomic uint32_t sleeping; /* the reader sleeps in futex_wait on seq */
     uint32_t len;              /* the frame's bytes in the slot, or RING_ON_SOCKET */
     uint32_t seen;             /* the reader's own: the count it took last */
-    uint8_t pad[48];
+    int32_t cpu;               /* to the worker: where the host sleeps on the answer (below) */
+    uint32_t took_us;          /* to the host: how long the plugin took to answer the call */
+    uint8_t pad[40];
 } ring_dir_t;
 
 typedef struct {
@@ -211,6 +223,7 @@ static void ring_fill(uint8_t* at, int kind, uint64_t id, const struct iovec* pa
 typedef struct {
     int fd;
     ring_t* ring; /* NULL: the frames travel on the socket */
+    int cpu;      /* the one CPU this line's thread runs on, or HOST_POLLS: any it may */
     size_t start, end; /* unread bytes of buf */
     uint8_t buf[READ_AHEAD];
 } line_t;
@@ -245,29 +258,89 @@ static void die(const char* what, int err) {
     _exit(1);
 }
 
-/* Whether no task waits for a CPU right now (the running count of /proc/loadavg is at
- * most the CPU count), looked up at most every 50 ms. On a loaded machine a spinning
- * thread takes the CPU the other end needs to answer: there, sleeping is faster. */
-static int spare_cpu(void) {
-    long now_ms = (long)(now_s() * 1000);
-    if (now_ms - atomic_load(&g_cpu_checked_ms) < 50) return atomic_load(&g_cpu_spare);
-    atomic_store(&g_cpu_checked_ms, now_ms);
-    int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 1;
-    char buf[128];
-    ssize_t got = read(fd, buf, sizeof buf - 1);
+static long cpus(void) {
+    if (g_cpus <= 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        g_cpus = online > 0 ? online : 1;
+    }
+    return g_cpus;
+}
+
+/* Read a small /proc file into buf (NUL-terminated); its length, or -1. */
+static ssize_t read_proc(const char* path, char* buf, size_t cap) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t got = read(fd, buf, cap - 1);
     close(fd);
-    if (got <= 0) return 1;
+    if (got < 0) return -1;
     buf[got] = 0;
+    return got;
+}
+
+/* Microseconds some task has waited for a CPU since boot (/proc/pressure/cpu's "some"
+ * total), or -1 where the kernel keeps no pressure. */
+static long long stalled_us(void) {
+    char buf[256];
+    if (read_proc("/proc/pressure/cpu", buf, sizeof buf) <= 0) return -1;
+    const char* total = strstr(buf, "total=");
+    return total ? strtoll(total + 6, NULL, 10) : -1;
+}
+
+/* Whether no task waits for a CPU now: /proc/loadavg's running count is at most the CPUs. */
+static int none_waiting(void) {
+    char buf[128];
+    if (read_proc("/proc/loadavg", buf, sizeof buf) <= 0) return 1;
     /* "0.50 0.40 0.30 3/250 1234": the fourth field is running/total */
     const char* at = buf;
     for (int field = 0; field < 3 && at; field++) {
         at = strchr(at, ' ');
         if (at) at++;
     }
-    int spare = !at || strtol(at, NULL, 10) <= g_cpus;
+    return !at || strtol(at, NULL, 10) <= cpus();
+}
+
+/* A CPU counts as spare while tasks waited for one at most this share of the time. */
+#define STALLED_MAX 0.1
+
+static pthread_mutex_t g_cpu_lock = PTHREAD_MUTEX_INITIALIZER;
+static long long g_stalled_us = -1;
+static double g_stalled_at;
+static _Atomic int g_none_waiting = 1;
+
+/* Look at the CPUs again if the last look is over 50 ms old (spare_cpu, idle_cpu). */
+static void look_at_cpus(void) {
+    long now_ms = (long)(now_s() * 1000);
+    if (now_ms - atomic_load(&g_cpu_checked_ms) < 50) return;
+    if (pthread_mutex_trylock(&g_cpu_lock) != 0) return; /* another thread is looking */
+    double now = now_s();
+    long long stalled = stalled_us();
+    int none = none_waiting();
+    int spare = none;
+    if (!spare && stalled >= 0 && g_stalled_us >= 0) {
+        spare = (double)(stalled - g_stalled_us) / 1e6 <= STALLED_MAX * (now - g_stalled_at);
+    }
+    g_stalled_us = stalled;
+    g_stalled_at = now;
+    atomic_store(&g_none_waiting, none);
     atomic_store(&g_cpu_spare, spare);
-    return spare;
+    atomic_store(&g_cpu_checked_ms, now_ms);
+    pthread_mutex_unlock(&g_cpu_lock);
+}
+
+/* Whether a CPU is spare to poll on (as cpu.py's spare_cpu, which says why): no more
+ * tasks running than CPUs, or tasks waited for one less than STALLED_MAX of the time since
+ * the last look (the kernel's CPU pressure). On a loaded machine a spinning thread takes
+ * the CPU the other end needs to answer: there, sleeping is faster. */
+static int spare_cpu(void) {
+    look_at_cpus();
+    return atomic_load(&g_cpu_spare);
+}
+
+/* Whether a CPU may go idle, as far as the last look saw: no more tasks running than
+ * CPUs. A sleeper is woken on an idle CPU where there is one. */
+static int idle_cpu(void) {
+    look_at_cpus();
+    return atomic_load(&g_none_waiting);
 }
 
 /* Poll fd for up to seconds without sleeping. Between polls the CPU is yielded: the other
@@ -405,6 +478,28 @@ static void line_send_or_die(line_t* line, int kind, uint64_t id, const struct i
     if (line_send(line, kind, id, parts, count) != 0) die("a call line broke", errno);
 }
 
+/* Run the line's thread where the host waits (see HOST_POLLS): on `cpu` alone, or on any
+ * CPU the worker may use. A CPU the worker may not use (another cpuset), or a failed
+ * syscall, leaves the thread to the scheduler. */
+static void follow_host(line_t* line, int cpu) {
+    if (cpu != HOST_POLLS && (!g_have_allowed || cpu < 0 || cpu >= CPU_SETSIZE ||
+                              !CPU_ISSET(cpu, &g_allowed))) {
+        cpu = HOST_POLLS;
+    }
+    /* Only a line's own thread moves (a line refused is read on the worker's thread). */
+    if (cpu == line->cpu || !g_have_allowed || tls_line != line) return;
+    cpu_set_t set = g_allowed;
+    if (cpu != HOST_POLLS) {
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+    }
+    if (sched_setaffinity(0, sizeof set, &set) == 0) {
+        line->cpu = cpu;
+    } else if (sched_setaffinity(0, sizeof g_allowed, &g_allowed) == 0) {
+        line->cpu = HOST_POLLS;
+    }
+}
+
 /* The next frame from the host on a line, polled for up to spin_s first; as read_frame. */
 static int line_read(line_t* line, double spin_s, double timeout_s, int* kind, uint64_t* id,
                      uint8_t** payload, size_t* size) {
@@ -415,6 +510,7 @@ static int line_read(line_t* line, double spin_s, double timeout_s, int* kind, u
     }
     double poll_s = spin_s > 0 && spare_cpu() ? spin_s : 0;
     if (ring_wait(&ring->to_worker, poll_s, timeout_s, -1) <= 0) return 0;
+    follow_host(line, ring->to_worker.cpu);
     uint32_t len = ring->to_worker.len;
     if (len == RING_ON_SOCKET) return read_frame(line, kind, id, payload, size);
     const uint8_t* h = ring->buf_to_worker;
@@ -483,7 +579,14 @@ static void run_call(line_t* line, uint64_t id, const char* method, const uint8_
         return;
     }
     cw_buffer resp = {0, 0};
+    double began = now_s();
     int rc = g_call(method, req, req_len, &resp);
+    if (line->ring) {
+        /* The method's own time, which its wake-ups do not blur: the host decides by it
+         * whether the next call of the method is worth polling for. */
+        double took_us = (now_s() - began) * 1e6;
+        line->ring->to_host.took_us = took_us < 4e9 ? (uint32_t)took_us : UINT32_MAX;
+    }
     if (!resp.ptr) {
         if (resp.len) {
             send_error(line, id, CW_ERR_NULL_WITH_LEN, method, rc, NULL, resp.len);
@@ -525,7 +628,7 @@ static void* serve_line(void* arg) {
         uint64_t id;
         uint8_t* payload;
         size_t size;
-        int r = line_read(line, quick ? g_spin_s : 0, -1, &kind, &id, &payload, &size);
+        int r = line_read(line, quick ? g_spin_s + WAKE_UP_ALLOWANCE_S : 0, -1, &kind, &id, &payload, &size);
         if (r == 0) break; /* closed by the host: idle for too long */
         if (r < 0) die("a call line broke", errno);
         if (kind != K_CALL) die("a frame other than CALL on a call line", 0);
@@ -537,9 +640,11 @@ static void* serve_line(void* arg) {
         memcpy(method, payload + 2, mlen);
         method[mlen] = 0;
         size_t req_len = size - 2 - mlen;
-        /* Two wake-ups across CPUs allowed, as the host allows them (WAKE_UP_ALLOWANCE_S):
-         * judged by the spin time alone, one late call makes both ends sleep for good. */
-        quick = now_s() - answered <= g_spin_s + WAKE_UP_ALLOWANCE_S;
+        /* Poll for the next call only while the host polls too (a host that sleeps does
+         * on this CPU, which a poll would only keep from it), and calls come quickly: two
+         * wake-ups across CPUs allowed (WAKE_UP_ALLOWANCE_S), or one late call would make
+         * this end sleep for good. */
+        quick = line->cpu == HOST_POLLS && now_s() - answered <= g_spin_s + WAKE_UP_ALLOWANCE_S;
         /* request may be NULL when request_len is 0, as in-process (cffi passes b"" so) */
         run_call(line, id, method, payload + 2 + mlen, req_len);
         answered = now_s();
@@ -674,6 +779,7 @@ int cw_control_start(int fd, const char* plugin_id, cw_shutdown_fn on_shutdown) 
     if (!ctl) return ENOMEM;
     ctl->fd = fd;
     ctl->ring = NULL;
+    ctl->cpu = HOST_POLLS;
     ctl->start = ctl->end = 0;
     g_ctl_fd = fd;
     pthread_attr_t attr;
@@ -713,7 +819,9 @@ int cw_host_call(void* ctx, const char* method, const uint8_t* request, size_t r
     uint64_t answered;
     uint8_t* payload;
     size_t size;
-    int r = line_read(line, g_spin_s, -1, &kind, &answered, &payload, &size);
+    /* A host that sleeps on this CPU answers only once this thread sleeps: no poll then. */
+    double poll_s = line->cpu == HOST_POLLS ? g_spin_s : 0;
+    int r = line_read(line, poll_s, -1, &kind, &answered, &payload, &size);
     if (r <= 0 || kind != K_HOST_RESULT || answered != id) {
         /* The host gave up on the call (it closes a line only then), or broke the
          * protocol: either way nobody waits for this call's answer any more. */
@@ -744,6 +852,7 @@ int cw_setup(cw_call_fn call, cw_free_fn free_buffer, void* ctx, cw_host_fn fall
     g_spin_s = spin_us / 1e6;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     g_cpus = cpus > 0 ? cpus : 1;
+    g_have_allowed = sched_getaffinity(0, sizeof g_allowed, &g_allowed) == 0;
     snprintf(g_plugin_id, sizeof g_plugin_id, "%s", plugin_id);
     return 0;
 }
@@ -793,6 +902,7 @@ int cw_serve_line(int fd, int ring_fd) {
     }
     line->fd = fd;
     line->ring = ring;
+    line->cpu = HOST_POLLS;
     line->start = line->end = 0;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -879,35 +989,115 @@ static int recv_frame_start(int fd, char* buf, size_t cap, long* got, int* err) 
     return CX_OK;
 }
 
+/* A host thread asleep on a ring is woken where the kernel finds an idle CPU, and waking
+ * an idle CPU is what costs most on a virtual machine (~50 us). So while a CPU may be
+ * idle, the host's thread stays on its CPU for the wait (its affinity set to that CPU,
+ * and put back after; ~6 us), where the worker's thread answers it (follow_host). On a
+ * loaded machine no CPU is idle and the kernel wakes it where it slept: held there, it
+ * would only miss a turn on another CPU, and the syscalls are saved. */
+typedef struct {
+    int held; /* the CPU the thread is held on, or -1 */
+    cpu_set_t before;
+} host_stay_t;
+
+/* How many host threads are held on each CPU: a caller whose CPU already holds another's
+ * call moves to a CPU that holds none, so that concurrent calls each have a CPU for the
+ * caller and the worker's thread that take turns on it, rather than two pairs on one CPU
+ * while another idles. */
+#define HELD_CPUS 1024
+static _Atomic int g_held[HELD_CPUS];
+
+/* The CPU the host sleeps on (HOST_POLLS if unknown), held there while a CPU may be idle. */
+static int host_stay(host_stay_t* stay) {
+    stay->held = -1;
+    int cpu = sched_getcpu();
+    if (cpu < 0 || cpu >= HELD_CPUS) return HOST_POLLS;
+    if (!idle_cpu() || sched_getaffinity(0, sizeof stay->before, &stay->before) != 0) return cpu;
+    int target = cpu;
+    if (atomic_load(&g_held[cpu]) > 0) {
+        for (int other = 0; other < HELD_CPUS && other < CPU_SETSIZE; other++) {
+            if (CPU_ISSET(other, &stay->before) && atomic_load(&g_held[other]) == 0) {
+                target = other;
+                break;
+            }
+        }
+    }
+    cpu_set_t here;
+    CPU_ZERO(&here);
+    CPU_SET(target, &here);
+    if (sched_setaffinity(0, sizeof here, &here) != 0) return cpu;
+    atomic_fetch_add(&g_held[target], 1);
+    stay->held = target;
+    return target;
+}
+
+static void host_go(host_stay_t* stay) {
+    if (stay->held < 0) return;
+    atomic_fetch_sub(&g_held[stay->held], 1);
+    sched_setaffinity(0, sizeof stay->before, &stay->before);
+    stay->held = -1;
+}
+
 /* Send a frame of kind/id whose payload is head then body; then the next frame's first
  * bytes into buf (see recv_frame_start). timeout_s (< 0: none) bounds the wait on a ring;
- * on the socket, its SO_RCVTIMEO does. *got: the bytes in buf. A CX_* code; errno in *err. */
-int cw_exchange(void* ring_ptr, int fd, int kind, uint64_t id, const char* head,
-                size_t head_len, const char* body, size_t body_len, double spin_s,
-                double timeout_s, char* buf, size_t cap, long* got, int* err) {
-    ring_t* ring = ring_ptr;
+ * on the socket, its SO_RCVTIMEO does. *got: the bytes in buf. A CX_* code; errno in *err.
+ * *took: when the next frame answers a call on a ring, the seconds the plugin took for it
+ * (the worker's measure); else -1 or meaningless. */
+static int exchange(ring_t* ring, int fd, int kind, uint64_t id, const char* head,
+                    size_t head_len, const char* body, size_t body_len, double spin_s,
+                    double timeout_s, char* buf, size_t cap, long* got, int* err, double* took);
+
+/* The host's threads waiting in an exchange right now. */
+static _Atomic long g_host_waiting;
+
+int cw_exchange(void* ring, int fd, int kind, uint64_t id, const char* head, size_t head_len,
+                const char* body, size_t body_len, double spin_s, double timeout_s, char* buf,
+                size_t cap, long* got, int* err, double* took) {
+    /* Each call in flight keeps a CPU busy in the worker, and a caller that polls takes
+     * another: with more callers waiting than that leaves CPUs for, they sleep, and the
+     * worker's threads have the CPUs. */
+    long waiting = atomic_fetch_add(&g_host_waiting, 1) + 1;
+    if (2 * waiting > cpus()) spin_s = 0;
+    int code = exchange(ring, fd, kind, id, head, head_len, body, body_len, spin_s, timeout_s,
+                        buf, cap, got, err, took);
+    atomic_fetch_sub(&g_host_waiting, 1);
+    return code;
+}
+
+static int exchange(ring_t* ring, int fd, int kind, uint64_t id, const char* head,
+                    size_t head_len, const char* body, size_t body_len, double spin_s,
+                    double timeout_s, char* buf, size_t cap, long* got, int* err, double* took) {
     *got = 0;
     *err = 0;
+    *took = -1;
     struct iovec parts[2] = {{(void*)head, head_len}, {(void*)body, body_len}};
     int count = 2;
     if (!body_len) count = 1;
     size_t size = head_len + body_len;
-    if (ring && HEADER_SIZE + size <= RING_CAP) {
-        if (atomic_load(&ring->to_worker.seq) & RING_CLOSED) return CX_EOF;
-        ring_fill(ring->buf_to_worker, kind, id, parts, count, size);
-        ring_post(&ring->to_worker, (uint32_t)(HEADER_SIZE + size));
-    } else {
-        if (ring) ring_post(&ring->to_worker, RING_ON_SOCKET);
+    if (!ring) {
         if (send_frame(fd, kind, id, parts, count) != 0) {
             *err = errno;
             return errno == EAGAIN || errno == EWOULDBLOCK ? CX_SEND_TIMEOUT : CX_SEND_FAILED;
         }
-    }
-    if (!ring) {
         spin_fd(fd, spin_s);
         return recv_frame_start(fd, buf, cap, got, err);
     }
+    if (atomic_load(&ring->to_worker.seq) & RING_CLOSED) return CX_EOF;
+    host_stay_t stay = {.held = -1};
+    ring->to_worker.cpu = spin_s > 0 ? HOST_POLLS : host_stay(&stay);
+    if (HEADER_SIZE + size <= RING_CAP) {
+        ring_fill(ring->buf_to_worker, kind, id, parts, count, size);
+        ring_post(&ring->to_worker, (uint32_t)(HEADER_SIZE + size));
+    } else {
+        ring_post(&ring->to_worker, RING_ON_SOCKET);
+        if (send_frame(fd, kind, id, parts, count) != 0) {
+            host_go(&stay);
+            *err = errno;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? CX_SEND_TIMEOUT : CX_SEND_FAILED;
+        }
+    }
     int waited = ring_wait(&ring->to_host, spin_s, timeout_s, fd);
+    host_go(&stay);
     if (waited < 0) return CX_RECV_TIMEOUT;
     if (waited != 1) {
         /* Closed, or the socket hung up: whether the worker ever took the frame decides
@@ -919,6 +1109,7 @@ int cw_exchange(void* ring_ptr, int fd, int kind, uint64_t id, const char* head,
         }
         return waited == 0 ? CX_EOF : recv_frame_start(fd, buf, cap, got, err);
     }
+    *took = ring->to_host.took_us / 1e6;
     uint32_t len = ring->to_host.len;
     if (len == RING_ON_SOCKET) return recv_frame_start(fd, buf, cap, got, err);
     const uint8_t* h = ring->buf_to_host;

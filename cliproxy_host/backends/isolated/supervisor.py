@@ -151,6 +151,11 @@ class Supervisor(Generic[W]):
             raise self._start_error
 
     @property
+    def inflight(self) -> int:
+        """Calls begun and not yet left, as of now (read without the lock: a hint)."""
+        return self._inflight
+
+    @property
     def closing(self) -> bool:
         """Whether the plugin is being closed."""
         with self._cond:

@@ -57,10 +57,13 @@ GO: Final = b"G"
 # How much longer than what is left of a call a line's kernel timeout may be left set.
 _TIMEOUT_SLACK: Final = 0.01
 # What two wake-ups across CPUs (send, then answer) may add to a quick exchange on a slow
-# virtual machine. Each end polls while the other answers within its spin time plus this;
-# judged by the spin time alone, one exchange with a sleeping peer makes both ends sleep,
-# each then wakes the other late, and neither polls again.
+# virtual machine. A worker polls for the next call while calls come within its spin time
+# plus this of its last answer; judged by the spin time alone, one exchange with a
+# sleeping peer would make it sleep for good.
 WAKE_UP_ALLOWANCE_S: Final = 200e-6
+# A caller polls for the answer of a method a little slower than the spin time for up to
+# this much longer (client.py): less than the two wake-ups a sleeping caller would pay.
+SPIN_STRETCH_S: Final = 150e-6
 
 
 class Kind(enum.IntEnum):
@@ -290,6 +293,7 @@ class CallLine:
         "_poller",
         "_ring",
         "_timeout",
+        "_took",
         "_view",
         "idle_since",
         "sock",
@@ -319,6 +323,7 @@ class CallLine:
             self._cbuf = ffi.from_buffer(self._buf)
             self._got = ffi.new("long*")
             self._err = ffi.new("int*")
+            self._took = ffi.new("double*", -1.0)
             self._closing = threading.Lock()
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
@@ -399,6 +404,7 @@ class CallLine:
             LINE_BUFFER,
             got,
             self._err,
+            self._took,
         )
         if code == host_core.OK:
             return self._frame(got[0])
@@ -412,6 +418,15 @@ class CallLine:
         if code == host_core.SEND_FAILED:
             raise NotSent(errno, os.strerror(errno))
         raise OSError(errno, os.strerror(errno))
+
+    def plugin_took(self) -> float | None:
+        """How long the plugin took for the call this line was last answered (seconds, by
+        the worker's clock: no wake-ups in it); None where the worker does not say (no
+        ring). Meaningful only right after a RESULT or ERROR frame."""
+        if self._ring == ffi.NULL:
+            return None
+        took: float = self._took[0]
+        return took if took >= 0 else None
 
     def recv(self, spin_s: float) -> tuple[Kind, int, bytes] | None:
         """The worker's next frame; None at EOF; TimeoutError when nothing came in time.
