@@ -508,8 +508,10 @@ static int line_read(line_t* line, double spin_s, double timeout_s, int* kind, u
         if (spin_s > 0) spin(line);
         return read_frame(line, kind, id, payload, size);
     }
-    double poll_s = spin_s > 0 && spare_cpu() ? spin_s : 0;
-    if (ring_wait(&ring->to_worker, poll_s, timeout_s, -1) <= 0) return 0;
+    /* Polled only while the host polls too (the callers pass 0 otherwise): the host
+     * judged a CPU spare for it, and a judgement of the worker's own could only differ
+     * by when it looked. */
+    if (ring_wait(&ring->to_worker, spin_s, timeout_s, -1) <= 0) return 0;
     follow_host(line, ring->to_worker.cpu);
     uint32_t len = ring->to_worker.len;
     if (len == RING_ON_SOCKET) return read_frame(line, kind, id, payload, size);
