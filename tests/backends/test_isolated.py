@@ -535,11 +535,13 @@ def test_each_concurrent_call_gets_a_line_and_idle_lines_are_closed(
     assert worker_sockets(pid) == 3  # control, lines, and the line that asked for the pid
     fds = len(os.listdir("/proc/self/fd"))
     threads_before = worker_threads(pid)
-    sleepers = Sleepers(plugin, 6, 500)
+    # Long enough that all six overlap even when a loaded machine starts them late (a
+    # line is closed line_idle_s after its call, and a late call would reuse it).
+    sleepers = Sleepers(plugin, 6, 1500)
     # five more lines than the one in use before, each with a thread in the worker
     assert wait_until(lambda: worker_sockets(pid) == 3 + 5)
     assert worker_threads(pid) >= threads_before + 4  # (its loading thread may have ended)
-    assert sleepers.join() == [{"slept_ms": 500}] * 6
+    assert sleepers.join() == [{"slept_ms": 1500}] * 6
     assert len(os.listdir("/proc/self/fd")) >= fds + 5
     # unused for line_idle_s: closed on both sides, but for the last one
     assert wait_until(lambda: worker_sockets(pid) == 3)
