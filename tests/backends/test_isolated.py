@@ -902,9 +902,12 @@ def test_restarts_back_off_immediately_then_growing_then_capped(
         # restarts counts workers started: it moves when the backoff is over
         assert wait_until(functools.partial(restarted, plugin, n))
         delays.append(time.monotonic() - crashed)
-    assert delays[0] < 0.2
-    assert delays[1] >= 0.25
-    assert all(0.3 <= d < 1.0 for d in delays[2:])  # 0.5, 1 and 2 s without the cap
+    # Measured from when the caller saw the crash, a little after the supervisor did and
+    # started the backoff: 50 ms of slack below each backoff. Above the cap (0.3 s), a
+    # restart's own time on a loaded machine; without the cap the last would be 2 s.
+    assert delays[0] < 0.2, delays
+    assert delays[1] >= 0.25, delays
+    assert all(0.25 <= d < 1.5 for d in delays[2:]), delays
 
 
 # -- limits ------------------------------------------------------------------------------

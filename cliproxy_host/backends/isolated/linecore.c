@@ -620,8 +620,9 @@ static void* serve_line(void* arg) {
     char name[16];
     snprintf(name, sizeof name, "cw-line-%u", atomic_fetch_add(&g_serial, 1) + 1);
     pthread_setname_np(pthread_self(), name);
-    /* Poll for the next call only while calls come within the spin time of the last
-     * answer: an idle line sleeps. */
+    /* Poll for the next call only while calls come quickly (see below): an idle line
+     * sleeps. A poll lasts the spin time and the wake-up allowance: a caller's own work
+     * between two calls on a slow machine outlasts the spin time alone. */
     int quick = 0;
     double answered = -1e300;
     char small[256];
@@ -630,7 +631,8 @@ static void* serve_line(void* arg) {
         uint64_t id;
         uint8_t* payload;
         size_t size;
-        int r = line_read(line, quick ? g_spin_s + WAKE_UP_ALLOWANCE_S : 0, -1, &kind, &id, &payload, &size);
+        double poll_s = quick ? g_spin_s + WAKE_UP_ALLOWANCE_S : 0;
+        int r = line_read(line, poll_s, -1, &kind, &id, &payload, &size);
         if (r == 0) break; /* closed by the host: idle for too long */
         if (r < 0) die("a call line broke", errno);
         if (kind != K_CALL) die("a frame other than CALL on a call line", 0);
