@@ -73,7 +73,7 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_drained = PTHREAD_COND_INITIALIZER;
 static _Atomic int g_inflight;
 static _Atomic int g_closing;
-static long g_cpus; /* 0: not looked up yet (the host's process never calls cw_setup) */
+static long g_cpus; /* 0: not looked up yet (cpus() does, in the worker and the host alike) */
 static cpu_set_t g_allowed; /* the CPUs the worker may use, as it started */
 static int g_have_allowed;
 static _Atomic long g_cpu_checked_ms = -1000000;
@@ -854,8 +854,6 @@ int cw_setup(cw_call_fn call, cw_free_fn free_buffer, void* ctx, cw_host_fn fall
     g_error = error;
     g_max_response = max_response;
     g_spin_s = spin_us / 1e6;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    g_cpus = cpus > 0 ? cpus : 1;
     g_have_allowed = sched_getaffinity(0, sizeof g_allowed, &g_allowed) == 0;
     snprintf(g_plugin_id, sizeof g_plugin_id, "%s", plugin_id);
     return 0;
