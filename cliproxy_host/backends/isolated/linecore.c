@@ -286,17 +286,18 @@ static long long stalled_us(void) {
     return total ? strtoll(total + 6, NULL, 10) : -1;
 }
 
-/* Whether no task waits for a CPU now: /proc/loadavg's running count is at most the CPUs. */
-static int none_waiting(void) {
+/* The tasks running (or ready to) right now, this thread among them: /proc/loadavg's
+ * running count; -1 where it cannot be read. */
+static long running_tasks(void) {
     char buf[128];
-    if (read_proc("/proc/loadavg", buf, sizeof buf) <= 0) return 1;
+    if (read_proc("/proc/loadavg", buf, sizeof buf) <= 0) return -1;
     /* "0.50 0.40 0.30 3/250 1234": the fourth field is running/total */
     const char* at = buf;
     for (int field = 0; field < 3 && at; field++) {
         at = strchr(at, ' ');
         if (at) at++;
     }
-    return !at || strtol(at, NULL, 10) <= cpus();
+    return at ? strtol(at, NULL, 10) : -1;
 }
 
 /* A CPU counts as spare while tasks waited for one at most this share of the time. */
@@ -305,7 +306,7 @@ static int none_waiting(void) {
 static pthread_mutex_t g_cpu_lock = PTHREAD_MUTEX_INITIALIZER;
 static long long g_stalled_us = -1;
 static double g_stalled_at;
-static _Atomic int g_none_waiting = 1;
+static _Atomic int g_cpu_idle = 1;
 
 /* Look at the CPUs again if the last look is over 50 ms old (spare_cpu, idle_cpu). */
 static void look_at_cpus(void) {
@@ -314,14 +315,14 @@ static void look_at_cpus(void) {
     if (pthread_mutex_trylock(&g_cpu_lock) != 0) return; /* another thread is looking */
     double now = now_s();
     long long stalled = stalled_us();
-    int none = none_waiting();
-    int spare = none;
+    long running = running_tasks();
+    int spare = running < 0 || running <= cpus();
     if (!spare && stalled >= 0 && g_stalled_us >= 0) {
         spare = (double)(stalled - g_stalled_us) / 1e6 <= STALLED_MAX * (now - g_stalled_at);
     }
     g_stalled_us = stalled;
     g_stalled_at = now;
-    atomic_store(&g_none_waiting, none);
+    atomic_store(&g_cpu_idle, running < 0 || running < cpus());
     atomic_store(&g_cpu_spare, spare);
     atomic_store(&g_cpu_checked_ms, now_ms);
     pthread_mutex_unlock(&g_cpu_lock);
@@ -336,11 +337,11 @@ static int spare_cpu(void) {
     return atomic_load(&g_cpu_spare);
 }
 
-/* Whether a CPU may go idle, as far as the last look saw: no more tasks running than
- * CPUs. A sleeper is woken on an idle CPU where there is one. */
+/* Whether a CPU is idle, as far as the last look saw: fewer tasks running than CPUs (the
+ * one looking among them). A sleeper is woken on an idle CPU where there is one. */
 static int idle_cpu(void) {
     look_at_cpus();
-    return atomic_load(&g_none_waiting);
+    return atomic_load(&g_cpu_idle);
 }
 
 /* Poll fd for up to seconds without sleeping. Between polls the CPU is yielded: the other
@@ -992,11 +993,13 @@ static int recv_frame_start(int fd, char* buf, size_t cap, long* got, int* err) 
 }
 
 /* A host thread asleep on a ring is woken where the kernel finds an idle CPU, and waking
- * an idle CPU is what costs most on a virtual machine (~50 us). So while a CPU may be
- * idle, the host's thread stays on its CPU for the wait (its affinity set to that CPU,
- * and put back after; ~6 us), where the worker's thread answers it (follow_host). On a
- * loaded machine no CPU is idle and the kernel wakes it where it slept: held there, it
- * would only miss a turn on another CPU, and the syscalls are saved. */
+ * an idle CPU is what costs most on a virtual machine (~50 us). So while a CPU is idle,
+ * the host's thread stays on its CPU for the wait (its affinity set to that CPU, and put
+ * back after; ~5.5 us of syscalls), where the worker's thread answers it (follow_host).
+ * Where no CPU is idle (a loaded machine, or as many calls in flight as CPUs, each CPU
+ * taking turns between a caller and its line's thread) the kernel wakes the caller where
+ * it slept: held there, it would only miss a turn on another CPU, and the syscalls are
+ * saved. */
 typedef struct {
     int held; /* the CPU the thread is held on, or -1 */
     cpu_set_t before;
@@ -1009,7 +1012,7 @@ typedef struct {
 #define HELD_CPUS 1024
 static _Atomic int g_held[HELD_CPUS];
 
-/* The CPU the host sleeps on (HOST_POLLS if unknown), held there while a CPU may be idle. */
+/* The CPU the host sleeps on (HOST_POLLS if unknown), held there while a CPU is idle. */
 static int host_stay(host_stay_t* stay) {
     stay->held = -1;
     int cpu = sched_getcpu();
