@@ -28,6 +28,8 @@ STREAMPLUGIN_SRC = REPO / "tests" / "plugins" / "streamplugin.c"
 CHATEXEC_SRC = REPO / "tests" / "plugins" / "chatexec.c"
 
 CFLAGS = ("-shared", "-fPIC", "-O2", "-pthread", "-Wall", "-Wextra", "-fvisibility=hidden")
+PROGRAM_CFLAGS = ("-O2", "-pthread", "-Wall", "-Wextra")
+PINGPONG_SRC = REPO / "bench" / "baselines" / "pingpong.c"
 
 
 def compiler() -> str:
@@ -36,20 +38,29 @@ def compiler() -> str:
 
 def compile_plugin(source: Path, name: str, *flags: str, build_dir: Path = BUILD_DIR) -> Path:
     """Compile one C plugin; reuse the library if neither its sources nor flags changed."""
+    return _compile(source, name, (*CFLAGS, *flags), LIBRARY_SUFFIX, build_dir)
+
+
+def compile_program(source: Path, name: str) -> Path:
+    """Compile one C program (a baseline of its own); reused as compile_plugin's are."""
+    return _compile(source, name, PROGRAM_CFLAGS, "", BUILD_DIR)
+
+
+def _compile(source: Path, name: str, flags: tuple[str, ...], suffix: str, build_dir: Path) -> Path:
     digest = hashlib.sha256()
-    digest.update("\0".join([*CFLAGS, *flags]).encode())
+    digest.update("\0".join(flags).encode())
     # The headers beside the source count too (tests/plugins/plugin_common.h, included
     # with quotes): a change to one rebuilds the plugins that include it.
     dirs = (*INCLUDES, source.parent)
     for dep in (source, *(d / h for d in dirs for h in sorted(os.listdir(d)) if h.endswith(".h"))):
         digest.update(dep.read_bytes())
-    out = build_dir / f"{name}-{digest.hexdigest()[:12]}{LIBRARY_SUFFIX}"
+    out = build_dir / f"{name}-{digest.hexdigest()[:12]}{suffix}"
     if out.is_file():
         return out
     build_dir.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     includes = [arg for d in INCLUDES for arg in ("-I", str(d))]
-    cmd = [compiler(), *CFLAGS, *includes, *flags, "-o", str(tmp), str(source)]
+    cmd = [compiler(), *flags, *includes, "-o", str(tmp), str(source)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"compiling {source} failed:\n{' '.join(cmd)}\n{proc.stderr}")
@@ -59,6 +70,11 @@ def compile_plugin(source: Path, name: str, *flags: str, build_dir: Path = BUILD
 
 def bench_plugin() -> Path:
     return compile_plugin(BENCH_PLUGIN_SRC, "bench_plugin")
+
+
+def pingpong() -> Path:
+    """Two processes calling each other over shared memory, in C (figure 3's ceiling)."""
+    return compile_program(PINGPONG_SRC, "pingpong")
 
 
 def stream_plugin() -> Path:

@@ -5,18 +5,23 @@ during the call, two threads take turns and the throughput stays at 1x; if it re
 it, two threads on two cores get close to 2x. The same n calls are made by 1 thread, or
 split across 2 threads (wall time from a common start to the last finish). The same for
 the plugin in a worker process (isolation: process): two calls in flight there run on
-two line threads of the worker, and the callers wait without holding the GIL.
+two line threads of the worker, and the callers wait without holding the GIL. Its
+ceiling is two C processes doing the same over shared memory (bench/baselines/pingpong.c:
+no Python, no JSON, and the same rule for polling or sleeping).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
+from bench import build
 from bench.baselines.raw import RawPlugin
 from bench.figures.common import Check, Context, FigureResult, loaded_host, table
 from bench.harness import Candidate, Ratio, Stats, compare, fmt_stats
@@ -55,6 +60,21 @@ def _threaded(make_call: Callable[[], Callable[[], Any]], threads: int) -> Candi
     return run
 
 
+def _pingpong(program: Path, threads: int) -> Candidate:
+    """run(n): n calls of `spin` {"us": SPIN_US} from `threads` threads into another process,
+    in C (bench/baselines/pingpong.c); answers the wall time it measured."""
+
+    def run(n: int) -> int:
+        args = [str(program), str(threads), str(SPIN_US), str(n)]
+        # bounded: a call takes SPIN_US and change, even on a machine 100x slower
+        done = subprocess.run(
+            args, capture_output=True, text=True, timeout=30 + n * 0.01, check=True
+        )
+        return int(done.stdout)
+
+    return run
+
+
 def _per_round(one: Stats, two: Stats) -> Stats:
     return Stats(tuple(a / b for a, b in zip(one.samples, two.samples, strict=True)))
 
@@ -80,6 +100,7 @@ def run(ctx: Context) -> FigureResult:
             buffer = raw.new_buffer()  # one response struct per thread
             return lambda: raw.call(b"spin", request, buffer)
 
+        pingpong = build.pingpong()
         candidates = {
             "host.call, 1 thread": _threaded(host_call, 1),
             "host.call, 2 threads": _threaded(host_call, 2),
@@ -87,6 +108,8 @@ def run(ctx: Context) -> FigureResult:
             "isolated, 2 threads": _threaded(isolated_call, 2),
             "raw, 1 thread": _threaded(raw_call, 1),
             "raw, 2 threads": _threaded(raw_call, 2),
+            "C, two processes, 1 thread": _pingpong(pingpong, 1),
+            "C, two processes, 2 threads": _pingpong(pingpong, 2),
         }
         m = compare(candidates, ctx.settings)
 
@@ -123,10 +146,21 @@ def run(ctx: Context) -> FigureResult:
             f"2 threads {fmt_stats(m['isolated, 2 threads'])}"
         ),
     )
+    process_ceiling = m.ratio("C, two processes, 1 thread", "C, two processes, 2 threads")
+    if not iso_check.met and process_ceiling.value < TARGET:
+        iso_check.inconclusive = True
+        iso_check.absolute += (
+            f"; inconclusive: two C processes themselves reached only "
+            f"{process_ceiling.value:.2f}x (3e)"
+        )
     # How much of the machine's ceiling the host reaches, round by round: holds still
     # when other processes take a core now and then.
     host_speedups = _per_round(m["host.call, 1 thread"], m["host.call, 2 threads"])
     raw_speedups = _per_round(m["raw, 1 thread"], m["raw, 2 threads"])
+    iso_speedups = _per_round(m["isolated, 1 thread"], m["isolated, 2 threads"])
+    process_speedups = _per_round(
+        m["C, two processes, 1 thread"], m["C, two processes, 2 threads"]
+    )
     result.checks += [
         host_check,
         Check.ratio(
@@ -140,6 +174,16 @@ def run(ctx: Context) -> FigureResult:
             Ratio.of(host_speedups, raw_speedups),
         ),
         iso_check,
+        Check.ratio(
+            "3e",
+            "C two processes throughput, 2 threads / 1 thread (the ceiling for 3d, informational)",
+            process_ceiling,
+        ),
+        Check.ratio(
+            "3f",
+            "isolated speedup / C two-process speedup, per round (1.0: as fast as C can)",
+            Ratio.of(iso_speedups, process_speedups),
+        ),
     ]
     rows = [
         [name, fmt_stats(stats), f"{1e9 / stats.median:,.0f}/s", str(m.iterations[name])]
