@@ -24,6 +24,8 @@ except ImportError:  # pragma: no cover - the test environment has orjson
 
     _loads = json.loads
 
+from .cpu import spare_cpu
+
 ID_VARIABLE = "CLIPROXY_PLUGIN_ID"
 FD_VARIABLE = "CLIPROXY_PLUGIN_FD"  # set by the host for a program it starts
 SOCKET_VARIABLE = "CLIPROXY_PLUGIN_SOCKET"  # plugins.socket, for a program started elsewhere
@@ -36,7 +38,6 @@ _RECV_SIZE = 64 * 1024
 # most this many) do not poll: a host calling now and then is not burnt CPU on, and one
 # calling in a loop missed now and then is polled for again at once.
 _SPIN_RETRY = 32
-_LOAD_EVERY_S = 0.05
 
 
 class ConnectionClosed(Exception):
@@ -48,27 +49,6 @@ def _spin_setting() -> float:
         return max(0, int(os.environ.get(SPIN_VARIABLE, "0"))) / 1e6
     except ValueError:
         return 0.0
-
-
-class _SpareCpu:
-    """Whether no task waits for a CPU (/proc/loadavg's running count is at most the CPU
-    count), looked up at most every 50 ms; polling takes a CPU only when one is spare."""
-
-    def __init__(self) -> None:
-        self._at = float("-inf")
-        self._spare = True
-        self._cpus = os.cpu_count() or 1
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now - self._at >= _LOAD_EVERY_S:
-            self._at = now
-            try:
-                with open("/proc/loadavg", "rb") as fh:
-                    self._spare = int(fh.read().split()[3].split(b"/")[0]) <= self._cpus
-            except (OSError, IndexError, ValueError):
-                self._spare = True
-        return self._spare
 
 
 class _Waiting:
@@ -100,7 +80,6 @@ class Connection:
         self._poller = select.poll()  # polled by the thread holding the turn only
         self._poller.register(sock.fileno(), select.POLLIN)
         self._spin_s = _spin_setting()
-        self._spare_cpu = _SpareCpu()
         self._missed = 0  # polls that found nothing, in a row
         self._skip = 0  # reads left before polling again
         self.answered_at = float("-inf")  # when this plugin last answered a call
@@ -173,7 +152,7 @@ class Connection:
         if self._skip:
             self._skip -= 1
             return
-        if not self._spare_cpu():
+        if not spare_cpu():
             return
         poll = self._poller.poll
         end = self.answered_at + self._spin_s

@@ -1,4 +1,8 @@
-"""Whether a CPU is spare right now: polling for an answer pays only when one is."""
+"""Whether a CPU is spare right now: polling for an answer pays only when one is.
+
+One rule for both ends of a plugin's calls: the host's isolated and program callers, and
+a plugin program's SDK polling for its next call. Imports nothing of the host.
+"""
 
 from __future__ import annotations
 

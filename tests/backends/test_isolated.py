@@ -27,7 +27,6 @@ from cliproxy_host.backends.guard import GuardedBackend, GuardLimits
 from cliproxy_host.backends.isolated import client as client_module
 from cliproxy_host.backends.isolated import core_build
 from cliproxy_host.backends.isolated.client import IsolatedPlugin
-from cliproxy_host.backends.isolated.cpu import spare_cpu
 from cliproxy_host.backends.isolated.host_core import host_core
 from cliproxy_host.backends.isolated.limits import IsolationLimits
 from cliproxy_host.backends.isolated.wire import (
@@ -40,6 +39,7 @@ from cliproxy_host.backends.isolated.wire import (
 )
 from cliproxy_host.backends.native import NativePlugin
 from cliproxy_host.backends.protocol import Health, State
+from cliproxy_host.sdk.cpu import spare_cpu
 
 from ..conftest import REPO, CompilePlugin
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from ...abi import HostHandler
 from ...errors import PluginBusy, PluginCrashed, PluginTimeout
 from ...gate import gated
+from ...sdk.cpu import CPUS, spare_cpu
 from ..pool import DaemonPool
 from ..protocol import DEFAULT_DRAIN_TIMEOUT, Health
-from .cpu import CPUS, spare_cpu
 from .limits import IsolationLimits
 from .process import REAP_GRACE, Pending, WorkerGone, WorkerProcess, frame_fault
 from .supervisor import Supervisor, library_starts, unloading_error

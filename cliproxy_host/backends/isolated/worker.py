@@ -27,9 +27,9 @@ from typing import Final, NoReturn
 import orjson
 
 from ...errors import PluginBusy, PluginCallFailed, PluginError, PluginLoadError, ResponseTooLarge
+from ...sdk.cpu import spare_cpu
 from ..native import NativePlugin
 from .core import LineCore, load_core
-from .cpu import spare_cpu
 from .wire import (
     GO,
     HANDSHAKE_ID,

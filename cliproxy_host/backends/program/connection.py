@@ -35,7 +35,7 @@ from ...errors import (
     PluginTimeout,
     PluginUnloading,
 )
-from ..isolated.cpu import spare_cpu
+from ...sdk.cpu import spare_cpu
 from ..isolated.limits import IsolationLimits
 from ..isolated.process import EXIT_GRACE, PING, REAP_GRACE, Pending, WorkerGone, describe_exit
 from ..isolated.spawn import forward_output
