@@ -49,13 +49,25 @@ static long long now_ns(void) {
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
+/* A hint to the CPU that this thread spins on a word (it eases off for its sibling, and
+ * for the memory bus); nothing where the architecture has no such instruction. */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || (defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 7)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
 /* Wait until *word is no longer `seen`: polled first where g_poll says, then asleep. */
 static uint32_t wait_change(slot_t* slot, _Atomic uint32_t* word, uint32_t seen) {
     uint32_t now = atomic_load(word);
     if (g_poll) {
         long long end = now_ns() + POLL_LIMIT_NS;
         for (unsigned turn = 1; now == seen; turn++) {
-            __builtin_ia32_pause();
+            cpu_relax();
             now = atomic_load(word);
             if ((turn & 1023) == 0 && now_ns() > end) break;
         }

@@ -149,6 +149,18 @@ static void ring_close(ring_t* ring) {
     futex(&ring->to_host.seq, FUTEX_WAKE, INT_MAX, NULL);
 }
 
+/* A hint to the CPU that this thread spins on a word (it eases off for its sibling, and
+ * for the memory bus); nothing where the architecture has no such instruction. */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || (defined(__arm__) && defined(__ARM_ARCH) && __ARM_ARCH >= 7)
+    __asm__ __volatile__("yield" ::: "memory");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
 /* How long the host sleeps on a ring before it looks at the line's socket: a worker that
  * died, or could not map the ring, closes the socket without a word on the ring. */
 #define RING_WATCH_S 0.1
@@ -168,7 +180,7 @@ static int ring_wait(ring_dir_t* d, double spin_s, double timeout_s, int watch_f
                 if (t >= end) break;
                 if (t - start > PURE_SPIN_S) sched_yield();
             }
-            __builtin_ia32_pause();
+            cpu_relax();
         }
     }
     double deadline = timeout_s < 0 ? -1 : now_s() + timeout_s;
