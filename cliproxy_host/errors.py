@@ -220,7 +220,7 @@ class PluginCrashed(PluginError):
 
 
 class PluginBusy(PluginError):
-    """The plugin cannot take the call now: its call slots are full, or it is still loading."""
+    """Cannot take the call now: call slots full, still loading, or its worker out of fds/memory."""
 
     code = "plugin_busy"
     default_retryable = True

@@ -959,6 +959,28 @@ def test_memory_limit_makes_a_big_allocation_fail_inside_the_worker(
     assert worker_pid(plugin) == before
 
 
+def test_a_call_line_the_worker_cannot_take_in_full_is_refused_at_once(
+    testplugin: Path, load: Load, worker_core: str
+) -> None:
+    """Out of file descriptors, the worker takes a new line's socket but not its ring (or,
+    with lines in Python, not even the socket): the call fails soon as busy, with the
+    reason, rather than waiting out its timeout on a line nobody serves."""
+    plugin = load(testplugin, timeout_s=20.0)
+    before = worker_pid(plugin)
+    free = 1 if worker_core == "native-core" else 0  # a ring comes as a second fd
+    assert result(plugin, "fd_limit", {"free": free})["limit"] > 0
+    sleeper = Sleepers(plugin, 1, ms=1500)  # holds the one line there is
+    time.sleep(0.2)
+    started = time.monotonic()
+    with pytest.raises(errors.PluginBusy) as info:
+        result(plugin, "echo", {})  # needs a new line: only its socket fits
+    assert time.monotonic() - started < 5.0
+    assert sleeper.join() == [{"slept_ms": 1500}]
+    assert info.value.retryable
+    assert "file descriptors" in info.value.message
+    assert worker_pid(plugin) == before  # nothing was wrong with the worker itself
+
+
 def test_cpu_limit_stops_a_spinning_worker(testplugin: Path, load: Load) -> None:
     plugin = load(testplugin, cpu_limit_s=1, timeout_s=20.0)
     with pytest.raises(errors.PluginError) as info:

@@ -26,8 +26,8 @@
  *                           takes the library for a Go-built one
  *
  * Methods: see tp_call at the bottom. The misbehaving ones (segfault, abort,
- * exit, hang, alloc, threads_calling_host, fork_then_segfault) exist for the
- * isolated-mode tests:
+ * exit, hang, alloc, threads_calling_host, fork_then_segfault, fd_limit) exist for
+ * the isolated-mode tests:
  * loaded in-process they take the test run down with them.
  *
  * Every response lives in a tracked allocation (see "Tracked responses") so the
@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -609,6 +610,25 @@ static TP_MAYBE_UNUSED int tp_call(const char* method, const uint8_t* request,
         cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"spun_us\":%llu}}", us);
     } else if (IS("big")) {
         return tp_big(req, len, response);
+    } else if (IS("fd_limit")) {
+        /* lower the process's open-file limit so that only `free` more descriptors fit
+         * (above the lowest free one): the next ones it receives are dropped */
+        unsigned long long free_fds = cpx_json_get_uint(req, len, "free", 0);
+        int lowest = dup(0);
+        if (lowest < 0) {
+            cpx_error(&out, "plugin_error", "dup failed");
+        } else {
+            close(lowest);
+            struct rlimit lim;
+            getrlimit(RLIMIT_NOFILE, &lim);
+            lim.rlim_cur = (rlim_t)lowest + (rlim_t)free_fds;
+            if (setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+                cpx_error(&out, "plugin_error", "setrlimit failed");
+            } else {
+                cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"limit\":%llu}}",
+                               (unsigned long long)lim.rlim_cur);
+            }
+        }
     } else if (IS("host")) {
         return tp_host(req, len, 0, response);
     } else if (IS("host_thread")) {

@@ -169,7 +169,8 @@ class IsolatedPlugin:
                     raise WorkerGone from None
                 raise PluginBusy(
                     f"the worker of plugin {self.plugin_id} could not take a call line for "
-                    f"{method} (out of memory?); retry later, or raise its memory_limit_mb",
+                    f"{method} (out of memory or file descriptors?); retry later, or raise its "
+                    "memory_limit_mb or the open-file limit (ulimit -n) the host starts with",
                     plugin_id=self.plugin_id,
                     method=method,
                     retryable=True,

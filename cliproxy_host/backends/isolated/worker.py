@@ -156,14 +156,19 @@ class _Server:
         while True:
             try:
                 # A line's socket, and its ring (a memfd) where the core serves lines.
-                _, fds, _, _ = socket.recv_fds(self.lines_sock, 1, 2, _CMSG_CLOEXEC)
+                _, fds, flags, _ = socket.recv_fds(self.lines_sock, 1, 2, _CMSG_CLOEXEC)
             except OSError as exc:
                 log.error("worker for plugin %s: cannot take call lines: %s", self.plugin_id, exc)
                 return
-            if not fds:  # dropped by the kernel: out of file descriptors
+            if not fds or flags & socket.MSG_CTRUNC:
+                # Dropped by the kernel, all or some (out of file descriptors): what came is
+                # closed, so the host sees the line hang up before its call was taken and
+                # refuses the call as busy, rather than waiting on a ring nobody reads.
+                for fd in fds:
+                    os.close(fd)
                 log.error(
                     "worker for plugin %s: a call line was lost (out of file descriptors?); "
-                    "its call times out",
+                    "its call is refused as busy",
                     self.plugin_id,
                 )
                 continue
