@@ -329,6 +329,8 @@ class HostService:
                 raise PluginNotFound(f"no plugin file or config entry with ID {plugin_id}")
             self.host.unload(plugin_id)
             deleted = self._delete_files(files, root)
+            if self._replica is not None:
+                self._replica.forget_file(plugin_id)  # the other replicas delete theirs
             new_cfg = self.store.delete_plugin(plugin_id) if configured else cfg
             self.host.apply(new_cfg)
         return Deleted(plugin_id, deleted, configured)

@@ -75,3 +75,17 @@ def place(plugins_dir: Path, name: PurePosixPath, data: bytes, signature: bytes 
         sig.unlink(missing_ok=True)
     write_atomically(target, data)
     return target
+
+
+def remove_taken(plugins_dir: Path, name: PurePosixPath, digest: str) -> bool:
+    """Delete a file this replica took from the database (and its .sig), if it still holds
+    what was taken: one replaced by hand since stays. Answers whether it was deleted."""
+    target = plugins_dir.joinpath(*name.parts)
+    try:
+        if not target.is_file() or sha256_hex(target.read_bytes()) != digest:
+            return False
+        signature_path(target).unlink(missing_ok=True)
+        target.unlink()
+    except FileNotFoundError:
+        return False
+    return True

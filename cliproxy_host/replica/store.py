@@ -21,8 +21,8 @@ from ..config.schema import MAX_CONFIG_FILE_BYTES, MAX_NESTING_DEPTH, HostConfig
 from ..config.yamledit import parse_yaml, plain, round_trip_yaml
 from ..errors import ConfigConflict, ConfigError, ConfigSaveFailed
 from ..trust.digest import sha256_hex
-from .copy import Rows, load_copy, save_copy
-from .files import local_trust, place, refusal, safe_name
+from .copy import Rows, Taken, load_copy, load_taken, save_copy, save_taken
+from .files import local_trust, place, refusal, remove_taken, safe_name
 from .migrations import CHANNEL, migrate
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,11 @@ class PgConfigStore:
         self._rows = rows
         self._config = self._compose(rows)
         save_copy(self._state_dir, rows)
-        # plugin ID -> the sha256 of the file this replica last took from the database.
-        self._taken: dict[str, str] = {}
+        # The files this replica holds as the database has them (taken, published, or
+        # found in place), by plugin: deleted here when the plugin's row goes.
+        self._taken: Taken = load_taken(self._state_dir)
+        # plugin ID -> the sha256 of a file judged and not taken (refused, or badly named).
+        self._judged: dict[str, str] = {}
         if self._connected:
             with psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
                 self._sync_files(conn)
@@ -266,7 +269,43 @@ class PgConfigStore:
                 f" {plugin_id} was not stored; retry when it is back",
                 plugin_id=plugin_id,
             ) from None
-        self._taken[plugin_id] = digest  # this replica has it already
+        with self._lock:
+            self._hold(plugin_id, digest, name)  # this replica has it already
+
+    def forget_file(self, plugin_id: str) -> None:
+        """The plugin was deleted here: its stored file goes too, and every replica that
+        took it deletes its own copy."""
+        try:
+            with (
+                psycopg.connect(self._dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn,
+                conn.transaction(),
+            ):
+                gone = conn.execute(
+                    "DELETE FROM cliproxy_plugin_files WHERE plugin_id = %s", (plugin_id,)
+                )
+                if gone.rowcount:
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, plugin_id))
+        except psycopg.OperationalError as exc:
+            raise ConfigSaveFailed(
+                f"config store {self._where} is unreachable ({_reason(exc)}): the stored file"
+                f" of {plugin_id} was not deleted, and other replicas keep theirs; retry the"
+                " delete when it is back",
+                plugin_id=plugin_id,
+            ) from None
+        with self._lock:
+            if self._taken.pop(plugin_id, None) is not None:
+                self._save_taken()
+
+    def _hold(self, plugin_id: str, digest: str, name: str) -> None:
+        if self._taken.get(plugin_id) != (digest, name):
+            self._taken[plugin_id] = (digest, name)
+            self._save_taken()
+
+    def _save_taken(self) -> None:
+        try:
+            save_taken(self._state_dir, self._taken)
+        except OSError as exc:
+            log.warning("cannot save the taken files' record in %s: %s", self._state_dir, exc)
 
     def _sync_files(self, conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
         """Write the files other replicas stored that this one lacks, each only if its
@@ -275,19 +314,20 @@ class PgConfigStore:
             "SELECT plugin_id, name, sha256 FROM cliproxy_plugin_files"
         ).fetchall()
         plugins_dir = self._config.plugins_dir()
-        written = False
+        written = self._drop_deleted(plugins_dir, {str(row[0]) for row in wanted})
         for plugin_id, name, digest in wanted:
-            if self._taken.get(plugin_id) == digest:
+            held = self._taken.get(plugin_id) == (digest, name)
+            if held or self._judged.get(plugin_id) == digest:
                 continue
             relative = safe_name(str(name))
             if relative is None:
                 log.error("config store: the file of %s is named %r, outside the plugins"
                           " dir: not taken", plugin_id, name)  # fmt: skip
-                self._taken[plugin_id] = digest
+                self._judged[plugin_id] = digest
                 continue
             target = plugins_dir.joinpath(*relative.parts)
             if target.is_file() and sha256_hex(target.read_bytes()) == digest:
-                self._taken[plugin_id] = digest
+                self._hold(plugin_id, digest, name)
                 continue
             row = conn.execute(
                 "SELECT data, signature FROM cliproxy_plugin_files WHERE plugin_id = %s",
@@ -298,19 +338,35 @@ class PgConfigStore:
             data, signature = bytes(row[0]), None if row[1] is None else bytes(row[1])
             pin, keys = local_trust(self._local, plugin_id)
             why = refusal(plugin_id, data, signature, pin, keys)
-            self._taken[plugin_id] = digest  # judged once per version of the file
             if why is not None:
+                self._judged[plugin_id] = digest  # judged once per version of the file
                 log.error("config store: not taking the file of %s (%s): %s", plugin_id, name, why)
                 continue
             try:
                 place(plugins_dir, relative, data, signature)
             except OSError as exc:
                 log.error("config store: cannot write the file of %s: %s", plugin_id, exc)
-                del self._taken[plugin_id]
                 continue
+            self._hold(plugin_id, digest, name)
             log.info("config store: took the file of %s (%s, sha256 %s)", plugin_id, name, digest)
             written = True
         return written
+
+    def _drop_deleted(self, plugins_dir: Path, stored: set[str]) -> bool:
+        """Delete the files this replica holds of plugins whose stored file is gone (the
+        plugin was deleted on another replica); answers whether any was deleted."""
+        deleted = False
+        for plugin_id in sorted(set(self._taken) - stored):
+            digest, name = self._taken.pop(plugin_id)
+            self._save_taken()
+            relative = safe_name(name)
+            if relative is not None and remove_taken(plugins_dir, relative, digest):
+                log.info("config store: %s was deleted on another replica: deleted its file %s",
+                         plugin_id, name)  # fmt: skip
+                deleted = True
+        for plugin_id in set(self._judged) - stored:
+            del self._judged[plugin_id]
+        return deleted
 
     # -- reading ----------------------------------------------------------------------
 

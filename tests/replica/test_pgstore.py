@@ -12,6 +12,7 @@ from ruamel.yaml import YAML
 
 from cliproxy_host.errors import ConfigConflict, ConfigError, ConfigSaveFailed
 from cliproxy_host.replica import PgConfigStore
+from cliproxy_host.trust.digest import sha256_hex
 
 from ..serverutil import wait_until
 from .postgres import PostgresServer
@@ -122,3 +123,72 @@ def test_the_database_restarted_keeps_the_config_and_the_link(
         assert not two.config.plugin_entry("alpha").enabled
     finally:
         two.stop()
+
+
+# -- plugin files through the store ------------------------------------------------------
+
+_LIB = "linux/amd64/filer.so"
+_DATA = b"\x7fELF a plugin library, as far as the store cares"
+
+
+def _replica(tmp_path: Path, name: str, dsn: str) -> tuple[PgConfigStore, Path]:
+    """A replica in a dir of its own, whose file pins `filer` to _DATA (so that it takes
+    the stored file), and where that file lies in its plugins dir once taken."""
+    root = tmp_path / name
+    root.mkdir(exist_ok=True)
+    pin = {"enabled": False, "sha256": sha256_hex(_DATA)}
+    return _store(root, name, dsn, {"filer": pin}), root / "plugins" / _LIB
+
+
+def test_a_plugin_deleted_on_one_replica_loses_its_file_on_the_others(
+    tmp_path: Path, database: str
+) -> None:
+    one, one_file = _replica(tmp_path, "one", database)
+    one_file.parent.mkdir(parents=True)
+    one_file.write_bytes(_DATA)  # as an upload places it, then:
+    one.publish_file("filer", _LIB, _DATA, None)
+    two, two_file = _replica(tmp_path, "two", database)
+    assert two_file.read_bytes() == _DATA, "the second replica took the stored file"
+    changed = threading.Event()
+    two.start(changed.set)
+    try:
+        wait_until(lambda: two.status.connected, timeout=5)
+        one_file.unlink()  # as HostService.delete does on its own replica, then:
+        one.forget_file("filer")
+        assert changed.wait(5), "the second replica did not hear of the delete"
+        wait_until(lambda: not two_file.exists(), timeout=5)
+    finally:
+        two.stop()
+    # A replica started afterwards finds nothing to take.
+    _three, three_file = _replica(tmp_path, "three", database)
+    assert not three_file.exists()
+    one.forget_file("filer")  # twice is fine
+
+
+def test_a_replica_down_during_a_delete_drops_the_file_when_it_starts(
+    tmp_path: Path, database: str
+) -> None:
+    one, one_file = _replica(tmp_path, "one", database)
+    one_file.parent.mkdir(parents=True)
+    one_file.write_bytes(_DATA)
+    one.publish_file("filer", _LIB, _DATA, None)
+    _two, two_file = _replica(tmp_path, "two", database)
+    assert two_file.read_bytes() == _DATA
+    # "two" stops; meanwhile the plugin is deleted; "two" starts again from its state dir.
+    one.forget_file("filer")
+    _replica(tmp_path, "two", database)
+    assert not two_file.exists()
+
+
+def test_a_file_replaced_by_hand_stays_when_the_plugin_is_deleted_elsewhere(
+    tmp_path: Path, database: str
+) -> None:
+    one, one_file = _replica(tmp_path, "one", database)
+    one_file.parent.mkdir(parents=True)
+    one_file.write_bytes(_DATA)
+    one.publish_file("filer", _LIB, _DATA, None)
+    _two, two_file = _replica(tmp_path, "two", database)
+    two_file.write_bytes(b"the operator's own build")
+    one.forget_file("filer")
+    _replica(tmp_path, "two", database)
+    assert two_file.read_bytes() == b"the operator's own build"

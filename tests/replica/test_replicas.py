@@ -254,3 +254,30 @@ def test_a_file_uploaded_on_one_replica_runs_on_those_whose_keys_signed_it(
         wait_until(lambda: "not taking the file of simple-c" in stranger.log.read_text(), 10)
         assert not (tmp_path / "replica2" / "plugins" / os_name / arch / name).exists()
         assert not stranger.serves()
+
+
+def test_a_plugin_deleted_on_one_replica_is_gone_from_all(
+    tmp_path: Path, database: str, examples: dict[str, Path]
+) -> None:
+    signer = Ed25519PrivateKey.generate()
+    trusted = encode_public(signer.public_key())
+    data = examples["simple-c"].read_bytes()
+    signature = sign(data, signer).decode().strip()
+    os_name, arch = platform_tag()
+    name = f"simple-c-v1.0.0{LIBRARY_SUFFIX}"
+    with _running(tmp_path, database, None, [[trusted], [trusted]]) as replicas:
+        first, second = replicas
+        answer = first.client.put(
+            f"{PLUGINS}/simple-c/file",
+            params={"version": "1.0.0", "signature": signature},
+            content=data,
+        )
+        assert answer.status_code == 200, answer.text
+        wait_until(second.serves, timeout=15)
+        taken = tmp_path / "replica1" / "plugins" / os_name / arch / name
+        assert taken.is_file()
+        assert second.client.delete(f"{PLUGINS}/simple-c").status_code == 200
+        wait_until(lambda: not first.serves(), timeout=15)
+        assert not (tmp_path / "replica0" / "plugins" / os_name / arch / name).exists()
+        assert not taken.exists()
+        assert all(p["id"] != "simple-c" for p in first.listing()["plugins"])
