@@ -48,6 +48,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     expected |= {"1i", "1j", "1k", "1l", "1m", "2d"}
     expected.add("1n")  # issue 14: a worker restart / a bare spawn
     expected.add("3d")  # issue 14: isolated calls, 2 threads / 1 thread
+    expected |= {"3e", "3f", "3g"}  # its ceilings: C processes, and two host processes
     expected.add("1o")  # issue 16: host.call with metrics on / off
     expected |= {"1p", "1q"}  # issue 19: a Python socket plugin
     expected |= {

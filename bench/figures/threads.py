@@ -7,13 +7,16 @@ split across 2 threads (wall time from a common start to the last finish). The s
 the plugin in a worker process (isolation: process): two calls in flight there run on
 two line threads of the worker, and the callers wait without holding the GIL. Its
 ceiling is two C processes doing the same over shared memory (bench/baselines/pingpong.c:
-no Python, no JSON, and the same rule for polling or sleeping).
+no Python, no JSON, and the same rule for polling or sleeping). And the same calls from
+two host processes of one caller each (bench/caller_process.py), each with a worker of
+its own: what the isolated path reaches when the two callers share no interpreter.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from typing import Any
 
 from bench import build
 from bench.baselines.raw import RawPlugin
+from bench.build import REPO
 from bench.figures.common import Check, Context, FigureResult, loaded_host, table
 from bench.harness import Candidate, Ratio, Stats, compare, fmt_stats
 
@@ -75,6 +79,63 @@ def _pingpong(program: Path, threads: int) -> Candidate:
     return run
 
 
+class _CallerProcesses:
+    """Host processes (bench/caller_process.py) loaded from one config, each calling when
+    told to: run(n) splits n calls across them and answers the wall time from the order
+    to the last one's finish."""
+
+    def __init__(self, config: Path, count: int, request: str) -> None:
+        command = [
+            sys.executable, "-m", "bench.caller_process", "--config", str(config),
+            "--plugin", PID, "--method", "spin", "--request", request,
+        ]  # fmt: skip
+        env = dict(os.environ)
+        # PYTHONPATH first (--compare-tree substitutes cliproxy_host there), then the repo.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(REPO)) if p)
+        self._procs: list[subprocess.Popen[str]] = []
+        try:
+            for _ in range(count):
+                proc = subprocess.Popen(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+                )
+                self._procs.append(proc)
+            for proc in self._procs:
+                if self._answer(proc) != "ready":
+                    raise RuntimeError("a caller process did not start; see its stderr above")
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _answer(proc: subprocess.Popen[str]) -> str:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"caller process {proc.pid} ended (exit {proc.wait(10)})")
+        return line.strip()
+
+    def run(self, n: int) -> int:
+        count = len(self._procs)
+        shares = [n // count + (1 if i < n % count else 0) for i in range(count)]
+        start = time.perf_counter_ns()
+        for proc, share in zip(self._procs, shares, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(f"{share}\n")
+            proc.stdin.flush()
+        return max(int(self._answer(proc)) for proc in self._procs) - start
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.stdin is not None:
+                proc.stdin.close()  # EOF: the process closes its host and exits
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
 def _per_round(one: Stats, two: Stats) -> Stats:
     return Stats(tuple(a / b for a, b in zip(one.samples, two.samples, strict=True)))
 
@@ -101,11 +162,15 @@ def run(ctx: Context) -> FigureResult:
             return lambda: raw.call(b"spin", request, buffer)
 
         pingpong = build.pingpong()
+        config = ctx.host_dir("fig3-isolated").config_path  # what `iso` was loaded from
+        processes = _CallerProcesses(config, 2, f'{{"us": {SPIN_US}}}')
+        stack.callback(processes.close)
         candidates = {
             "host.call, 1 thread": _threaded(host_call, 1),
             "host.call, 2 threads": _threaded(host_call, 2),
             "isolated, 1 thread": _threaded(isolated_call, 1),
             "isolated, 2 threads": _threaded(isolated_call, 2),
+            "isolated, 2 host processes": processes.run,
             "raw, 1 thread": _threaded(raw_call, 1),
             "raw, 2 threads": _threaded(raw_call, 2),
             "C, two processes, 1 thread": _pingpong(pingpong, 1),
@@ -147,6 +212,7 @@ def run(ctx: Context) -> FigureResult:
         ),
     )
     process_ceiling = m.ratio("C, two processes, 1 thread", "C, two processes, 2 threads")
+    two_hosts = m.ratio("isolated, 1 thread", "isolated, 2 host processes")
     if not iso_check.met and process_ceiling.value < TARGET:
         iso_check.inconclusive = True
         iso_check.absolute += (
@@ -158,9 +224,7 @@ def run(ctx: Context) -> FigureResult:
     host_speedups = _per_round(m["host.call, 1 thread"], m["host.call, 2 threads"])
     raw_speedups = _per_round(m["raw, 1 thread"], m["raw, 2 threads"])
     iso_speedups = _per_round(m["isolated, 1 thread"], m["isolated, 2 threads"])
-    process_speedups = _per_round(
-        m["C, two processes, 1 thread"], m["C, two processes, 2 threads"]
-    )
+    process_speedups = _per_round(m["C, two processes, 1 thread"], m["C, two processes, 2 threads"])
     result.checks += [
         host_check,
         Check.ratio(
@@ -183,6 +247,12 @@ def run(ctx: Context) -> FigureResult:
             "3f",
             "isolated speedup / C two-process speedup, per round (1.0: as fast as C can)",
             Ratio.of(iso_speedups, process_speedups),
+        ),
+        Check.ratio(
+            "3g",
+            "isolated throughput, 2 host processes of 1 caller each / 1 thread (informational)",
+            two_hosts,
+            absolute=f"per call: {fmt_stats(m['isolated, 2 host processes'])}",
         ),
     ]
     rows = [
