@@ -140,15 +140,25 @@ def _replica(tmp_path: Path, name: str, dsn: str) -> tuple[PgConfigStore, Path]:
     return _store(root, name, dsn, {"filer": pin}), root / "plugins" / _LIB
 
 
+Held = tuple[PgConfigStore, Path]  # a replica, and where filer's file lies in its dir
+
+
+def _published_and_taken(tmp_path: Path, dsn: str) -> tuple[Held, Held]:
+    """Replica "one" publishes filer's file (placed in its dir, as an upload does), and
+    "two" starts and takes it."""
+    one, one_file = _replica(tmp_path, "one", dsn)
+    one_file.parent.mkdir(parents=True)
+    one_file.write_bytes(_DATA)
+    one.publish_file("filer", _LIB, _DATA, None)
+    two, two_file = _replica(tmp_path, "two", dsn)
+    assert two_file.read_bytes() == _DATA, "the second replica took the stored file"
+    return (one, one_file), (two, two_file)
+
+
 def test_a_plugin_deleted_on_one_replica_loses_its_file_on_the_others(
     tmp_path: Path, database: str
 ) -> None:
-    one, one_file = _replica(tmp_path, "one", database)
-    one_file.parent.mkdir(parents=True)
-    one_file.write_bytes(_DATA)  # as an upload places it, then:
-    one.publish_file("filer", _LIB, _DATA, None)
-    two, two_file = _replica(tmp_path, "two", database)
-    assert two_file.read_bytes() == _DATA, "the second replica took the stored file"
+    (one, one_file), (two, two_file) = _published_and_taken(tmp_path, database)
     changed = threading.Event()
     two.start(changed.set)
     try:
@@ -168,12 +178,7 @@ def test_a_plugin_deleted_on_one_replica_loses_its_file_on_the_others(
 def test_a_replica_down_during_a_delete_drops_the_file_when_it_starts(
     tmp_path: Path, database: str
 ) -> None:
-    one, one_file = _replica(tmp_path, "one", database)
-    one_file.parent.mkdir(parents=True)
-    one_file.write_bytes(_DATA)
-    one.publish_file("filer", _LIB, _DATA, None)
-    _two, two_file = _replica(tmp_path, "two", database)
-    assert two_file.read_bytes() == _DATA
+    (one, _), (_, two_file) = _published_and_taken(tmp_path, database)
     # "two" stops; meanwhile the plugin is deleted; "two" starts again from its state dir.
     one.forget_file("filer")
     _replica(tmp_path, "two", database)
@@ -183,11 +188,7 @@ def test_a_replica_down_during_a_delete_drops_the_file_when_it_starts(
 def test_a_file_replaced_by_hand_stays_when_the_plugin_is_deleted_elsewhere(
     tmp_path: Path, database: str
 ) -> None:
-    one, one_file = _replica(tmp_path, "one", database)
-    one_file.parent.mkdir(parents=True)
-    one_file.write_bytes(_DATA)
-    one.publish_file("filer", _LIB, _DATA, None)
-    _two, two_file = _replica(tmp_path, "two", database)
+    (one, _), (_, two_file) = _published_and_taken(tmp_path, database)
     two_file.write_bytes(b"the operator's own build")
     one.forget_file("filer")
     _replica(tmp_path, "two", database)

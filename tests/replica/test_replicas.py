@@ -228,6 +228,16 @@ def test_the_database_restarted_mid_run_loses_nothing(
     assert "unreachable" in first.log.read_text()
 
 
+def _upload_signed(replica: Replica, data: bytes, signer: Ed25519PrivateKey) -> None:
+    """Upload `data` as simple-c 1.0.0 on `replica`, with signer's detached signature."""
+    answer = replica.client.put(
+        f"{PLUGINS}/simple-c/file",
+        params={"version": "1.0.0", "signature": sign(data, signer).decode().strip()},
+        content=data,
+    )
+    assert answer.status_code == 200, answer.text
+
+
 def test_a_file_uploaded_on_one_replica_runs_on_those_whose_keys_signed_it(
     tmp_path: Path, database: str, examples: dict[str, Path]
 ) -> None:
@@ -235,15 +245,9 @@ def test_a_file_uploaded_on_one_replica_runs_on_those_whose_keys_signed_it(
     trusted = encode_public(signer.public_key())
     other = encode_public(Ed25519PrivateKey.generate().public_key())
     data = examples["simple-c"].read_bytes()
-    signature = sign(data, signer).decode().strip()
     with _running(tmp_path, database, None, [[trusted], [trusted], [other]]) as replicas:
         first, second, stranger = replicas
-        answer = first.client.put(
-            f"{PLUGINS}/simple-c/file",
-            params={"version": "1.0.0", "signature": signature},
-            content=data,
-        )
-        assert answer.status_code == 200, answer.text
+        _upload_signed(first, data, signer)
         wait_until(first.serves, timeout=15)
         wait_until(second.serves, timeout=15)
         os_name, arch = platform_tag()
@@ -261,18 +265,11 @@ def test_a_plugin_deleted_on_one_replica_is_gone_from_all(
 ) -> None:
     signer = Ed25519PrivateKey.generate()
     trusted = encode_public(signer.public_key())
-    data = examples["simple-c"].read_bytes()
-    signature = sign(data, signer).decode().strip()
     os_name, arch = platform_tag()
     name = f"simple-c-v1.0.0{LIBRARY_SUFFIX}"
     with _running(tmp_path, database, None, [[trusted], [trusted]]) as replicas:
         first, second = replicas
-        answer = first.client.put(
-            f"{PLUGINS}/simple-c/file",
-            params={"version": "1.0.0", "signature": signature},
-            content=data,
-        )
-        assert answer.status_code == 200, answer.text
+        _upload_signed(first, examples["simple-c"].read_bytes(), signer)
         wait_until(second.serves, timeout=15)
         taken = tmp_path / "replica1" / "plugins" / os_name / arch / name
         assert taken.is_file()
