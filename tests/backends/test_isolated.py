@@ -959,16 +959,19 @@ def test_memory_limit_makes_a_big_allocation_fail_inside_the_worker(
     assert worker_pid(plugin) == before
 
 
-def test_a_call_line_the_worker_cannot_take_in_full_is_refused_at_once(
+def test_a_call_line_the_worker_takes_only_in_part_is_refused_at_once(
     testplugin: Path, load: Load, worker_core: str
 ) -> None:
-    """Out of file descriptors, the worker takes a new line's socket but not its ring (or,
-    with lines in Python, not even the socket): the call fails soon as busy, with the
-    reason, rather than waiting out its timeout on a line nobody serves."""
+    """Out of file descriptors, the worker takes a new line's socket but not its ring: the
+    call fails soon as busy, with the reason, rather than waiting out its timeout on a
+    ring nobody reads."""
+    if worker_core != "native-core":
+        # Without a ring the host cannot tell a line dropped before the worker read the
+        # call from one closed under it: it may take the worker for broken (README).
+        pytest.skip("call lines in Python have no ring")
     plugin = load(testplugin, timeout_s=20.0)
     before = worker_pid(plugin)
-    free = 1 if worker_core == "native-core" else 0  # a ring comes as a second fd
-    assert result(plugin, "fd_limit", {"free": free})["limit"] > 0
+    assert result(plugin, "fd_limit", {"free": 1})["limit"] > 0  # the socket fits
     sleeper = Sleepers(plugin, 1, ms=1500)  # holds the one line there is
     time.sleep(0.2)
     started = time.monotonic()
