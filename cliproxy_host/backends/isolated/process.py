@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Protocol, cast
+from typing import Final, Protocol, TypeVar, cast
 
 import orjson
 
@@ -66,6 +66,9 @@ class Pending:
         self.event.set()
 
 
+P = TypeVar("P", bound=Pending)
+
+
 class WorkerGone(Exception):
     """The request never reached the worker (it was already gone): safe to send again."""
 
@@ -98,7 +101,33 @@ def frame_fault(exc: ProtocolError, max_response_bytes: int) -> str:
     return f"the worker broke the frame protocol ({exc}); it was killed"
 
 
-class WorkerProcess:
+class RequestTable:
+    """Requests in flight by ID, of a worker process or a program's connection: registered
+    under its lock, and refused once it is dead or being killed (then its reader has
+    failed, or fails, whatever is pending)."""
+
+    lock: threading.Lock
+    ids: itertools.count[int]
+    pending: dict[int, Pending]
+    dead: bool
+    kill_reason: str | None
+
+    def add(self, pending: P) -> tuple[int, P] | None:
+        """`pending` under a new request ID, or None when the other end is gone."""
+        with self.lock:
+            if self.dead or self.kill_reason is not None:
+                return None
+            request_id = next(self.ids)
+            self.pending[request_id] = pending
+        return request_id, pending
+
+    def take(self, request_id: int) -> Pending | None:
+        """The request, no longer pending (None: answered or failed already)."""
+        with self.lock:
+            return self.pending.pop(request_id, None)
+
+
+class WorkerProcess(RequestTable):
     """One worker process: its socket, its requests in flight, the threads reading it."""
 
     def __init__(
@@ -198,7 +227,7 @@ class WorkerProcess:
     def ping(self, timeout_s: float) -> bool:
         """False if the worker missed the ping; True if it answered, or died (its reader
         handles that)."""
-        registered = self.register(PING)
+        registered = self.add(Pending(PING))
         if registered is None:
             return True
         request_id, pending = registered
@@ -222,20 +251,6 @@ class WorkerProcess:
             self.kill(f"the worker did not exit within {wait:g} s of shutdown; killed")
 
     # -- requests and call lines ------------------------------------------------------
-
-    def register(self, method: str) -> tuple[int, Pending] | None:
-        """A request ID and its pending answer, or None when the worker is gone."""
-        pending = Pending(method)
-        with self.lock:
-            if self.dead or self.kill_reason is not None:
-                return None
-            request_id = next(self.ids)
-            self.pending[request_id] = pending
-        return request_id, pending
-
-    def take(self, request_id: int) -> Pending | None:
-        with self.lock:
-            return self.pending.pop(request_id, None)
 
     def start_call(
         self, method: str, timeout: float | None

@@ -37,7 +37,15 @@ from ...errors import (
 )
 from ...sdk.cpu import spare_cpu
 from ..isolated.limits import IsolationLimits
-from ..isolated.process import EXIT_GRACE, PING, REAP_GRACE, Pending, WorkerGone, describe_exit
+from ..isolated.process import (
+    EXIT_GRACE,
+    PING,
+    REAP_GRACE,
+    Pending,
+    RequestTable,
+    WorkerGone,
+    describe_exit,
+)
 from ..isolated.spawn import forward_output
 from . import rpc
 from .launch import ProgramCommand, start
@@ -101,7 +109,7 @@ class Owner(Protocol):
     ) -> None: ...
 
 
-class ProgramConnection:
+class ProgramConnection(RequestTable):
     """A plugin program's connection: to a program the host started (`launch`), or to one
     started elsewhere that connected to plugins.socket (`attach`)."""
 
@@ -235,13 +243,13 @@ class ProgramConnection:
 
     def ping(self, timeout_s: float) -> bool:
         """The heartbeat: False if the program did not answer rpc.ping in time."""
-        registered = self._register(PING)
+        registered = self.add(_Call(PING))
         if registered is None:
             return True
         request_id, pending = registered
         if not self._send(rpc.request(request_id, rpc.PING, b"{}")):
             return True
-        return pending.event.wait(timeout_s) or self._take(request_id) is None
+        return pending.event.wait(timeout_s) or self.take(request_id) is None
 
     def trim_lines(self, idle_s: float) -> None:
         """Nothing to trim: a program has one connection."""
@@ -293,7 +301,7 @@ class ProgramConnection:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             if not self._send(rpc.request(request_id, method, request)):
-                self._take(request_id)
+                self.take(request_id)
                 raise WorkerGone
             self._await(pending, deadline)
         finally:
@@ -308,7 +316,7 @@ class ProgramConnection:
         # buries it), or the deadline passed.
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not pending.done and not pending.event.wait(left):
-            if self._take(request_id) is not None:
+            if self.take(request_id) is not None:
                 raise PluginTimeout(
                     f"plugin {self.plugin_id} did not answer {method} within "
                     f"{budget or timeout:g} s; "
@@ -361,19 +369,6 @@ class ProgramConnection:
         with self.lock:
             self._host_calls -= 1
         self._send(rpc.result(request_id, answer))
-
-    def _register(self, method: str) -> tuple[int, Pending] | None:
-        pending = _Call(method)
-        with self.lock:
-            if self.dead or self.kill_reason is not None:
-                return None
-            request_id = next(self.ids)
-            self.pending[request_id] = pending
-        return request_id, pending
-
-    def _take(self, request_id: int) -> Pending | None:
-        with self.lock:
-            return self.pending.pop(request_id, None)
 
     def _send(self, line: bytes) -> bool:
         """Write one line; False (and the program killed) when it cannot be written."""
@@ -557,7 +552,7 @@ class ProgramConnection:
 
     def _answered(self, message: rpc.Message) -> None:
         assert message.id is not None  # parse() gives every response an id
-        pending = self._take(message.id)
+        pending = self.take(message.id)
         if pending is None:
             return  # the answer to a call that was abandoned: dropped
         try:
