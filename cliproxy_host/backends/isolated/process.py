@@ -127,6 +127,22 @@ class RequestTable:
             return self.pending.pop(request_id, None)
 
 
+def unloaded_while(plugin_id: str, method: str | None) -> PluginUnloading:
+    """What a call in flight gets when its plugin was unloaded under it."""
+    return PluginUnloading(
+        f"the plugin was unloaded while {method} was running; retry once it has been reloaded",
+        plugin_id=plugin_id,
+        method=method,
+        retryable=True,
+    )
+
+
+def died_where(pending: list[Pending]) -> str:
+    """Where the other end died, by the calls it was running: "in echo, spin" or "while idle"."""
+    methods = sorted({p.method for p in pending if p.method and p.method != PING})
+    return f"in {', '.join(methods)}" if methods else "while idle"
+
+
 class WorkerProcess(RequestTable):
     """One worker process: its socket, its requests in flight, the threads reading it."""
 
@@ -402,20 +418,12 @@ class WorkerProcess(RequestTable):
             item.fail(self._death_error(item.method, how, reason))
         if self.stopping or not self.ready:
             return None, signame  # an exit we asked for, or a failed start (handled there)
-        methods = sorted({p.method for p in pending if p.method and p.method != PING})
-        where = f"in {', '.join(methods)}" if methods else "while idle"
         verb = "was " if signame else ""
-        return reason or f"the worker {verb}{how} {where}", signame
+        return reason or f"the worker {verb}{how} {died_where(pending)}", signame
 
     def _death_error(self, method: str | None, how: str, reason: str | None) -> PluginError:
         if self.stopping:
-            return PluginUnloading(
-                f"the plugin was unloaded while {method} was running; retry once it has "
-                "been reloaded",
-                plugin_id=self.plugin_id,
-                method=method,
-                retryable=True,
-            )
+            return unloaded_while(self.plugin_id, method)
         if method is None:
             cause = reason or f"{how} before the plugin was ready"
             return PluginLoadError(

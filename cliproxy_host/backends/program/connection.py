@@ -33,7 +33,6 @@ from ...errors import (
     PluginError,
     PluginLoadError,
     PluginTimeout,
-    PluginUnloading,
 )
 from ...sdk.cpu import spare_cpu
 from ..isolated.limits import IsolationLimits
@@ -45,6 +44,8 @@ from ..isolated.process import (
     RequestTable,
     WorkerGone,
     describe_exit,
+    died_where,
+    unloaded_while,
 )
 from ..isolated.spawn import forward_output
 from . import rpc
@@ -620,19 +621,11 @@ class ProgramConnection(RequestTable):
         self._wake(always=True)
         if self.stopping or not self.ready:
             return None, signame
-        methods = sorted({p.method for p in pending if p.method and p.method != PING})
-        where = f"in {', '.join(methods)}" if methods else "while idle"
-        return reason or f"{self._program()} {how} {where}", signame
+        return reason or f"{self._program()} {how} {died_where(pending)}", signame
 
     def _death_error(self, method: str | None, how: str, reason: str | None) -> PluginError:
         if self.stopping:
-            return PluginUnloading(
-                f"the plugin was unloaded while {method} was running; retry once it has "
-                "been reloaded",
-                plugin_id=self.plugin_id,
-                method=method,
-                retryable=True,
-            )
+            return unloaded_while(self.plugin_id, method)
         if method is None:
             return PluginLoadError(
                 f"{self._program()} stopped before its rpc.hello was accepted: {reason or how}",
