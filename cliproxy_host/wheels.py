@@ -6,11 +6,16 @@ holds the library. The host takes it like a file under the plugins dir: the entr
 point's name is the plugin ID (the same ID rules), the distribution's version its
 version, and it competes with files of the same ID by the same rules, after them in
 search order. The package is located, never imported: no wheel code runs in the host.
+The host's watcher looks at site_dirs(), so that a wheel installed or removed while it
+runs is taken at once.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -60,8 +65,16 @@ def _library(entry: EntryPoint, suffix: str) -> Path | str:
     return found[0]
 
 
+def site_dirs() -> list[Path]:
+    """Where distributions are found: the directories on sys.path, as they are now."""
+    return sorted({Path(os.path.abspath(p or ".")) for p in sys.path if os.path.isdir(p or ".")})
+
+
 def scan_wheels(suffix: str) -> WheelScan:
     """Every plugin the installed distributions declare in the `cliproxy_host.plugins` group."""
+    # Directory listings are cached by modification time, which a quick install can leave
+    # as it was: a wheel installed a moment ago must be seen.
+    importlib.invalidate_caches()
     files: list[PluginFile] = []
     problems: dict[str, str] = {}
     for entry in sorted(entry_points(group=GROUP), key=lambda e: (e.name, e.value)):

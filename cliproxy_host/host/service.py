@@ -24,6 +24,7 @@ from ..errors import (
 )
 from ..observe.audit import AuditLog
 from ..trust.signatures import signature_path
+from ..wheels import site_dirs
 from .facade import PluginHost
 from .reconcile import plugins_dir_error
 from .watch import Changes, Watcher
@@ -140,7 +141,12 @@ class HostService:
         if self._replica is not None:
             self._replica.start(self._on_replica_change)
         if self._watch:
-            self._watcher = Watcher(self.config_path, self.config.plugins_dir(), self._on_change)
+            self._watcher = Watcher(
+                self.config_path,
+                self.config.plugins_dir(),
+                self._on_change,
+                wheel_dirs=site_dirs(),
+            )
             self._watcher.start()
 
     def _initial_load(self) -> None:
@@ -181,7 +187,7 @@ class HostService:
                 log.error("config edit not applied, the previous config stays in force: %s", exc)
                 return
             files = self._not_own(changes.plugin_files)
-            if not (edited or files):
+            if not (edited or files or changes.wheels_changed):
                 # Only what this service wrote or deleted itself, and has applied already.
                 log.debug("the watcher saw only the service's own writes; nothing to apply")
                 return
@@ -189,6 +195,8 @@ class HostService:
                 log.info("config file changed; applying it")
             if files:
                 log.info("plugin files changed: %s", ", ".join(sorted(map(str, files))))
+            if changes.wheels_changed:
+                log.info("installed Python distributions changed; looking for plugin wheels")
             with suppress(ConfigError):  # the plugins dir is unusable: the host logged it
                 self.host.apply(self.store.config)
 

@@ -1,11 +1,12 @@
-"""File watching for hot reload: reports config and plugin-library changes to a callback."""
+"""File watching for hot reload: reports config and plugin-library changes to a callback,
+and distributions installed or removed where Python finds them (plugin wheels)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,6 +21,9 @@ logger = logging.getLogger(__name__)
 LIBRARY_SUFFIXES: Final = frozenset({".so", ".dylib", ".dll"})
 # Editors and atomic writers (ours write `.<name>.tmp`, then rename) leave these behind.
 _TEMPORARY_ENDINGS: Final = (".tmp", "~", ".swp", ".swx")
+# What an installer adds to or removes from a site dir: a distribution's metadata, and the
+# .pth files of editable installs.
+_DISTRIBUTION_ENDINGS: Final = (".dist-info", ".egg-info", ".pth")
 # watchfiles polls the stop flag once per step, so this bounds how long stop() takes.
 _STEP_MS: Final = 50
 _RETRY_S: Final = 1.0
@@ -37,14 +41,19 @@ class Changes:
     """The config file was written, replaced (atomic rename) or deleted/recreated."""
     plugin_files: frozenset[Path]
     """Library files added, changed or removed under plugins_dir (absolute, under it as given)."""
+    wheels_changed: bool = False
+    """A distribution was installed, upgraded or removed in a watched site dir."""
 
 
 class Watcher:
-    """Watches one config file and a plugins directory; calls on_change once per batch.
+    """Watches one config file, a plugins directory and the site dirs where installed
+    distributions (plugin wheels) live; calls on_change once per batch.
 
     The callback runs on the watcher's dispatch thread, one call at a time; changes that
     arrive while it runs come in the next call. A missing plugins_dir is not created: its
-    nearest existing parent is watched until it appears, and again if it is removed.
+    nearest existing parent is watched until it appears, and again if it is removed. A
+    site dir is watched only if it exists at start, and only for distributions' metadata
+    coming and going, not recursively.
     """
 
     def __init__(
@@ -53,6 +62,7 @@ class Watcher:
         plugins_dir: Path,
         on_change: Callable[[Changes], None],
         *,
+        wheel_dirs: Sequence[Path] = (),
         debounce_ms: int = 150,
     ) -> None:
         if debounce_ms < 0:
@@ -61,6 +71,9 @@ class Watcher:
         self._config_path = Path(os.path.abspath(config_path))
         self._plugins_dir = Path(os.path.abspath(plugins_dir))
         self._on_change = on_change
+        self._wheel_dirs = sorted(
+            {Path(os.path.abspath(d)) for d in wheel_dirs if os.path.isdir(d)}
+        )
         self._debounce_ms = debounce_ms
         self._stop = threading.Event()
         self._inbox = _Inbox()
@@ -75,12 +88,26 @@ class Watcher:
             _Stream("config", self._config_target, self._take_config, self._catch_up_config),
             _Stream("plugins", self._plugins_target, self._take_plugins, self._catch_up_plugins),
         ]
+        if self._wheel_dirs:  # one OS watch for them all: inotify instances are few
+            streams.append(
+                _Stream(
+                    "site", self._site_target, self._take_site, self._catch_up_site, required=False
+                )
+            )
         for stream in streams:
             self._spawn(f"cliproxy-watch-{stream.name}", partial(self._run, stream))
         for stream in streams:
             stream.startup.wait()
         for stream in streams:
-            if stream.failure is not None:
+            if stream.failure is not None and not stream.required:
+                root, error = stream.failure
+                logger.warning(
+                    "cannot watch %s (%s): plugin wheels installed while the host runs are "
+                    "taken at the next change of the config or the plugins dir",
+                    root,
+                    error,
+                )
+            elif stream.failure is not None:
                 self.stop()
                 root, error = stream.failure
                 raise OSError(f"hot reload cannot watch {root}: {error}") from error
@@ -121,9 +148,10 @@ class Watcher:
             flag = _LiveFlag(self._stop, stream.catch_up if was_live else stream.startup.set)
             root: Path | str = f"the {stream.name} directory"
             try:
-                root, recursive = stream.target()
+                roots, recursive = stream.target()
+                root = ", ".join(map(str, roots))
                 batches = watchfiles.watch(
-                    root,
+                    *roots,
                     watch_filter=None,
                     recursive=recursive,
                     debounce=self._debounce_ms,
@@ -148,28 +176,30 @@ class Watcher:
 
     def _dispatch(self) -> None:
         while (taken := self._inbox.take()) is not None:
-            config_changed, plugin_paths = taken
+            config_changed, plugin_paths, wheels_changed = taken
             files: set[Path] = set()
             for rel in plugin_paths:
                 files |= self._index.resync(rel)
                 # Every event on a library counts, even one that leaves its signature as it was.
                 if _is_library(rel.name):
                     files.add(rel)
-            if not (config_changed or files):
+            if not (config_changed or files or wheels_changed):
                 continue
-            changes = Changes(config_changed, frozenset(self._plugins_dir / f for f in files))
+            changes = Changes(
+                config_changed, frozenset(self._plugins_dir / f for f in files), wheels_changed
+            )
             try:
                 self._on_change(changes)
             except Exception:
                 logger.exception("hot-reload callback failed for %s", changes)
 
-    def _config_target(self) -> tuple[Path, bool]:
+    def _config_target(self) -> tuple[tuple[Path, ...], bool]:
         # The directory, not the file: an atomic rename replaces the inode a file watch holds.
-        return self._config_path.parent.resolve(), False
+        return (self._config_path.parent.resolve(),), False
 
     def _take_config(self, batch: _Batch) -> bool:
         # Matching the exact name is what keeps the writers' temporaries out.
-        config = self._config_target()[0] / self._config_path.name
+        config = self._config_path.parent.resolve() / self._config_path.name
         if any(Path(path) == config for _, path in batch):
             self._inbox.post(config_changed=True)
         return False
@@ -178,12 +208,12 @@ class Watcher:
         # The watch was down for a while; the config may have changed meanwhile.
         self._inbox.post(config_changed=True)
 
-    def _plugins_target(self) -> tuple[Path, bool]:
+    def _plugins_target(self) -> tuple[tuple[Path, ...], bool]:
         real = self._plugins_dir.resolve()
         if real.is_dir():
-            return real, True
+            return (real,), True
         # Non-recursive, so a missing plugins_dir never means watching a large tree above it.
-        return next(parent for parent in real.parents if parent.is_dir()), False
+        return (next(parent for parent in real.parents if parent.is_dir()),), False
 
     def _take_plugins(self, batch: _Batch) -> bool:
         """Post the changes under plugins_dir; True when the watch must move."""
@@ -206,15 +236,28 @@ class Watcher:
     def _catch_up_plugins(self) -> None:
         self._inbox.post(plugin_paths=[Path()])
 
+    def _site_target(self) -> tuple[tuple[Path, ...], bool]:
+        # Not recursive: a distribution comes and goes as an entry of a site dir itself.
+        return tuple(directory.resolve() for directory in self._wheel_dirs), False
+
+    def _take_site(self, batch: _Batch) -> bool:
+        if any(Path(path).name.endswith(_DISTRIBUTION_ENDINGS) for _, path in batch):
+            self._inbox.post(wheels_changed=True)
+        return False
+
+    def _catch_up_site(self) -> None:
+        self._inbox.post(wheels_changed=True)
+
 
 @dataclass
 class _Stream:
     """One OS watch: where it points, how it reads a batch, how it catches up after a gap."""
 
     name: str
-    target: Callable[[], tuple[Path, bool]]
+    target: Callable[[], tuple[tuple[Path, ...], bool]]  # what to watch, and recursively
     take: Callable[[_Batch], bool]
     catch_up: Callable[[], None]
+    required: bool = True  # start() fails without it (else it only logs a WARNING)
     startup: threading.Event = field(default_factory=threading.Event)
     failure: tuple[Path | str, Exception] | None = None
 
@@ -245,12 +288,20 @@ class _Inbox:
         self._cond = threading.Condition()
         self._config_changed = False
         self._plugin_paths: set[Path] = set()
+        self._wheels_changed = False
         self._closed = False
 
-    def post(self, *, config_changed: bool = False, plugin_paths: Iterable[Path] = ()) -> None:
+    def post(
+        self,
+        *,
+        config_changed: bool = False,
+        plugin_paths: Iterable[Path] = (),
+        wheels_changed: bool = False,
+    ) -> None:
         with self._cond:
             self._config_changed |= config_changed
             self._plugin_paths.update(plugin_paths)
+            self._wheels_changed |= wheels_changed
             self._cond.notify()
 
     def close(self) -> None:
@@ -258,16 +309,21 @@ class _Inbox:
             self._closed = True
             self._cond.notify()
 
-    def take(self) -> tuple[bool, set[Path]] | None:
+    def take(self) -> tuple[bool, set[Path], bool] | None:
         """Wait for posted changes and take them all; None once closed."""
         with self._cond:
             self._cond.wait_for(
-                lambda: self._closed or self._config_changed or bool(self._plugin_paths)
+                lambda: (
+                    self._closed
+                    or self._config_changed
+                    or bool(self._plugin_paths)
+                    or self._wheels_changed
+                )
             )
             if self._closed:
                 return None
-            taken = self._config_changed, self._plugin_paths
-            self._config_changed, self._plugin_paths = False, set()
+            taken = self._config_changed, self._plugin_paths, self._wheels_changed
+            self._config_changed, self._plugin_paths, self._wheels_changed = False, set(), False
             return taken
 
 

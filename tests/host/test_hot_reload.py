@@ -89,6 +89,33 @@ def test_an_invalid_hand_edit_keeps_the_previous_config(
     assert "plugins.configs.simple-c.enabled" in caplog.text
 
 
+def test_a_plugin_wheel_installed_or_removed_is_taken_without_a_restart(
+    compile_plugin: CompilePlugin,
+    host_factory: HostFactory,
+    services: list[HostService],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    host_factory.write_config(configs={"tp": {"enabled": True}})
+    service = start(host_factory.config_path, services)
+    assert identifier(service) == "plugin_not_loaded"
+    # As pip lays out a wheel: the package (with the library), then its .dist-info.
+    package = site / "tp_wheel"
+    package.mkdir()
+    shutil.copyfile(compile_plugin(TP_NAME="from-wheel"), package / f"libtp{LIBRARY_SUFFIX}")
+    info = site / "tp_wheel-1.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tp_wheel\nVersion: 1.0.0\n")
+    (info / "entry_points.txt").write_text("[cliproxy_host.plugins]\ntp = tp_wheel\n")
+    wait_until(lambda: identifier(service) == "from-wheel")
+    shutil.rmtree(info)  # pip uninstall
+    shutil.rmtree(package)
+    wait_until(lambda: identifier(service) == "plugin_not_loaded")
+
+
 def test_a_new_plugin_file_is_loaded_without_a_restart(
     compile_plugin: CompilePlugin, host_factory: HostFactory, services: list[HostService]
 ) -> None:

@@ -341,3 +341,36 @@ def test_a_watcher_starts_only_once(layout: Layout) -> None:
     with layout.watcher(Recorder()) as watcher, pytest.raises(RuntimeError, match="only once"):
         watcher.start()
     assert watch_threads() == []
+
+
+def test_a_distribution_installed_or_removed_in_a_site_dir_is_reported(
+    layout: Layout, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    recorder = Recorder()
+    with Watcher(layout.config, layout.plugins, recorder, wheel_dirs=[site, tmp_path / "no"]):
+        (site / "notes.txt").write_text("not a distribution\n")
+        (site / "some_pkg").mkdir()
+        assert not any(batch.wheels_changed for batch in recorder.settle())
+        info = site / "some_pkg-1.0.dist-info"
+        info.mkdir()
+        recorder.until(lambda batches: any(batch.wheels_changed for batch in batches))
+        recorder.seen.clear()
+        shutil.rmtree(info)
+        recorder.until(lambda batches: any(batch.wheels_changed for batch in batches))
+    assert files(recorder.seen) == set()
+
+
+def test_a_site_dir_that_cannot_be_watched_is_only_a_warning(
+    layout: Layout, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    recorder = Recorder()
+    watcher = Watcher(layout.config, layout.plugins, recorder, wheel_dirs=[site])
+    site.rmdir()  # gone between the host's start and its watch
+    with caplog.at_level(logging.WARNING), watcher:
+        assert "plugin wheels installed while the host runs" in caplog.text
+        layout.config.write_text("plugins: {c: {enabled: true}}\n")  # the rest still watched
+        recorder.until(config_seen)
