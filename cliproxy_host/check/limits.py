@@ -18,9 +18,12 @@ CYCLES: Final = 100
 # fresh process, so re-initialisation within one process is only tested in-process.
 ISOLATED_CYCLES: Final = 3
 RUN_GOAL_SECONDS: Final = 5.0
-# How long an async execute_stream may stay open before the plugin must have closed it,
-# and how long after the last stream ended late emits are still caught.
+# How long an async execute_stream may stay open with neither a chunk of its own nor any
+# host.stream.* call of the plugin (a busy plugin works through its backlog of streams),
+# at most how long one may stay open at all, and how long after the last stream ended
+# late emits are still caught.
 STREAM_CLOSE_TIMEOUT: Final = 2.0
+STREAM_OPEN_MAX: Final = 30.0
 STREAM_GRACE: Final = 0.1
 # Room for an isolated backend's own timeouts to fire before the checker's, so that a
 # worker that hangs is killed and reported rather than abandoned.

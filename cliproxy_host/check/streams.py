@@ -3,7 +3,10 @@
 Every `executor.execute_stream` of a run gets a `stream_id` in a real `StreamTable` (16
 chunks of back-pressure, "stream <id> is not open" after close), as from the real host.
 An answer without chunks leaves the stream to the plugin: one drain thread reads every
-such stream until the plugin closes it or `limits.STREAM_CLOSE_TIMEOUT` passes.
+such stream until the plugin closes it, or leaves it idle too long: no chunk of its own
+and no host.stream.* call of the plugin at all for `limits.STREAM_CLOSE_TIMEOUT` (a
+plugin still emitting on other streams is working through a backlog, which a loaded
+machine or an isolated plugin's host calls make long), or open `limits.STREAM_OPEN_MAX`.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ class StreamWatch:
         self._watched: dict[str, _Watched] = {}
         self._drainer: threading.Thread | None = None
         self._wake = threading.Event()
+        # When the plugin last made a host.stream.* call (any stream): progress.
+        self._active = time.monotonic()
         self.findings: list[Finding] = []
         # Async streams seen, those the plugin closed, the chunks read from them, the
         # longest time one stayed open.
@@ -123,6 +128,7 @@ class StreamWatch:
 
     def emit(self, plugin_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """host.stream.emit, judged, then answered by the real table."""
+        self._active = time.monotonic()
         stream_id = ci_get(body, "stream_id")
         with self._lock:
             issued = isinstance(stream_id, str) and stream_id in self._issued
@@ -149,6 +155,7 @@ class StreamWatch:
 
     def close(self, plugin_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """host.stream.close: `{}` always, as the real host answers."""
+        self._active = time.monotonic()
         stream_id = ci_get(body, "stream_id")
         with self._lock:
             if isinstance(stream_id, str) and stream_id in self._issued:
@@ -188,11 +195,18 @@ class StreamWatch:
                 self.table.forget(stream)
                 self._finish(item, closed=True)
                 return
-        if time.monotonic() >= item.deadline:
+        now = time.monotonic()
+        idle = now >= item.deadline and now >= self._active + limits.STREAM_CLOSE_TIMEOUT
+        if idle or now >= item.opened + limits.STREAM_OPEN_MAX:
             self._note(
                 f"executor.execute_stream answered no chunks, but stream {stream.stream_id} "
-                f"was not closed within {limits.STREAM_CLOSE_TIMEOUT:g} s of its last chunk "
-                f"({item.chunks} chunks emitted)",
+                + (
+                    f"was not closed within {limits.STREAM_CLOSE_TIMEOUT:g} s of its last "
+                    "chunk, while the plugin made no other host.stream call"
+                    if idle
+                    else f"was still open {limits.STREAM_OPEN_MAX:g} s after it was opened"
+                )
+                + f" ({item.chunks} chunks emitted)",
                 NEVER_CLOSED_FIX,
             )
             self.table.forget(stream, "check: the stream was not closed in time")

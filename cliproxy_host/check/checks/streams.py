@@ -23,7 +23,7 @@ def check_async_stream(run: Run) -> list[CheckResult]:
     answer = run.call(METHOD, run.request_for(METHOD))
     watch = run.host.streams
     # Every stream ends by its close or its deadline; then a moment for late emits.
-    watch.wait(limits.STREAM_CLOSE_TIMEOUT + 1.0)
+    watch.wait(limits.STREAM_OPEN_MAX + 1.0)
     time.sleep(limits.STREAM_GRACE)
     seconds = time.monotonic() - started
     if watch.findings:
