@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TypeVar
+from typing import Final, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Job = Callable[[], object]
+
+# soft_max of the pools that answer a plugin's host calls from its own threads: a few per
+# CPU keep the CPUs busy with short callbacks (host.log, host.stream.emit); long ones
+# (host.http.do) add threads as they stall.
+HOST_CALL_THREADS: Final = max(8, 4 * (os.cpu_count() or 1))
 
 
 class DaemonPool:
@@ -25,11 +31,29 @@ class DaemonPool:
     wait for a host callback that calls the plugin again, so a job can depend on a later
     job, and a bounded pool could deadlock. Threads that stay idle for `idle_s` exit, so a
     burst does not pin threads forever.
+
+    With `soft_max`, a burst of short jobs (a plugin's threads calling the host hundreds
+    at a time) does not start a thread each, which would only contend for the GIL: past
+    soft_max threads, jobs queue, and one more thread starts only when the queue made no
+    progress for `stall_s` (every thread busy with a long job, or waiting for a later
+    one), so the pool still cannot deadlock.
     """
 
-    def __init__(self, name: str, idle_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        idle_s: float = 30.0,
+        *,
+        soft_max: int | None = None,
+        stall_s: float = 0.005,
+    ) -> None:
         self._name = name
         self._idle_s = idle_s
+        self._soft_max = soft_max
+        self._stall_s = stall_s
+        self._queued = 0  # jobs queued past soft_max, for whichever thread is free first
+        self._taken = 0  # such jobs taken so far: the progress the stall guard watches
+        self._guard: threading.Thread | None = None
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0  # threads waiting for a job, minus jobs queued for them
@@ -46,14 +70,45 @@ class DaemonPool:
                 self._idle -= 1
                 self._jobs.put(job)
                 return
-            thread = threading.Thread(
-                target=self._run,
-                args=(job,),
-                name=f"{self._name}-{next(self._serial)}",
-                daemon=True,
-            )
-            self._threads.add(thread)
+            if self._soft_max is not None and len(self._threads) >= self._soft_max:
+                self._queued += 1
+                self._jobs.put(job)
+                if self._guard is None:
+                    self._guard = threading.Thread(
+                        target=self._guard_stalls, name=f"{self._name}-guard", daemon=True
+                    )
+                    self._guard.start()
+                return
+            thread = self._thread(job)
         thread.start()
+
+    def _thread(self, job: Job | None) -> threading.Thread:
+        """A new thread for `job` (None: the next queued one), counted (lock held)."""
+        thread = threading.Thread(
+            target=self._run,
+            args=(job,),
+            name=f"{self._name}-{next(self._serial)}",
+            daemon=True,
+        )
+        self._threads.add(thread)
+        return thread
+
+    def _guard_stalls(self) -> None:
+        """While jobs wait past soft_max: a thread more whenever none was taken for stall_s."""
+        seen = -1
+        while True:
+            time.sleep(self._stall_s)
+            with self._lock:
+                if not self._queued:
+                    self._guard = None
+                    return
+                thread = None
+                if self._taken == seen:
+                    self._queued -= 1
+                    thread = self._thread(None)
+                seen = self._taken
+            if thread is not None:
+                thread.start()
 
     def run(self, fn: Callable[[], T]) -> Future[T]:
         """Run `fn` on the pool; its answer or its exception in a Future."""
@@ -69,15 +124,24 @@ class DaemonPool:
         return future
 
     def _run(self, job: Job | None) -> None:
+        if job is None:  # started by the stall guard for a queued job
+            job = self._claimed()
         while job is not None:
             try:
                 job()
             except Exception:  # the thread must go on serving; jobs report their own errors
                 log.exception("%s: a job failed", self._name)
             with self._lock:
-                if self._closed:
+                claimed = self._queued > 0  # queued jobs run even once the pool is closed
+                if claimed:
+                    self._queued -= 1
+                elif self._closed:
                     break
-                self._idle += 1
+                else:
+                    self._idle += 1
+            if claimed:
+                job = self._claimed()
+                continue
             try:
                 job = self._jobs.get(timeout=self._idle_s)
             except queue.Empty:
@@ -90,6 +154,13 @@ class DaemonPool:
                         job = None
         with self._lock:
             self._threads.discard(threading.current_thread())
+
+    def _claimed(self) -> Job | None:
+        """The queued job this thread claimed (it is in the queue: counted before it)."""
+        job = self._jobs.get()
+        with self._lock:
+            self._taken += 1
+        return job
 
     def close(self, timeout: float) -> None:
         """Refuse new jobs, stop idle threads and wait (bounded) for busy ones to finish."""

@@ -21,7 +21,7 @@ from ...abi import HostHandler
 from ...errors import PluginBusy, PluginCrashed, PluginTimeout
 from ...gate import gated
 from ...sdk.cpu import CPUS, spare_cpu
-from ..pool import DaemonPool
+from ..pool import HOST_CALL_THREADS, DaemonPool
 from ..protocol import DEFAULT_DRAIN_TIMEOUT, Health
 from .limits import IsolationLimits
 from .process import REAP_GRACE, Pending, WorkerGone, WorkerProcess, frame_fault
@@ -77,7 +77,9 @@ class IsolatedPlugin:
         # Wrapped once: host calls are answered with an envelope whatever the handler does.
         self._answer_host = gated(handler)
         # Host calls from the plugin's own threads (those from a call come on its line).
-        self._host_calls = DaemonPool(f"cliproxy-isolated-{plugin_id}-host")
+        self._host_calls = DaemonPool(
+            f"cliproxy-isolated-{plugin_id}-host", soft_max=HOST_CALL_THREADS
+        )
         self._supervisor = Supervisor(
             plugin_id, path, self._limits, self._replay, self._host_call, starter=library_starts
         )

@@ -18,7 +18,7 @@ from ...gate import gated
 from ..isolated.limits import IsolationLimits
 from ..isolated.process import REAP_GRACE, WorkerGone
 from ..isolated.supervisor import Supervisor, unloading_error
-from ..pool import DaemonPool
+from ..pool import HOST_CALL_THREADS, DaemonPool
 from ..protocol import DEFAULT_DRAIN_TIMEOUT, Health
 from .connection import ProgramConnection
 from .launch import ProgramCommand
@@ -46,7 +46,9 @@ class ProgramPlugin:
         self.source = source
         self.path = source.program_file() if isinstance(source, ProgramCommand) else source.path
         self._answer_host = gated(handler)
-        self._host_calls = DaemonPool(f"cliproxy-program-{plugin_id}-host")
+        self._host_calls = DaemonPool(
+            f"cliproxy-program-{plugin_id}-host", soft_max=HOST_CALL_THREADS
+        )
         self._supervisor: Supervisor[ProgramConnection] = Supervisor(
             plugin_id,
             self.path,
