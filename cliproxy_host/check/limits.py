@@ -25,6 +25,9 @@ RUN_GOAL_SECONDS: Final = 5.0
 STREAM_CLOSE_TIMEOUT: Final = 2.0
 STREAM_OPEN_MAX: Final = 30.0
 STREAM_GRACE: Final = 0.1
+# How long threads and files the cycles just let go may take to be gone (a thread ending
+# on a loaded machine is still listed for a moment) before what is left counts as leaked.
+LEAK_SETTLE: Final = 1.0
 # Room for an isolated backend's own timeouts to fire before the checker's, so that a
 # worker that hangs is killed and reported rather than abandoned.
 ISOLATED_SLACK: Final = 3.0

@@ -556,3 +556,11 @@ def test_the_async_stream_check_runs_isolated_too(
         compile_plugin(CHECKSTREAM_SRC, CS_EMIT_AFTER_CLOSE=True), isolated=True, cycles=1
     )
     assert failures(bad) == ["async stream"], bad.table()
+
+
+def test_a_plugin_that_leaks_a_file_per_load_is_warned_about(compile_plugin: CompilePlugin) -> None:
+    report = run_checks(compile_plugin(TP_WITH_SHUTDOWN=True, TP_LEAK_FD=True), cycles=10)
+    cycles = by_name(report)["load/unload cycles"]
+    assert cycles.status == "warn", report.table()
+    assert "more open file descriptors" in cycles.reason
+    assert "shutdown must stop the threads and close the files" in cycles.fix

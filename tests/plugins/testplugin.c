@@ -24,6 +24,7 @@
  *   TP_NAME="x"             the name used in answers (default "testplugin")
  *   TP_GO_MARKER            embed the marker Go's build info starts with, so the host
  *                           takes the library for a Go-built one
+ *   TP_LEAK_FD              init opens /dev/null and never closes it
  *
  * Methods: see tp_call at the bottom. The misbehaving ones (segfault, abort,
  * exit, hang, alloc, threads_calling_host, fork_then_segfault, fd_limit) exist for
@@ -684,6 +685,9 @@ static TP_MAYBE_UNUSED void tp_shutdown(void) {
 
 static int tp_init(const cliproxy_host_api* host, cliproxy_plugin_api* plugin) {
     tp_mark("init");
+#ifdef TP_LEAK_FD
+    (void)open("/dev/null", O_RDONLY);
+#endif
     atomic_store(&g_host, host);
     if (!plugin) return 1;
     plugin->abi_version = TP_ABI_VERSION;
