@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -66,8 +65,9 @@ def _library(entry: EntryPoint, suffix: str) -> Path | str:
 
 
 def site_dirs() -> list[Path]:
-    """Where distributions are found: the directories on sys.path, as they are now."""
-    return sorted({Path(os.path.abspath(p or ".")) for p in sys.path if os.path.isdir(p or ".")})
+    """Where distributions are found: the entries of sys.path, as they are now (the
+    watcher keeps those that are directories)."""
+    return [Path(p or ".") for p in sys.path]
 
 
 def scan_wheels(suffix: str) -> WheelScan:

@@ -356,14 +356,16 @@ class PgConfigStore:
         """Delete the files this replica holds of plugins whose stored file is gone (the
         plugin was deleted on another replica); answers whether any was deleted."""
         deleted = False
-        for plugin_id in sorted(set(self._taken) - stored):
+        gone = sorted(set(self._taken) - stored)
+        for plugin_id in gone:
             digest, name = self._taken.pop(plugin_id)
-            self._save_taken()
             relative = safe_name(name)
             if relative is not None and remove_taken(plugins_dir, relative, digest):
                 log.info("config store: %s was deleted on another replica: deleted its file %s",
                          plugin_id, name)  # fmt: skip
                 deleted = True
+        if gone:
+            self._save_taken()
         for plugin_id in set(self._judged) - stored:
             del self._judged[plugin_id]
         return deleted
