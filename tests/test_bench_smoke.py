@@ -49,6 +49,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     expected.add("1n")  # issue 14: a worker restart / a bare spawn
     expected.add("3d")  # issue 14: isolated calls, 2 threads / 1 thread
     expected |= {"3e", "3f", "3g"}  # its ceilings: C processes, and two host processes
+    expected.add("3h")  # and the CPU each call costs beyond the plugin's 50 us
     expected.add("1o")  # issue 16: host.call with metrics on / off
     expected |= {"1p", "1q"}  # issue 19: a Python socket plugin
     expected |= {
@@ -76,6 +77,10 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
         expected |= {"11a", "11b"}
     assert expected <= rows, f"missing rows: {sorted(expected - rows)}"
     assert "ERROR" not in text
+    # The CPU meter of figure 3 reads the worker's threads: each call spins ~50 us there.
+    worker_us = re.search(r"^\| 3h \|.*worker ([\d.]+) us per call", text, flags=re.M)
+    assert worker_us is not None, text
+    assert float(worker_us.group(1)) >= 25, text
     # The Extism peer is measured (the test extra brings the bench extra), not skipped.
     assert "not measured" not in text, text
     # Figure 1 prints the per-hop breakdown of an isolated call and the loaded variant.

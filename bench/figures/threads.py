@@ -10,11 +10,18 @@ ceiling is two C processes doing the same over shared memory (bench/baselines/pi
 no Python, no JSON, and the same rule for polling or sleeping). And the same calls from
 two host processes of one caller each (bench/caller_process.py), each with a worker of
 its own: what the isolated path reaches when the two callers share no interpreter.
+
+The isolated candidates are metered: the CPU time this process and the plugin's workers
+took per call (3h). With both CPUs taken by two 50 us calls, everything else a call costs
+(the callers' Python, the switches to and from the worker, the worker's side of the
+exchange) comes out of the same two CPUs, so 3d can reach at most about
+2 x (1-thread time per call) / (50 us + that overhead per call): 3h prints that bound.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -62,6 +69,54 @@ def _threaded(make_call: Callable[[], Callable[[], Any]], threads: int) -> Candi
         return max(done) - start
 
     return run
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds this process took so far, its threads that ended included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+_WORKER_MODULE = b"cliproxy_host.backends.isolated.worker"
+
+
+def _workers_cpu_s() -> float:
+    """CPU seconds the threads of the isolated workers among this process's children have
+    run so far (/proc schedstat, in ns: clock ticks are too coarse for a quick run; a
+    worker's call lines outlive the figure, so no thread of theirs ends in between)."""
+    total_ns = 0
+    for children in Path("/proc/self/task").glob("*/children"):
+        for pid in children.read_text().split():
+            try:
+                if _WORKER_MODULE not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue
+                for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+                    total_ns += int(stat.read_text().split()[0])
+            except OSError:  # it ended in between
+                continue
+    return total_ns / 1e9
+
+
+class _Metered:
+    """A candidate whose runs are metered: the CPU time this process and the isolated
+    workers took in each, with the number of calls."""
+
+    def __init__(self, run: Candidate) -> None:
+        self._run = run
+        self.runs: list[tuple[int, float, float]] = []  # (calls, host s, workers s)
+
+    def __call__(self, n: int) -> int:
+        host, workers = _own_cpu_s(), _workers_cpu_s()
+        elapsed = self._run(n)
+        self.runs.append((n, _own_cpu_s() - host, _workers_cpu_s() - workers))
+        return elapsed
+
+    def per_call(self, rounds: int) -> tuple[float, float]:
+        """Host and workers' CPU seconds per call over the last `rounds` runs (the timed
+        ones; calibration and warm-up come first)."""
+        timed = self.runs[-rounds:]
+        calls = sum(n for n, _, _ in timed) or 1
+        return sum(h for _, h, _ in timed) / calls, sum(w for _, _, w in timed) / calls
 
 
 def _pingpong(program: Path, threads: int) -> Candidate:
@@ -165,11 +220,13 @@ def run(ctx: Context) -> FigureResult:
         config = ctx.host_dir("fig3-isolated").config_path  # what `iso` was loaded from
         processes = _CallerProcesses(config, 2, f'{{"us": {SPIN_US}}}')
         stack.callback(processes.close)
+        iso_one = _Metered(_threaded(isolated_call, 1))
+        iso_two = _Metered(_threaded(isolated_call, 2))
         candidates = {
             "host.call, 1 thread": _threaded(host_call, 1),
             "host.call, 2 threads": _threaded(host_call, 2),
-            "isolated, 1 thread": _threaded(isolated_call, 1),
-            "isolated, 2 threads": _threaded(isolated_call, 2),
+            "isolated, 1 thread": iso_one,
+            "isolated, 2 threads": iso_two,
             "isolated, 2 host processes": processes.run,
             "raw, 1 thread": _threaded(raw_call, 1),
             "raw, 2 threads": _threaded(raw_call, 2),
@@ -225,6 +282,22 @@ def run(ctx: Context) -> FigureResult:
     raw_speedups = _per_round(m["raw, 1 thread"], m["raw, 2 threads"])
     iso_speedups = _per_round(m["isolated, 1 thread"], m["isolated, 2 threads"])
     process_speedups = _per_round(m["C, two processes, 1 thread"], m["C, two processes, 2 threads"])
+    rounds = len(m["isolated, 2 threads"].samples)
+    cpu_one, cpu_two = iso_one.per_call(rounds), iso_two.per_call(rounds)
+    overhead_s = sum(cpu_two) - SPIN_US / 1e6  # what a call costs the two CPUs beyond its spin
+    bound = 2 * m["isolated, 1 thread"].median / 1e9 / (SPIN_US / 1e6 + max(overhead_s, 0.0))
+    cpu_check = Check(
+        "3h",
+        "CPU per isolated call beyond the 50 us spin, 2 threads; the bound it sets on 3d "
+        "(informational)",
+        f"{overhead_s * 1e6:.1f} us; bound {bound:.2f}x",
+        absolute=(
+            f"host {cpu_two[0] * 1e6:.1f} us + worker {cpu_two[1] * 1e6:.1f} us per call "
+            f"(1 thread: host {cpu_one[0] * 1e6:.1f} us, polling, + worker "
+            f"{cpu_one[1] * 1e6:.1f} us)"
+        ),
+        value=overhead_s * 1e6,
+    )
     result.checks += [
         host_check,
         Check.ratio(
@@ -254,6 +327,7 @@ def run(ctx: Context) -> FigureResult:
             two_hosts,
             absolute=f"per call: {fmt_stats(m['isolated, 2 host processes'])}",
         ),
+        cpu_check,
     ]
     rows = [
         [name, fmt_stats(stats), f"{1e9 / stats.median:,.0f}/s", str(m.iterations[name])]
