@@ -115,7 +115,10 @@ class Supervisor(Generic[W]):
         self._replay = replay
         self.host_call = host_call  # what WorkerProcess calls for a plugin thread's host call
         self._ids = itertools.count(HANDSHAKE_ID + 1)
-        self._cond = threading.Condition()
+        # Taken bare on the path of every call (begin, leave): `with` on a Condition is a
+        # Python-level __enter__ over the same lock, ~0.1 us more each time.
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._worker: W | None = None
         self._state = State.RESTARTING
         self._restarts = 0
@@ -171,7 +174,7 @@ class Supervisor(Generic[W]):
             self._inflight += 1
 
     def leave(self) -> None:
-        with self._cond:
+        with self._lock:
             self._inflight -= 1
             if self._closing and not self._inflight:
                 self._cond.notify_all()
@@ -179,7 +182,7 @@ class Supervisor(Generic[W]):
     def begin(self, method: str, request: bytes, deadline: float | None) -> W:
         """enter() and worker_for() at once (one lock taken on the path of every call);
         the call counts as begun even when this raises: leave() follows in every case."""
-        with self._cond:
+        with self._lock:
             self._inflight += 1
             if self._closing:
                 raise unloading_error(self.plugin_id, method)
