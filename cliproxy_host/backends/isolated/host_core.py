@@ -11,6 +11,7 @@ WARNING as for the worker says so once.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import threading
@@ -45,6 +46,10 @@ EOF: Final = 5
 PROTOCOL: Final = 6
 
 
+# Sealed on every ring: its size can no longer change, nor its seals.
+RING_SEALS: Final = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+
 class HostCore:
     """The core's host-side functions (see linecore.c), and making a call line's ring."""
 
@@ -59,10 +64,14 @@ class HostCore:
 
     def new_ring(self) -> tuple[Any, int]:
         """A ring for a new call line: its mapping here, and its memfd to pass to the
-        worker (the caller closes it once passed). OSError when none can be had."""
-        fd = os.memfd_create("cliproxy-call-line", os.MFD_CLOEXEC)
+        worker (the caller closes it once passed). OSError when none can be had.
+
+        Sealed at its size: a worker that shrank the file under the host's mapping would
+        crash the host (SIGBUS) on its next access."""
+        fd = os.memfd_create("cliproxy-call-line", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, self.ring_size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, RING_SEALS)
             ring = self._ring_open(fd)
             if ring == ffi.NULL:
                 raise OSError(errno.ENOMEM, "cannot map a call line's ring")
