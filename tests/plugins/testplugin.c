@@ -297,15 +297,23 @@ typedef struct {
     const char*              method;
     const char*              request;
     size_t                   request_len;
+    unsigned long long       times;
     int                      rc;
     cliproxy_buffer          answer;
 } tp_host_job;
 
+static void tp_host_release(const cliproxy_host_api* host, cliproxy_buffer* answer);
+
+/* The host call `times` times in a row (at least once) from this thread; the last answer. */
 static void tp_host_run(tp_host_job* job) {
     job->answer.ptr = NULL;
     job->answer.len = 0;
-    job->rc = job->host->call(job->host->host_ctx, job->method, (const uint8_t*)job->request,
-                              job->request_len, &job->answer);
+    for (unsigned long long i = 0; i == 0 || i < job->times; i++) {
+        tp_host_release(job->host, &job->answer);
+        job->rc = job->host->call(job->host->host_ctx, job->method,
+                                  (const uint8_t*)job->request, job->request_len, &job->answer);
+        if (job->rc != 0) break;
+    }
 }
 
 static void* tp_host_thread(void* arg) {
@@ -319,7 +327,8 @@ static void tp_host_release(const cliproxy_host_api* host, cliproxy_buffer* answ
     answer->len = 0;
 }
 
-/* `host` and `host_thread`: answers the host's bytes verbatim. */
+/* `host` and `host_thread`: answers the host's bytes verbatim. {"times": N} makes the
+ * host call N times in a row from the one thread, answering the last. */
 static int tp_host(const char* req, size_t len, int in_thread, cliproxy_buffer* response) {
     cpx_buf out = {0};
     tp_host_job job = {0};
@@ -331,6 +340,7 @@ static int tp_host(const char* req, size_t len, int in_thread, cliproxy_buffer* 
         job.request_len = value.len;
     }
     job.method = method;
+    job.times = cpx_json_get_uint(req, len, "times", 1);
     pthread_t thread;
 
     if (!job.host || !job.host->call) {
@@ -494,12 +504,15 @@ static void* tp_chatty_thread(void* arg) {
     return NULL;
 }
 
-static void tp_threads_calling_host(cpx_buf* out) {
+/* {"threads": N} (4 when not given, at most 64): that many such threads. */
+static void tp_threads_calling_host(const char* req, size_t len, cpx_buf* out) {
     pthread_attr_t attr;
     int started = 0;
+    unsigned long long count = req && len ? cpx_json_get_uint(req, len, "threads", 4) : 4;
+    if (count > 64) count = 64;
     if (pthread_attr_init(&attr) == 0) {
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        for (uintptr_t i = 0; i < 4; i++) {
+        for (uintptr_t i = 0; i < count; i++) {
             pthread_t thread;
             if (pthread_create(&thread, &attr, tp_chatty_thread, (void*)i) == 0) started++;
         }
@@ -669,7 +682,7 @@ static TP_MAYBE_UNUSED int tp_call(const char* method, const uint8_t* request,
     } else if (IS("alloc")) {
         tp_alloc_mb(req, len, &out);
     } else if (IS("threads_calling_host")) {
-        tp_threads_calling_host(&out);
+        tp_threads_calling_host(req, len, &out);
     } else if (IS("stderr")) {
         tp_stderr(req, len, &out);
     } else {
