@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -26,6 +27,7 @@ from cliproxy_host import errors
 from cliproxy_host.backends.guard import GuardedBackend, GuardLimits
 from cliproxy_host.backends.isolated import client as client_module
 from cliproxy_host.backends.isolated import core_build
+from cliproxy_host.backends.isolated import process as process_module
 from cliproxy_host.backends.isolated.client import IsolatedPlugin
 from cliproxy_host.backends.isolated.host_core import host_core
 from cliproxy_host.backends.isolated.limits import IsolationLimits
@@ -426,8 +428,8 @@ def test_plugin_calls_the_host_from_its_call_and_from_its_own_thread(
     assert result(plugin, via, {"method": "host.ping", "request": {"x": [1, 2]}}) == {"pong": True}
     assert [(p, m, orjson.loads(r)) for p, m, r in seen] == [("caller", "host.ping", {"x": [1, 2]})]
     # From the thread running the call, the host call comes back on the call's own line
-    # and is answered by the calling thread; from a thread of the plugin's, it takes the
-    # control socket and a thread of the host's.
+    # and is answered by the calling thread; from a thread of the plugin's, a thread of
+    # the host's answers it (on that thread's own line, or from the control socket).
     assert (threads[0] is threading.current_thread()) is (via == "host")
 
 
@@ -1162,6 +1164,138 @@ def test_calls_and_host_calls_run_on_the_native_core(
         assert lines == []
         assert "cw-control" not in names
         assert "memfd:cliproxy-call-line" not in maps
+
+
+THREAD_LINE = "-thread-line"  # in the name of a host thread serving a plugin thread's line
+
+
+def _thread_line_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.endswith(THREAD_LINE)]
+
+
+def test_a_plugin_thread_calls_the_host_on_a_line_of_its_own_that_ends_with_it(
+    testplugin: Path, load: Load, worker_core: str
+) -> None:
+    names: list[str] = []
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        names.append(threading.current_thread().name)
+        return answer_ok(plugin_id, method, request)
+
+    plugin = load(testplugin, handler)
+    big = {"blob": "y" * 100_000}  # over a ring's slot: on the line's socket, both ways
+    for request in ({"n": 1}, big):
+        # three host calls in a row from one new thread of the plugin's
+        call = {"method": "host.log", "request": request, "times": 3}
+        assert result(plugin, "host_thread", call)["request"] == request
+    on_line = [n.endswith(THREAD_LINE) for n in names]
+    if worker_core != "native-core":
+        assert on_line == [False] * 6  # all on the control socket
+        return
+    # a thread's first host call takes the control socket (a thread that calls once
+    # would pay for a line in full); the next ones its own line, which the worker closed
+    # as the thread ended, and the host's thread serving it ended too
+    assert on_line == [False, True, True] * 2
+    assert wait_until(lambda: not _thread_line_threads())
+
+
+def test_plugin_threads_beyond_the_thread_line_limit_call_on_the_control_socket(
+    testplugin: Path, load: Load, worker_core: str
+) -> None:
+    if worker_core != "native-core":
+        pytest.skip("thread lines are the native core's")
+    lock = threading.Lock()
+    by_thread: dict[str, int] = {}
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        with lock:
+            name = threading.current_thread().name
+            key = f"{name}/{threading.get_ident()}" if name.endswith(THREAD_LINE) else "other"
+            by_thread[key] = by_thread.get(key, 0) + 1
+        return env.ok({})
+
+    plugin = load(testplugin, handler)
+    # 20 threads each calling host.log every millisecond for about two seconds
+    assert result(plugin, "threads_calling_host", {"threads": 20}) == {"started": 20}
+    assert wait_until(lambda: by_thread.get("other", 0) > 50)
+    lines = [key for key in by_thread if key != "other"]
+    assert len(lines) == process_module.THREAD_LINES_MAX  # the first 16 threads'
+    assert wait_until(lambda: not _thread_line_threads(), timeout=10.0)
+    assert result(plugin, "echo", {"after": True}) == {"after": True}
+
+
+def test_thread_lines_end_when_the_worker_dies_under_them(
+    testplugin: Path, load: Load, worker_core: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if worker_core != "native-core":
+        pytest.skip("thread lines are the native core's")
+    first = threading.Lock()
+    entered = threading.Event()
+    release = threading.Event()
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        on_line = threading.current_thread().name.endswith(THREAD_LINE)
+        if on_line and first.acquire(blocking=False):  # never released: one call alone
+            entered.set()
+            release.wait(10)  # one host call held while its worker is killed
+        return env.ok({})
+
+    plugin = load(testplugin, handler)
+    pid = worker_pid(plugin)
+    assert result(plugin, "threads_calling_host", {"threads": 3}) == {"started": 3}
+    assert entered.wait(5)
+    assert wait_until(lambda: len(_thread_line_threads()) == 3)
+    os.kill(pid, signal.SIGKILL)
+    # the dead worker closed no ring: the host aborts them, and the threads waiting for a
+    # plugin thread's next call end; the one answering ends once its answer finds the
+    # line closed
+    assert wait_until(lambda: len(_thread_line_threads()) == 1)
+    release.set()
+    assert wait_until(lambda: not _thread_line_threads())
+    assert wait_until(lambda: worker_pid(plugin) != pid)
+    assert plugin.health().restarts == 1
+    assert not [r for r in caplog.records if "thread line" in r.getMessage()]
+
+
+def test_a_ring_passed_by_a_worker_must_be_sealed_at_its_size(worker_core: str) -> None:
+    core = host_core()
+    if worker_core != "native-core" or core is None:
+        pytest.skip("rings are the native core's")
+    seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+    def memfd(size: int, sealed: int) -> int:
+        fd = os.memfd_create("test-ring", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        os.ftruncate(fd, size)
+        if sealed:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, sealed)
+        return fd
+
+    # one it could still shrink under the host's mapping (SIGBUS), too small, too large
+    for size, sealed in (
+        (core.ring_size, 0),
+        (core.ring_size, fcntl.F_SEAL_GROW),
+        (4096, seals),
+        (core.ring_size * 2, seals),
+    ):
+        fd = memfd(size, sealed)
+        try:
+            with pytest.raises(ValueError, match="sealed"):
+                core.map_ring(fd)
+        finally:
+            os.close(fd)
+    fd = memfd(core.ring_size, seals)
+    try:
+        ring = core.map_ring(fd)
+    finally:
+        os.close(fd)
+    core.ring_unmap(ring)
+    # and those the host makes for call lines are sealed so
+    ring, fd = core.new_ring()
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GET_SEALS) & seals == seals
+    finally:
+        os.close(fd)
+        core.ring_unmap(ring)
 
 
 def test_a_core_that_does_not_load_leaves_the_worker_serving_in_python(

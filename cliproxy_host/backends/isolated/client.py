@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from functools import partial
 from pathlib import Path
 
 from ...abi import HostHandler
@@ -81,7 +82,13 @@ class IsolatedPlugin:
             f"cliproxy-isolated-{plugin_id}-host", soft_max=HOST_CALL_THREADS
         )
         self._supervisor = Supervisor(
-            plugin_id, path, self._limits, self._replay, self._host_call, starter=library_starts
+            plugin_id,
+            path,
+            self._limits,
+            self._replay,
+            self._host_call,
+            answer_host=partial(self._answer_host, plugin_id),
+            starter=library_starts,
         )
         try:
             self._supervisor.start()

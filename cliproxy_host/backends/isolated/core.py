@@ -34,6 +34,7 @@ _FUNCTIONS: Final = {
     "cw_control_start": "int(*)(int, const char*, void*)",
     "cw_control_send": "int(*)(int, uint64_t, const uint8_t*, size_t)",
     "cw_control_call": "int(*)(const char*, const uint8_t*, size_t, cliproxy_buffer*)",
+    "cw_thread_lines": "int(*)(int)",
 }
 
 
@@ -96,8 +97,9 @@ class LineCore:
         finally:
             self._lib.cw_host_free(response.ptr, response.len)
 
-    def attach(self, plugin: NativePlugin, max_response: int, spin_us: int) -> None:
-        """Hand the core the loaded plugin: it serves lines from now on."""
+    def attach(self, plugin: NativePlugin, max_response: int, spin_us: int, lines_fd: int) -> None:
+        """Hand the core the loaded plugin: it serves lines from now on, and the plugin's
+        own threads call the host on thread lines passed over `lines_fd` (the lines socket)."""
         self._max_response = max_response
         call, free_buffer, ctx, fallback = plugin.entry_points()
         self._lib.cw_setup(
@@ -110,6 +112,14 @@ class LineCore:
             spin_us,
             plugin.plugin_id.encode("utf-8", "replace"),
         )
+        err = self._lib.cw_thread_lines(lines_fd)
+        if err:
+            log.warning(
+                "worker for plugin %s: host calls from the plugin's own threads go on the "
+                "control socket, which is slower (no thread lines: %s)",
+                plugin.plugin_id,
+                os.strerror(err),
+            )
         # Only once the core is set up: a plugin thread may call the host at any moment.
         plugin.route_host_calls(self._lib.cw_host_call, self._lib.cw_host_free)
 

@@ -30,6 +30,9 @@ _FUNCTIONS: Final = {
         "int(*)(void*, int, int, uint64_t, const char*, size_t, const char*, size_t, double, "
         "double, char*, size_t, long*, int*, double*)"
     ),
+    "cw_thread_line_serve": (
+        "int(*)(void*, int, int, uint64_t, const char*, size_t, double, char*, size_t, long*, int*)"
+    ),
     "cw_ring_size": "size_t(*)(void)",
     "cw_ring_open": "void*(*)(int)",
     "cw_ring_abort": "void(*)(void*)",
@@ -57,6 +60,7 @@ class HostCore:
         """Load and bind the functions; OSError when the library cannot be, or lacks one."""
         self._library, bound = core_build.bind(path, _FUNCTIONS)  # kept: code stays mapped
         self.exchange: Callable[..., int] = bound["cw_exchange"]
+        self.thread_line_serve: Callable[..., int] = bound["cw_thread_line_serve"]
         self.ring_abort: Callable[[Any], None] = bound["cw_ring_abort"]
         self.ring_unmap: Callable[[Any], None] = bound["cw_ring_unmap"]
         self._ring_open = bound["cw_ring_open"]
@@ -72,13 +76,29 @@ class HostCore:
         try:
             os.ftruncate(fd, self.ring_size)
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, RING_SEALS)
-            ring = self._ring_open(fd)
-            if ring == ffi.NULL:
-                raise OSError(errno.ENOMEM, "cannot map a call line's ring")
+            return self._map(fd), fd
         except BaseException:
             os.close(fd)
             raise
-        return ring, fd
+
+    def map_ring(self, fd: int) -> Any:
+        """Map the ring a worker made for a thread line (the fd stays the caller's);
+        ProtocolError-worthy ValueError when it is not a ring sealed at its size, OSError
+        when it cannot be mapped."""
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        size = os.fstat(fd).st_size
+        if seals & RING_SEALS != RING_SEALS or size != self.ring_size:
+            raise ValueError(
+                f"a thread line's ring of {size} bytes with seals {seals:#x}, where "
+                f"{self.ring_size} bytes sealed {RING_SEALS:#x} were due"
+            )
+        return self._map(fd)
+
+    def _map(self, fd: int) -> Any:
+        ring = self._ring_open(fd)
+        if ring == ffi.NULL:
+            raise OSError(errno.ENOMEM, "cannot map a call line's ring")
+        return ring
 
 
 _lock = threading.Lock()

@@ -514,8 +514,8 @@ static void follow_host(line_t* line, int cpu) {
 }
 
 /* The next frame from the host on a line, polled for up to spin_s first; as read_frame. */
-static int line_read(line_t* line, double spin_s, double timeout_s, int* kind, uint64_t* id,
-                     uint8_t** payload, size_t* size) {
+static int line_read(line_t* line, double spin_s, double timeout_s, int watch_fd, int* kind,
+                     uint64_t* id, uint8_t** payload, size_t* size) {
     ring_t* ring = line->ring;
     if (!ring) {
         if (spin_s > 0) spin(line);
@@ -524,7 +524,7 @@ static int line_read(line_t* line, double spin_s, double timeout_s, int* kind, u
     /* Polled only while the host polls too (the callers pass 0 otherwise): the host
      * judged a CPU spare for it, and a judgement of the worker's own could only differ
      * by when it looked. */
-    if (ring_wait(&ring->to_worker, spin_s, timeout_s, -1) <= 0) return 0;
+    if (ring_wait(&ring->to_worker, spin_s, timeout_s, watch_fd) != 1) return 0;
     follow_host(line, ring->to_worker.cpu);
     uint32_t len = ring->to_worker.len;
     if (len == RING_ON_SOCKET) return read_frame(line, kind, id, payload, size);
@@ -645,7 +645,7 @@ static void* serve_line(void* arg) {
         uint8_t* payload;
         size_t size;
         double poll_s = quick ? g_spin_s + WAKE_UP_ALLOWANCE_S : 0;
-        int r = line_read(line, poll_s, -1, &kind, &id, &payload, &size);
+        int r = line_read(line, poll_s, -1, -1, &kind, &id, &payload, &size);
         if (r == 0) break; /* closed by the host: idle for too long */
         if (r < 0) die("a call line broke", errno);
         if (kind != K_CALL) die("a frame other than CALL on a call line", 0);
@@ -812,45 +812,184 @@ int cw_control_start(int fd, const char* plugin_id, cw_shutdown_fn on_shutdown) 
     return err;
 }
 
+/* ---- thread lines: host calls from the plugin's own threads ----------------------------
+ *
+ * A thread that serves no line would call the host on the control socket, whose answers
+ * reach it through the control reader: four wake-ups a call, two in each process. Instead,
+ * its second host call opens a line of its own (a socket pair and a ring the worker makes,
+ * sealed at its size), passes the host's ends over the lines socket and announces them on
+ * the control socket (THREAD_LINE); the host serves the line on a thread of its own that
+ * answers each host call where it reads it. The line lasts as long as the thread (a key's
+ * destructor closes it). Its first host call goes on the control socket: opening a line
+ * costs a few of those, which a thread that calls the host once would pay in full. At
+ * most THREAD_LINES_MAX threads have one; the others, and any thread whose line could
+ * not be made or was refused, use the control socket. */
+
+#define THREAD_LINES_MAX 16
+#define K_THREAD_LINE 10
+#define RING_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+static _Atomic int g_lines_fd = -1; /* the lines socket, open for the worker's life */
+static pthread_key_t g_thread_key;
+static _Atomic int g_thread_lines;
+static pthread_mutex_t g_lines_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local int tls_no_thread_line;
+static _Thread_local int tls_called_host; /* this thread called the host before */
+
+static void thread_line_end(void* arg) {
+    line_free(arg); /* the ring closed: the host's thread serving it ends */
+    atomic_fetch_sub(&g_thread_lines, 1);
+}
+
+/* Let the plugin's threads open thread lines, passed over `fd` (the lines socket, which
+ * the worker keeps open as long as it runs). 0, or an errno. */
+int cw_thread_lines(int fd) {
+    if (atomic_load(&g_lines_fd) >= 0) return 0;
+    int err = pthread_key_create(&g_thread_key, thread_line_end);
+    if (err) return err;
+    atomic_store(&g_lines_fd, fd);
+    return 0;
+}
+
+/* Pass the host its ends of a new line (socket `theirs`, ring memfd `ring_fd`), then
+ * announce it: 0, or -1. */
+static int pass_thread_line(int theirs, int ring_fd) {
+    char tag = 'T';
+    struct iovec iov = {&tag, 1};
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(2 * sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                         .msg_controllen = sizeof control.space};
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    int fds[2] = {theirs, ring_fd};
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    /* Under one lock, so that the announcements come in the order of the fds. */
+    pthread_mutex_lock(&g_lines_lock);
+    ssize_t sent;
+    do {
+        sent = sendmsg(atomic_load(&g_lines_fd), &msg, MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    int rc = sent == 1 ? control_send(K_THREAD_LINE, 0, NULL, 0) : -1;
+    pthread_mutex_unlock(&g_lines_lock);
+    return rc;
+}
+
+/* This thread's line, opened on its second host call; NULL: it has none (the control
+ * socket carries its host calls). */
+static line_t* thread_line(void) {
+    if (tls_no_thread_line || atomic_load(&g_lines_fd) < 0) return NULL;
+    line_t* line = pthread_getspecific(g_thread_key);
+    if (line) return line;
+    if (!tls_called_host) {
+        tls_called_host = 1;
+        return NULL;
+    }
+    if (atomic_fetch_add(&g_thread_lines, 1) >= THREAD_LINES_MAX) {
+        atomic_fetch_sub(&g_thread_lines, 1);
+        return NULL; /* tried again on the next call: a thread may have ended by then */
+    }
+    tls_no_thread_line = 1; /* until the line is made: a failure is not retried */
+    int pair[2] = {-1, -1};
+    int ring_fd = memfd_create("cliproxy-thread-line", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    void* ring = MAP_FAILED;
+    if (ring_fd >= 0 && ftruncate(ring_fd, sizeof(ring_t)) == 0 &&
+        fcntl(ring_fd, F_ADD_SEALS, RING_SEALS) == 0) {
+        ring = mmap(NULL, sizeof(ring_t), PROT_READ | PROT_WRITE, MAP_SHARED, ring_fd, 0);
+    }
+    line = ring == MAP_FAILED ? NULL : malloc(sizeof *line);
+    if (line && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0 &&
+        pass_thread_line(pair[1], ring_fd) == 0) {
+        close(pair[1]);
+        close(ring_fd);
+        line->fd = pair[0];
+        line->ring = ring;
+        line->cpu = HOST_POLLS;
+        line->start = line->end = 0;
+        if (pthread_setspecific(g_thread_key, line) == 0) {
+            tls_no_thread_line = 0;
+            return line;
+        }
+        thread_line_end(line);
+        return NULL;
+    }
+    if (pair[0] >= 0) close(pair[0]);
+    if (pair[1] >= 0) close(pair[1]);
+    if (ring_fd >= 0) close(ring_fd);
+    if (ring != MAP_FAILED) munmap(ring, sizeof(ring_t));
+    free(line);
+    atomic_fetch_sub(&g_thread_lines, 1);
+    return NULL;
+}
+
+/* A host call on `line` (this thread's call line, or its thread line): 0 answered, 1 the
+ * thread line was closed before the host took the call (it may go on the control socket). */
+static int line_host_call(line_t* line, int own, const char* method, const uint8_t* request,
+                          size_t request_len, cw_buffer* response) {
+    uint64_t id = atomic_fetch_add(&g_host_ids, 1);
+    size_t mlen = strlen(method);
+    uint8_t head[2] = {(uint8_t)(mlen >> 8), (uint8_t)mlen};
+    struct iovec parts[3] = {{head, 2}, {(void*)method, mlen}, {(void*)request, request_len}};
+    int count = request_len ? 3 : 2;
+    /* A host that sleeps on this CPU answers only once this thread sleeps: no poll then.
+     * On a thread line the host's thread polls while a CPU is spare, and so does this. */
+    double poll_s = own ? (spare_cpu() ? g_spin_s : 0) : (line->cpu == HOST_POLLS ? g_spin_s : 0);
+    int kind = 0, r = 0;
+    uint64_t answered = 0;
+    uint8_t* payload = NULL;
+    size_t size = 0;
+    if (line_send(line, K_HOST_CALL, id, parts, count) == 0) {
+        /* A thread line also watches its socket: a host that could not map the ring only
+         * hangs up. */
+        r = line_read(line, poll_s, -1, own ? line->fd : -1, &kind, &answered, &payload, &size);
+    } else if (!own) {
+        die("a call line broke", errno);
+    }
+    if (r == 1 && kind == K_HOST_RESULT && answered == id) {
+        /* malloc'd and NUL-terminated, as the trampoline's strndup answers: free_buffer frees */
+        response->ptr = payload;
+        response->len = size;
+        return 0;
+    }
+    if (own && r <= 0) {
+        ring_dir_t* out = &line->ring->to_host;
+        if (out->seen != (atomic_load(&out->seq) & RING_COUNT)) return 1; /* never taken */
+    }
+    /* The host gave up on the call (it closes a line only then), or broke the protocol:
+     * either way nobody waits for this call's answer any more. */
+    fprintf(stderr, "worker for plugin %s: no answer to %s on its %s line (%s)\n", g_plugin_id,
+            method, own ? "thread" : "call", r <= 0 ? "closed" : "another frame");
+    fflush(stderr);
+    _exit(1);
+}
+
 /* The plugin's host->call. On a thread serving a line, the call travels on that line,
- * whose host end is the caller waiting for the call's answer; anywhere else (and for
- * whatever NativePlugin's trampoline refuses), the Python trampoline answers. */
+ * whose host end is the caller waiting for the call's answer; on another thread, on that
+ * thread's own line (see thread_line) or the control socket; and for whatever
+ * NativePlugin's trampoline refuses, the Python trampoline answers. */
 int cw_host_call(void* ctx, const char* method, const uint8_t* request, size_t request_len,
                  cw_buffer* response) {
     line_t* line = tls_line;
     if (!response || !ctx || ctx != g_ctx || !method || (!request && request_len) ||
-        (!line && g_ctl_fd < 0)) {
+        (!line && g_ctl_fd < 0) || strlen(method) > 0xffff) {
         return g_fallback(ctx, method, request, request_len, response);
     }
-    if (!line) {
-        int rc = cw_control_call(method, request, request_len, response);
-        return rc == 0 ? 0 : g_fallback(ctx, method, request, request_len, response);
+    if (line) return line_host_call(line, 0, method, request, request_len, response);
+    line_t* own = thread_line();
+    if (own) {
+        if (line_host_call(own, 1, method, request, request_len, response) == 0) return 0;
+        /* Refused (or the host could not take it): this thread goes on the control socket. */
+        pthread_setspecific(g_thread_key, NULL);
+        thread_line_end(own);
+        tls_no_thread_line = 1;
     }
-    uint64_t id = atomic_fetch_add(&g_host_ids, 1);
-    size_t mlen = strlen(method);
-    if (mlen > 0xffff) return g_fallback(ctx, method, request, request_len, response);
-    uint8_t head[2] = {(uint8_t)(mlen >> 8), (uint8_t)mlen};
-    struct iovec parts[3] = {{head, 2}, {(void*)method, mlen}, {(void*)request, request_len}};
-    line_send_or_die(line, K_HOST_CALL, id, parts, request_len ? 3 : 2);
-    int kind;
-    uint64_t answered;
-    uint8_t* payload;
-    size_t size;
-    /* A host that sleeps on this CPU answers only once this thread sleeps: no poll then. */
-    double poll_s = line->cpu == HOST_POLLS ? g_spin_s : 0;
-    int r = line_read(line, poll_s, -1, &kind, &answered, &payload, &size);
-    if (r <= 0 || kind != K_HOST_RESULT || answered != id) {
-        /* The host gave up on the call (it closes a line only then), or broke the
-         * protocol: either way nobody waits for this call's answer any more. */
-        fprintf(stderr, "worker for plugin %s: no answer to %s on its call line (%s)\n",
-                g_plugin_id, method, r <= 0 ? "closed" : "another frame");
-        fflush(stderr);
-        _exit(1);
-    }
-    /* malloc'd and NUL-terminated, as the trampoline's strndup answers: free_buffer frees */
-    response->ptr = payload;
-    response->len = size;
-    return 0;
+    int rc = cw_control_call(method, request, request_len, response);
+    return rc == 0 ? 0 : g_fallback(ctx, method, request, request_len, response);
 }
 
 void cw_host_free(void* ptr, size_t len) {
@@ -883,7 +1022,7 @@ static void refuse_line(line_t* line, int err) {
     uint64_t id;
     uint8_t* payload;
     size_t size;
-    if (line_read(line, 0, REFUSE_WAIT_S, &kind, &id, &payload, &size) == 1) {
+    if (line_read(line, 0, REFUSE_WAIT_S, -1, &kind, &id, &payload, &size) == 1) {
         size_t mlen = size >= 2 ? ((size_t)payload[0] << 8) | payload[1] : 0;
         char method[256];
         snprintf(method, sizeof method, "%.*s", (int)(mlen + 2 <= size ? mlen : 0),
@@ -1081,6 +1220,38 @@ int cw_exchange(void* ring, int fd, int kind, uint64_t id, const char* head, siz
     return code;
 }
 
+/* Post a frame to the worker: into the ring when it fits, else announced there and sent on
+ * the socket. CX_OK, or a CX_SEND_* code with errno in *err. */
+static int post_frame(ring_t* ring, int fd, int kind, uint64_t id, const struct iovec* parts,
+                      int count, size_t size, int* err) {
+    if (HEADER_SIZE + size <= RING_CAP) {
+        ring_fill(ring->buf_to_worker, kind, id, parts, count, size);
+        ring_post(&ring->to_worker, (uint32_t)(HEADER_SIZE + size));
+        return CX_OK;
+    }
+    ring_post(&ring->to_worker, RING_ON_SOCKET);
+    if (send_frame(fd, kind, id, parts, count) != 0) {
+        *err = errno;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? CX_SEND_TIMEOUT : CX_SEND_FAILED;
+    }
+    return CX_OK;
+}
+
+/* The worker's frame just published in the ring, copied into buf (or its start, when it
+ * travels on the socket). A CX_* code. */
+static int take_frame(ring_t* ring, int fd, char* buf, size_t cap, long* got, int* err) {
+    uint32_t len = ring->to_host.len;
+    if (len == RING_ON_SOCKET) return recv_frame_start(fd, buf, cap, got, err);
+    const uint8_t* h = ring->buf_to_host;
+    uint32_t n = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3];
+    if (len < HEADER_SIZE || len > RING_CAP || len > cap || (size_t)n + HEADER_SIZE != len) {
+        return CX_PROTOCOL;
+    }
+    memcpy(buf, h, len);
+    *got = (long)len;
+    return CX_OK;
+}
+
 static int exchange(ring_t* ring, int fd, int kind, uint64_t id, const char* head,
                     size_t head_len, const char* body, size_t body_len, double spin_s,
                     double timeout_s, char* buf, size_t cap, long* got, int* err, double* took) {
@@ -1102,16 +1273,10 @@ static int exchange(ring_t* ring, int fd, int kind, uint64_t id, const char* hea
     if (atomic_load(&ring->to_worker.seq) & RING_CLOSED) return CX_EOF;
     host_stay_t stay = {.held = -1};
     ring->to_worker.cpu = spin_s > 0 ? HOST_POLLS : host_stay(&stay);
-    if (HEADER_SIZE + size <= RING_CAP) {
-        ring_fill(ring->buf_to_worker, kind, id, parts, count, size);
-        ring_post(&ring->to_worker, (uint32_t)(HEADER_SIZE + size));
-    } else {
-        ring_post(&ring->to_worker, RING_ON_SOCKET);
-        if (send_frame(fd, kind, id, parts, count) != 0) {
-            host_go(&stay);
-            *err = errno;
-            return errno == EAGAIN || errno == EWOULDBLOCK ? CX_SEND_TIMEOUT : CX_SEND_FAILED;
-        }
+    int posted = post_frame(ring, fd, kind, id, parts, count, size, err);
+    if (posted != CX_OK) {
+        host_go(&stay);
+        return posted;
     }
     int waited = ring_wait(&ring->to_host, spin_s, timeout_s, fd);
     host_go(&stay);
@@ -1119,22 +1284,35 @@ static int exchange(ring_t* ring, int fd, int kind, uint64_t id, const char* hea
     if (waited != 1) {
         /* Closed, or the socket hung up: whether the worker ever took the frame decides
          * whether the call may go to another worker. */
-        uint32_t posted = atomic_load(&ring->to_worker.seq) & RING_COUNT;
-        if (ring->to_worker.seen != posted) {
+        uint32_t posted_count = atomic_load(&ring->to_worker.seq) & RING_COUNT;
+        if (ring->to_worker.seen != posted_count) {
             *err = EPIPE;
             return CX_SEND_FAILED;
         }
         return waited == 0 ? CX_EOF : recv_frame_start(fd, buf, cap, got, err);
     }
     *took = ring->to_host.took_us / 1e6;
-    uint32_t len = ring->to_host.len;
-    if (len == RING_ON_SOCKET) return recv_frame_start(fd, buf, cap, got, err);
-    const uint8_t* h = ring->buf_to_host;
-    uint32_t n = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3];
-    if (len < HEADER_SIZE || len > RING_CAP || len > cap || (size_t)n + HEADER_SIZE != len) {
-        return CX_PROTOCOL;
+    return take_frame(ring, fd, buf, cap, got, err);
+}
+
+/* The host's end of a thread line (see cw_thread_lines): answer the plugin thread's last
+ * host call (a frame of kind/id whose payload is head; kind < 0 for none, at the start),
+ * then wait for its next HOST_CALL, polling for up to spin_s, then asleep for as long as
+ * it takes: the worker closes the ring when the thread ends, and the host when the
+ * worker dies. Not counted among the callers waiting for a worker's CPUs, and never
+ * held on a CPU: the plugin's thread runs wherever the plugin put it. A CX_* code. */
+int cw_thread_line_serve(void* ring_ptr, int fd, int kind, uint64_t id, const char* head,
+                         size_t head_len, double spin_s, char* buf, size_t cap, long* got,
+                         int* err) {
+    ring_t* ring = ring_ptr;
+    *got = 0;
+    *err = 0;
+    if (kind >= 0) {
+        if (atomic_load(&ring->to_worker.seq) & RING_CLOSED) return CX_EOF;
+        struct iovec part = {(void*)head, head_len};
+        int posted = post_frame(ring, fd, kind, id, &part, head_len ? 1 : 0, head_len, err);
+        if (posted != CX_OK) return posted;
     }
-    memcpy(buf, h, len);
-    *got = (long)len;
-    return CX_OK;
+    if (ring_wait(&ring->to_host, spin_s, -1, -1) != 1) return CX_EOF;
+    return take_frame(ring, fd, buf, cap, got, err);
 }

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Final, Protocol, TypeVar, cast
 import orjson
 
 from ...errors import PluginCrashed, PluginError, PluginLoadError, PluginUnloading
+from ...sdk.cpu import spare_cpu
 from .host_core import HostCore, host_core
 from .limits import IsolationLimits
 from .spawn import Spawned, forward_output, spawn
@@ -43,6 +45,12 @@ EXIT_GRACE: Final = 2.0
 # What a frame from the worker may carry beyond a response: error JSON, a method name.
 _FRAME_SLACK: Final = 64 * 1024
 PING: Final = "(ping)"  # the method name a ping is registered under
+# How long the control reader waits for a thread line's socket and ring, which the worker
+# passes on the lines socket before it announces the line on the control socket.
+THREAD_LINE_WAIT_S: Final = 1.0
+# The most thread lines a worker may have open (the core opens no more: THREAD_LINES_MAX).
+THREAD_LINES_MAX: Final = 16
+_CMSG_CLOEXEC: Final[int] = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
 class Pending:
@@ -84,6 +92,11 @@ class Owner(Protocol):
     def host_call(self) -> Callable[[WorkerProcess, int, str, bytes], None]:
         """Answers a host call the plugin made from a thread of its own (not on the
         reader's thread, which must go on reading)."""
+        ...
+
+    @property
+    def answer_host(self) -> Callable[[str, bytes], bytes]:
+        """The answer envelope to a host call, on the calling thread (a thread line's)."""
         ...
 
     def worker_died(self, worker: WorkerProcess, failure: str | None, signame: str | None) -> None:
@@ -171,6 +184,8 @@ class WorkerProcess(RequestTable):
         self.max_response = limits.max_response_bytes
         self.max_frame = limits.max_response_bytes + _FRAME_SLACK
         self.idle_lines: list[CallLine] = []  # a stack: the line used last is used next
+        # The plugin's threads' own lines for their host calls, each served by a thread.
+        self.thread_lines: set[CallLine] = set()
         # Lines exchange in C where the worker's native core is in use (and so is built),
         # over rings once the worker says (READY) that the core serves its lines.
         self.core = host_core() if limits.native_core else None
@@ -183,6 +198,12 @@ class WorkerProcess(RequestTable):
             # OSError (it died while it waited): the caller discards it and spawns anew.
             parent_sock.sendall(GO)
         self.pid = self.proc.pid
+        self.spin_s = limits.spin_us / 1e6
+        # Read only for thread lines, which were passed before they were announced: a
+        # worker that announces one without passing it is not waited for long.
+        self.lines_sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(THREAD_LINE_WAIT_S)
+        )
         self.channel = Channel(parent_sock, self.max_frame)
         name = f"cliproxy-isolated-{plugin_id}-{self.pid}"
         self.reader = threading.Thread(target=self._read, name=name, daemon=True)
@@ -392,8 +413,103 @@ class WorkerProcess(RequestTable):
         elif kind is Kind.HOST_CALL:
             method, request = unpack_call(payload)
             self.owner.host_call(self, request_id, method, request)
+        elif kind is Kind.THREAD_LINE:
+            self._take_thread_line()
         else:
             raise ProtocolError(f"unexpected {kind.name} frame from the worker")
+
+    def _take_thread_line(self) -> None:
+        """Serve the thread line the worker just announced, on a thread of its own; one
+        over THREAD_LINES_MAX is refused (closed: the plugin's thread then calls on the
+        control socket). ProtocolError when the worker did not pass a sealed ring with it."""
+        try:
+            message, fds, flags, _ = socket.recv_fds(self.lines_sock, 1, 2, _CMSG_CLOEXEC)
+        except OSError as exc:
+            raise ProtocolError(f"a thread line was announced but not passed ({exc})") from None
+        if not message:
+            return  # the worker is gone: its reader sees the EOF next
+        if not _CMSG_CLOEXEC:
+            for fd in fds:
+                os.set_inheritable(fd, False)
+        sock = ring = None
+        try:
+            if len(fds) != 2 or flags & socket.MSG_CTRUNC or self.core is None:
+                # Out of file descriptors here, or a worker that broke the protocol; either
+                # way the plugin's thread sees the line hang up and uses the control socket.
+                log.warning(
+                    "plugin %s: a thread line of its worker could not be taken (%d of 2 "
+                    "descriptors%s); that thread's host calls take the slower way",
+                    self.plugin_id,
+                    len(fds),
+                    "" if self.core is not None else ", no native core here",
+                )
+                return
+            try:
+                ring = self.core.map_ring(fds[1])
+            except ValueError as exc:
+                raise ProtocolError(str(exc)) from None
+            except OSError as exc:
+                log.warning("plugin %s: cannot map a thread line's ring: %s", self.plugin_id, exc)
+                return
+            try:
+                sock = socket.socket(fileno=fds[0])
+                fds[0] = -1
+                line = CallLine(sock, self.max_frame, None, self.core, ring)
+            except OSError as exc:  # not a stream socket
+                raise ProtocolError(f"a thread line without a socket of its own ({exc})") from None
+            ring = sock = None  # the line's from now on
+            with self.lock:
+                refused = self.dead or len(self.thread_lines) >= THREAD_LINES_MAX
+                if not refused:
+                    self.thread_lines.add(line)
+            if refused:
+                line.close()
+                return
+            thread = threading.Thread(
+                target=self._serve_thread_line,
+                args=(line,),
+                name=f"cliproxy-isolated-{self.plugin_id}-{self.pid}-thread-line",
+                daemon=True,
+            )
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had: the plugin's thread uses the socket
+                with self.lock:
+                    self.thread_lines.discard(line)
+                line.close()
+        finally:
+            if ring is not None:
+                cast(HostCore, self.core).ring_abort(ring)
+                cast(HostCore, self.core).ring_unmap(ring)
+            if sock is not None:
+                sock.close()
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
+
+    def _serve_thread_line(self, line: CallLine) -> None:
+        """Answer the host calls of one plugin thread on its line, until it closes."""
+        answer_host = self.owner.answer_host
+        try:
+            frame = line.serve(None, b"", self._serve_spin())
+            while frame is not None:
+                kind, request_id, payload = frame
+                if kind is not Kind.HOST_CALL:
+                    raise ProtocolError(f"unexpected {kind.name} frame on a thread line")
+                method, request = unpack_call(payload)
+                frame = line.serve(request_id, answer_host(method, request), self._serve_spin())
+        except ProtocolError as exc:
+            self.owner.replace(self, frame_fault(exc, self.max_response))
+        except OSError:
+            pass  # the worker died mid-write; its reader buries it
+        finally:
+            with self.lock:
+                self.thread_lines.discard(line)
+            line.close()
+
+    def _serve_spin(self) -> float:
+        # A thread that calls the host again at once is caught polling, while a CPU is spare.
+        return self.spin_s if self.spin_s and spare_cpu() else 0.0
 
     def _bury(self) -> tuple[str | None, str | None]:
         """Reap the process and fail what waited on it: why it died, if that counts, and
@@ -409,6 +525,10 @@ class WorkerProcess(RequestTable):
             returncode = self.proc.wait()
         self.channel.close()
         self._close_lines()
+        with self.lock:
+            thread_lines = list(self.thread_lines)
+        for line in thread_lines:  # a dead worker closes no ring: wake their threads
+            line.abort()
         for item in pending:
             if item.line is not None:  # its caller waits on the line: EOF wakes it
                 item.line.abort()
@@ -434,6 +554,11 @@ class WorkerProcess(RequestTable):
         if reason:
             message = f"plugin {self.plugin_id} lost its worker in {method}: {reason}"
         return PluginCrashed(message, plugin_id=self.plugin_id, method=method)
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
 
 
 def _serves_rings(ready: bytes) -> bool:

@@ -101,12 +101,14 @@ class Supervisor(Generic[W]):
         replay: Callable[[W, str, bytes, float | None], object],
         host_call: Callable[[W, int, str, bytes], None],
         *,
+        answer_host: Callable[[str, bytes], bytes],
         spawn: Callable[[Supervisor[W], itertools.count[int]], W] | None = None,
         starter: Callable[[Supervisor[W]], Starter[W]] | None = None,
     ) -> None:
         """`replay` sends a config to a new worker as plugin.register, bounded by the
         timeout (raising WorkerGone or PluginError like a call); `host_call` answers a host
-        call a plugin made from a thread of its own (see process.Owner.host_call); `spawn`
+        call a plugin made from a thread of its own (see process.Owner.host_call), and
+        `answer_host` one on a thread line, on the calling thread; `spawn`
         starts a worker from scratch (it may raise OSError), or `starter` makes what
         starts them (starter.py)."""
         self.plugin_id = plugin_id
@@ -114,6 +116,7 @@ class Supervisor(Generic[W]):
         self.limits = limits
         self._replay = replay
         self.host_call = host_call  # what WorkerProcess calls for a plugin thread's host call
+        self.answer_host = answer_host  # ... and on a thread line's thread
         self._ids = itertools.count(HANDSHAKE_ID + 1)
         # Taken bare on the path of every call (begin, leave): `with` on a Condition is a
         # Python-level __enter__ over the same lock, ~0.1 us more each time.

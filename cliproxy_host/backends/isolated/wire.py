@@ -76,6 +76,9 @@ class Kind(enum.IntEnum):
     PING = 7  # host -> worker: answered on the worker's reader thread, never queued
     PONG = 8  # worker -> host
     SHUTDOWN = 9  # host -> worker: close the plugin and exit; payload: drain seconds
+    # worker -> host: a plugin thread's line for its host calls, whose socket and ring (a
+    # sealed memfd) were passed on the lines socket just before; no payload
+    THREAD_LINE = 10
 
 
 class ProtocolError(Exception):
@@ -408,6 +411,36 @@ class CallLine:
         )
         if code == host_core.OK:
             return self._frame(got[0])
+        return self._failed(code)
+
+    def serve(
+        self, request_id: int | None, answer: bytes, spin_s: float
+    ) -> tuple[Kind, int, bytes] | None:
+        """The host's end of a thread line (the worker opens one for a plugin thread's host
+        calls): answer the call `request_id` (None: none yet), then wait as long as it
+        takes for the thread's next frame; None once the line is closed (the thread
+        ended, or the worker died and the host aborted the line). OSError, ProtocolError.
+        Only on a line with a ring."""
+        core = cast(HostCore, self._core)
+        code = core.thread_line_serve(
+            self._ring,
+            self._fd,
+            -1 if request_id is None else Kind.HOST_RESULT,
+            0 if request_id is None else request_id,
+            answer,
+            len(answer),
+            spin_s,
+            self._cbuf,
+            LINE_BUFFER,
+            self._got,
+            self._err,
+        )
+        if code == host_core.OK:
+            return self._frame(self._got[0])
+        return self._failed(code)
+
+    def _failed(self, code: int) -> tuple[Kind, int, bytes] | None:
+        """What an exchange that did not answer OK means: None at EOF, else raised."""
         if code in (host_core.SEND_TIMEOUT, host_core.RECV_TIMEOUT):
             raise TimeoutError
         if code == host_core.EOF:

@@ -266,7 +266,7 @@ class _Server:
                 "worker for plugin %s: could not pin %s: %s", self.plugin_id, self.path, exc
             )
         if self.core is not None:
-            self.core.attach(plugin, self.max_response, self.spin_us)
+            self.core.attach(plugin, self.max_response, self.spin_us, self.lines_sock.fileno())
         self.plugin = plugin
         self._loaded.set()
         # "rings": the core serves the lines, and takes a ring (shared memory) with each.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
+from functools import partial
 
 from ...abi import HostHandler
 from ...errors import PluginLoadError
@@ -56,6 +57,7 @@ class ProgramPlugin:
             limits or IsolationLimits(),
             self._replay,
             self._host_call,
+            answer_host=partial(self._answer_host, plugin_id),
             spawn=self._spawn,
         )
         try:
