@@ -6,6 +6,8 @@ closes the stream with host.stream.close.
 
   host   the plugin loaded by PluginHost; PluginHost.call_stream reads the chunks: the
          real path (JSON and base64 decoded, 16-chunk back-pressure, scope, table)
+  isolated  the same, the plugin in a worker process (isolation: process): the
+         plugin's thread emits on a thread line of its own from its second host call
   raw    a private copy of the same plugin loaded by baselines/raw.py, whose host
          callback is a bare cffi callback that puts the request bytes on a
          queue.Queue(16) (the same bound) and answers a constant envelope; the consumer
@@ -27,6 +29,7 @@ from bench import build
 from bench.baselines.raw import RawPlugin, ffi, libc
 from bench.figures.common import Check, Context, FigureResult, loaded_host, table
 from bench.harness import Candidate, compare, fmt_stats
+from cliproxy_host.host import PluginHost
 
 TITLE = "Async streams: host.stream.emit chunks/s (1 KiB) and time to first chunk"
 
@@ -62,20 +65,26 @@ def run(ctx: Context) -> FigureResult:
     library = build.stream_plugin()
     with ExitStack() as stack:
         host = stack.enter_context(loaded_host(ctx, "fig7-host", {PID: library}))
+        iso = stack.enter_context(
+            loaded_host(ctx, "fig7-isolated", {PID: library}, isolation="process")
+        )
         raw = RawPlugin(build.copy_library(library, ctx.workdir / "libs" / "fig7-raw.so"))
         stack.callback(raw.close)
         # The plugin reads host->call on every call, so the swap takes effect at once.
         raw.host_api.call = _QUEUE_HOST_CALL
         buffer = raw.new_buffer()
 
-        def host_emit(n: int) -> int:
-            start = time.perf_counter_ns()
-            request = {"count": n, "size": CHUNK}
-            got = sum(1 for _ in host.call_stream(PID, "executor.execute_stream", request))
-            elapsed = time.perf_counter_ns() - start
-            if got != n:
-                raise RuntimeError(f"host stream delivered {got} of {n} chunks")
-            return elapsed
+        def emit(on: PluginHost) -> Candidate:
+            def run(n: int) -> int:
+                start = time.perf_counter_ns()
+                request = {"count": n, "size": CHUNK}
+                got = sum(1 for _ in on.call_stream(PID, "executor.execute_stream", request))
+                elapsed = time.perf_counter_ns() - start
+                if got != n:
+                    raise RuntimeError(f"host stream delivered {got} of {n} chunks")
+                return elapsed
+
+            return run
 
         def raw_emit(n: int) -> int:
             start = time.perf_counter_ns()
@@ -113,8 +122,9 @@ def run(ctx: Context) -> FigureResult:
             return time.perf_counter_ns() - start
 
         candidates: dict[str, Candidate] = {
-            "host emit": host_emit,
+            "host emit": emit(host),
             "raw queue": raw_emit,
+            "isolated emit": emit(iso),
             "first chunk (call_stream)": first_chunk_sync,
             "host.call": plain_call,
             "first chunk (async)": first_chunk_async,
@@ -147,6 +157,13 @@ def run(ctx: Context) -> FigureResult:
             "(informational)",
             m.ratio("first chunk (async)", "host.call"),
             absolute=f"async {fmt_stats(m['first chunk (async)'])}",
+        ),
+        Check.ratio(
+            "7d",
+            "host.stream.emit from an isolated plugin's thread / in-process, per chunk "
+            "(informational)",
+            m.ratio("isolated emit", "host emit"),
+            absolute=f"isolated {fmt_stats(m['isolated emit'])}/chunk",
         ),
     ]
     rows = [
