@@ -1224,6 +1224,37 @@ def test_plugin_threads_beyond_the_thread_line_limit_call_on_the_control_socket(
     assert result(plugin, "echo", {"after": True}) == {"after": True}
 
 
+def test_a_thread_line_the_host_refuses_leaves_its_thread_on_the_control_socket(
+    testplugin: Path,
+    load: Load,
+    worker_core: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if worker_core != "native-core":
+        pytest.skip("thread lines are the native core's")
+    # The host takes fewer lines than the worker opens: the others are closed unread, and
+    # their threads' host calls (the one on the refused line included) go on the socket.
+    monkeypatch.setattr(process_module, "_THREAD_LINES_TAKEN", 2)
+    lock = threading.Lock()
+    seen: dict[str, int] = {"line": 0, "other": 0}
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        with lock:
+            seen["line" if threading.current_thread().name.endswith(THREAD_LINE) else "other"] += 1
+        return env.ok({})
+
+    plugin = load(testplugin, handler)
+    pid = worker_pid(plugin)
+    assert result(plugin, "threads_calling_host", {"threads": 4}) == {"started": 4}
+    # four threads calling about every millisecond: two on lines, two on the socket
+    assert wait_until(lambda: seen["line"] > 200 and seen["other"] > 200)
+    assert len(_thread_line_threads()) == 2
+    assert worker_pid(plugin) == pid
+    assert wait_until(lambda: not _thread_line_threads(), timeout=10.0)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_thread_lines_end_when_the_worker_dies_under_them(
     testplugin: Path, load: Load, worker_core: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -48,8 +48,11 @@ PING: Final = "(ping)"  # the method name a ping is registered under
 # How long the control reader waits for a thread line's socket and ring, which the worker
 # passes on the lines socket before it announces the line on the control socket.
 THREAD_LINE_WAIT_S: Final = 1.0
-# The most thread lines a worker may have open (the core opens no more: THREAD_LINES_MAX).
+# The most thread lines a worker opens (THREAD_LINES_MAX in linecore.c). The host takes
+# twice as many: a line the worker closed as its thread ended is counted here until the
+# host's thread serving it has seen so, and a new thread's line must not be refused then.
 THREAD_LINES_MAX: Final = 16
+_THREAD_LINES_TAKEN: Final = 2 * THREAD_LINES_MAX
 _CMSG_CLOEXEC: Final[int] = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
@@ -420,7 +423,7 @@ class WorkerProcess(RequestTable):
 
     def _take_thread_line(self) -> None:
         """Serve the thread line the worker just announced, on a thread of its own; one
-        over THREAD_LINES_MAX is refused (closed: the plugin's thread then calls on the
+        over _THREAD_LINES_TAKEN is refused (closed: the plugin's thread then calls on the
         control socket). ProtocolError when the worker did not pass a sealed ring with it."""
         try:
             message, fds, flags, _ = socket.recv_fds(self.lines_sock, 1, 2, _CMSG_CLOEXEC)
@@ -459,7 +462,7 @@ class WorkerProcess(RequestTable):
                 raise ProtocolError(f"a thread line without a socket of its own ({exc})") from None
             ring = sock = None  # the line's from now on
             with self.lock:
-                refused = self.dead or len(self.thread_lines) >= THREAD_LINES_MAX
+                refused = self.dead or len(self.thread_lines) >= _THREAD_LINES_TAKEN
                 if not refused:
                     self.thread_lines.add(line)
             if refused:
