@@ -27,7 +27,8 @@
  *   TP_LEAK_FD              init opens /dev/null and never closes it
  *
  * Methods: see tp_call at the bottom. The misbehaving ones (segfault, abort,
- * exit, hang, alloc, threads_calling_host, fork_then_segfault, fd_limit) exist for
+ * exit, hang, alloc, threads_calling_host, fork_then_segfault, fd_limit, host_fork,
+ * host_thread_fork) exist for
  * the isolated-mode tests:
  * loaded in-process they take the test run down with them.
  *
@@ -45,7 +46,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -298,21 +302,106 @@ typedef struct {
     const char*              request;
     size_t                   request_len;
     unsigned long long       times;
+    int                      fork;   /* make the last host call from a forked child */
     int                      rc;
     cliproxy_buffer          answer;
+    char*                    child_answer; /* the child's answer (malloc'd), fork only */
+    size_t                   child_len;
 } tp_host_job;
 
 static void tp_host_release(const cliproxy_host_api* host, cliproxy_buffer* answer);
 
-/* The host call `times` times in a row (at least once) from this thread; the last answer. */
+static int tp_write_all(int fd, const void* data, size_t len) {
+    const char* at = data;
+    while (len) {
+        ssize_t n = write(fd, at, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        at += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+#define TP_CHILD_ANSWER_MAX (1u << 20)
+#define TP_CHILD_WAIT_MS 10000
+
+/* fork(), and the host call from the child (fork without exec): the child passes its rc
+ * and answer back over a pipe. A child that does not answer within TP_CHILD_WAIT_MS is
+ * killed and the job's rc is -4 (-1: no pipe, -2: no fork, -3: the pipe was cut short). */
+static void tp_host_from_child(tp_host_job* job) {
+    int fds[2];
+    if (pipe(fds) != 0) {
+        job->rc = -1;
+        return;
+    }
+    pid_t child = fork();
+    if (child == 0) {
+        close(fds[0]);
+        cliproxy_buffer answer = {0};
+        int rc = job->host->call(job->host->host_ctx, job->method,
+                                 (const uint8_t*)job->request, job->request_len, &answer);
+        uint32_t len = rc == 0 && answer.ptr ? (uint32_t)answer.len : 0;
+        if (tp_write_all(fds[1], &rc, sizeof rc) == 0 && tp_write_all(fds[1], &len, sizeof len) == 0)
+            tp_write_all(fds[1], answer.ptr, len);
+        _exit(0);
+    }
+    close(fds[1]);
+    if (child < 0) {
+        close(fds[0]);
+        job->rc = -2;
+        return;
+    }
+    char* got = malloc(8 + TP_CHILD_ANSWER_MAX);
+    size_t have = 0;
+    int rc = got ? -3 : -1;
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (got && have < 8 + TP_CHILD_ANSWER_MAX) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        struct pollfd p = {fds[0], POLLIN, 0};
+        int ready = poll(&p, 1, waited >= TP_CHILD_WAIT_MS ? 0 : (int)(TP_CHILD_WAIT_MS - waited));
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) {
+            rc = -4;
+            break;
+        }
+        ssize_t n = read(fds[0], got + have, 8 + TP_CHILD_ANSWER_MAX - have);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        have += (size_t)n;
+    }
+    close(fds[0]);
+    if (rc == -4) kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    uint32_t len = 0;
+    if (rc != -4 && got && have >= 8) {
+        memcpy(&len, got + 4, sizeof len);
+        if (have == 8 + (size_t)len) {
+            memcpy(&rc, got, sizeof rc);
+            memmove(got, got + 8, len);
+        }
+    }
+    job->rc = rc;
+    job->child_answer = got;
+    job->child_len = rc == 0 ? len : 0;
+}
+
+/* The host call `times` times in a row (at least once) from this thread; the last answer.
+ * With fork, `times` calls in a row (none at 0), then one from a forked child. */
 static void tp_host_run(tp_host_job* job) {
     job->answer.ptr = NULL;
     job->answer.len = 0;
-    for (unsigned long long i = 0; i == 0 || i < job->times; i++) {
+    for (unsigned long long i = 0; job->fork ? i < job->times : i == 0 || i < job->times; i++) {
         tp_host_release(job->host, &job->answer);
         job->rc = job->host->call(job->host->host_ctx, job->method,
                                   (const uint8_t*)job->request, job->request_len, &job->answer);
         if (job->rc != 0) break;
+    }
+    if (job->fork && job->rc == 0) {
+        tp_host_release(job->host, &job->answer);
+        tp_host_from_child(job);
     }
 }
 
@@ -328,8 +417,11 @@ static void tp_host_release(const cliproxy_host_api* host, cliproxy_buffer* answ
 }
 
 /* `host` and `host_thread`: answers the host's bytes verbatim. {"times": N} makes the
- * host call N times in a row from the one thread, answering the last. */
-static int tp_host(const char* req, size_t len, int in_thread, cliproxy_buffer* response) {
+ * host call N times in a row from the one thread, answering the last. `host_fork` and
+ * `host_thread_fork` make N (default 0) host calls, then fork and answer what the host
+ * answered the child's one host call. */
+static int tp_host(const char* req, size_t len, int in_thread, int fork_child,
+                   cliproxy_buffer* response) {
     cpx_buf out = {0};
     tp_host_job job = {0};
     job.host = atomic_load(&g_host);
@@ -340,7 +432,8 @@ static int tp_host(const char* req, size_t len, int in_thread, cliproxy_buffer* 
         job.request_len = value.len;
     }
     job.method = method;
-    job.times = cpx_json_get_uint(req, len, "times", 1);
+    job.times = cpx_json_get_uint(req, len, "times", fork_child ? 0 : 1);
+    job.fork = fork_child;
     pthread_t thread;
 
     if (!job.host || !job.host->call) {
@@ -353,6 +446,19 @@ static int tp_host(const char* req, size_t len, int in_thread, cliproxy_buffer* 
         if (in_thread) pthread_join(thread, NULL);
         else tp_host_run(&job);
         free(method);
+        if (job.fork) {
+            int rc = job.rc;
+            if (rc == 0 && job.child_len) {
+                rc = tp_respond_bytes(job.child_answer, job.child_len, response, 0);
+            } else if (rc != 0) {
+                char msg[64];
+                snprintf(msg, sizeof msg, "host call from the child returned %d", rc);
+                cpx_error(&out, "host_rc", msg);
+                rc = tp_respond(&out, response, 0);
+            }
+            free(job.child_answer);
+            return rc;
+        }
         if (job.rc != 0) {
             tp_host_release(job.host, &job.answer);
             char msg[48];
@@ -644,9 +750,13 @@ static TP_MAYBE_UNUSED int tp_call(const char* method, const uint8_t* request,
             }
         }
     } else if (IS("host")) {
-        return tp_host(req, len, 0, response);
+        return tp_host(req, len, 0, 0, response);
     } else if (IS("host_thread")) {
-        return tp_host(req, len, 1, response);
+        return tp_host(req, len, 1, 0, response);
+    } else if (IS("host_fork")) {
+        return tp_host(req, len, 0, 1, response);
+    } else if (IS("host_thread_fork")) {
+        return tp_host(req, len, 1, 1, response);
     } else if (IS("host_bad_ctx")) {
         tp_host_bad_ctx(&out);
     } else if (IS("stats")) {
