@@ -1288,6 +1288,44 @@ def test_thread_lines_end_when_the_worker_dies_under_them(
     assert not [r for r in caplog.records if "thread line" in r.getMessage()]
 
 
+@pytest.mark.parametrize(
+    ("via", "before"),
+    [("host_fork", 0), ("host_thread_fork", 0), ("host_thread_fork", 3)],
+    ids=["call-line", "control-socket", "thread-line"],
+)
+def test_a_host_call_from_a_child_the_plugin_forked_fails_and_leaves_the_worker_whole(
+    testplugin: Path, load: Load, worker_core: str, via: str, before: int
+) -> None:
+    if worker_core != "native-core":
+        pytest.skip("the Python worker core cannot answer a forked child (see docs)")
+    # The child shares the worker's lines, its control socket and rings (fork without
+    # exec): its host call must not reach the host on them, where its frames would land
+    # among the parent's. It is answered an error at once, in the child, and the worker
+    # goes on as before: the same process, its host calls (the thread's line included)
+    # still answered.
+    seen: list[str] = []
+
+    def handler(plugin_id: str, method: str, request: bytes) -> bytes:
+        seen.append(method)
+        return answer_ok(plugin_id, method, request)
+
+    plugin = load(testplugin, handler)
+    pid = worker_pid(plugin)
+    with pytest.raises(errors.PluginError) as info:
+        result(plugin, via, {"method": "host.log", "request": {"n": 1}, "times": before})
+    assert info.value.code == "host_call_failed"
+    message = info.value.message
+    assert f"plugin {plugin.plugin_id}: host call host.log from a process" in message
+    assert "the plugin forked" in message
+    assert "exec a program in the child" in message
+    assert seen == ["host.log"] * before  # the child's call never reached the host
+    for call in ("host", "host_thread"):
+        answer = result(plugin, call, {"method": "host.log", "request": {}, "times": 3})
+        assert answer["method"] == "host.log"
+    assert worker_pid(plugin) == pid
+    assert plugin.health().restarts == 0
+
+
 def test_a_ring_passed_by_a_worker_must_be_sealed_at_its_size(worker_core: str) -> None:
     core = host_core()
     if worker_core != "native-core" or core is None:

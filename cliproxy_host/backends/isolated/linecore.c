@@ -968,12 +968,66 @@ static int line_host_call(line_t* line, int own, const char* method, const uint8
     _exit(1);
 }
 
+/* ---- a child the plugin forked ---------------------------------------------------------
+ *
+ * A plugin that forks without exec leaves its child the worker's call lines, thread lines,
+ * control socket and rings: a host call from the child would put its frames among the
+ * parent's, or wait for an answer that only the parent's threads can read. The child is
+ * answered an error at once, in C (the worker's Python may be held by a thread the child
+ * does not have). */
+
+static volatile int g_forked;
+
+static void mark_forked(void) { g_forked = 1; }
+
+/* `text` as the inside of a JSON string, at most `max` of its bytes (non-ASCII as '?'). */
+static size_t json_inside(char* out, const char* text, size_t max) {
+    size_t n = 0;
+    for (size_t i = 0; text[i] && i < max; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)sprintf(out + n, "\\u%04x", c);
+        } else {
+            out[n++] = c < 0x80 ? (char)c : '?';
+        }
+    }
+    out[n] = 0;
+    return n;
+}
+
+#define FORKED_NAME_MAX 128
+
+static int forked_host_call(const char* method, cw_buffer* response) {
+    char id[6 * FORKED_NAME_MAX + 1], name[6 * FORKED_NAME_MAX + 1];
+    json_inside(id, g_plugin_id, FORKED_NAME_MAX);
+    json_inside(name, method, FORKED_NAME_MAX);
+    const char* format =
+        "{\"ok\":false,\"error\":{\"code\":\"host_call_failed\",\"message\":\"plugin %s: "
+        "host call %s from a process the plugin forked: the host answers only the worker it "
+        "started, whose lines a forked child shares; call the host from the worker itself, "
+        "and exec a program in the child\"}}";
+    int len = snprintf(NULL, 0, format, id, name);
+    char* envelope = len > 0 ? malloc((size_t)len + 1) : NULL;
+    if (!envelope) return 1;
+    snprintf(envelope, (size_t)len + 1, format, id, name);
+    response->ptr = envelope;
+    response->len = (size_t)len;
+    return 0;
+}
+
 /* The plugin's host->call. On a thread serving a line, the call travels on that line,
  * whose host end is the caller waiting for the call's answer; on another thread, on that
  * thread's own line (see thread_line) or the control socket; and for whatever
  * NativePlugin's trampoline refuses, the Python trampoline answers. */
 int cw_host_call(void* ctx, const char* method, const uint8_t* request, size_t request_len,
                  cw_buffer* response) {
+    if (g_forked) {
+        if (!response || !ctx || ctx != g_ctx || !method) return 1;
+        return forked_host_call(method, response);
+    }
     line_t* line = tls_line;
     if (!response || !ctx || ctx != g_ctx || !method || (!request && request_len) ||
         (!line && g_ctl_fd < 0) || strlen(method) > 0xffff) {
@@ -1008,6 +1062,10 @@ int cw_setup(cw_call_fn call, cw_free_fn free_buffer, void* ctx, cw_host_fn fall
     g_spin_s = spin_us / 1e6;
     g_have_allowed = sched_getaffinity(0, sizeof g_allowed, &g_allowed) == 0;
     snprintf(g_plugin_id, sizeof g_plugin_id, "%s", plugin_id);
+    static int watching_forks;
+    g_forked = 0;
+    /* (only ENOMEM fails it: the worker would then not be starting either) */
+    if (!watching_forks && pthread_atfork(NULL, NULL, mark_forked) == 0) watching_forks = 1;
     return 0;
 }
 
