@@ -1304,9 +1304,11 @@ def test_a_host_call_from_a_child_the_plugin_forked_fails_and_leaves_the_worker_
     # goes on as before: the same process, its host calls (the thread's line included)
     # still answered.
     seen: list[str] = []
+    on_line: list[bool] = []
 
     def handler(plugin_id: str, method: str, request: bytes) -> bytes:
         seen.append(method)
+        on_line.append(threading.current_thread().name.endswith(THREAD_LINE))
         return answer_ok(plugin_id, method, request)
 
     plugin = load(testplugin, handler)
@@ -1319,6 +1321,16 @@ def test_a_host_call_from_a_child_the_plugin_forked_fails_and_leaves_the_worker_
     assert "the plugin forked" in message
     assert "exec a program in the child" in message
     assert seen == ["host.log"] * before  # the child's call never reached the host
+    if before:
+        # The child ended as a thread does, which closes a thread's line; the line it
+        # shared with its parent's thread stays the parent's: the calls after it still
+        # travel on it.
+        seen.clear()
+        on_line.clear()
+        again = {"method": "host.log", "request": {}, "times": before, "after": 2}
+        with pytest.raises(errors.PluginError):
+            result(plugin, via, again)
+        assert on_line == [False, True, True, True, True]
     for call in ("host", "host_thread"):
         answer = result(plugin, call, {"method": "host.log", "request": {}, "times": 3})
         assert answer["method"] == "host.log"

@@ -303,6 +303,7 @@ typedef struct {
     size_t                   request_len;
     unsigned long long       times;
     int                      fork;   /* make the last host call from a forked child */
+    unsigned long long       after;  /* fork: host calls from this thread after the child's */
     int                      rc;
     cliproxy_buffer          answer;
     char*                    child_answer; /* the child's answer (malloc'd), fork only */
@@ -344,7 +345,10 @@ static void tp_host_from_child(tp_host_job* job) {
         uint32_t len = rc == 0 && answer.ptr ? (uint32_t)answer.len : 0;
         if (tp_write_all(fds[1], &rc, sizeof rc) == 0 && tp_write_all(fds[1], &len, sizeof len) == 0)
             tp_write_all(fds[1], answer.ptr, len);
-        _exit(0);
+        close(fds[1]);
+        /* Ends as a thread does (its thread-specific data destroyed), the last one: the
+         * process exits 0. */
+        pthread_exit(NULL);
     }
     close(fds[1]);
     if (child < 0) {
@@ -402,6 +406,16 @@ static void tp_host_run(tp_host_job* job) {
     if (job->fork && job->rc == 0) {
         tp_host_release(job->host, &job->answer);
         tp_host_from_child(job);
+        for (unsigned long long i = 0; i < job->after; i++) {
+            cliproxy_buffer answer = {0};
+            int rc = job->host->call(job->host->host_ctx, job->method,
+                                     (const uint8_t*)job->request, job->request_len, &answer);
+            tp_host_release(job->host, &answer);
+            if (rc != 0) {
+                job->rc = rc;
+                break;
+            }
+        }
     }
 }
 
@@ -419,7 +433,8 @@ static void tp_host_release(const cliproxy_host_api* host, cliproxy_buffer* answ
 /* `host` and `host_thread`: answers the host's bytes verbatim. {"times": N} makes the
  * host call N times in a row from the one thread, answering the last. `host_fork` and
  * `host_thread_fork` make N (default 0) host calls, then fork and answer what the host
- * answered the child's one host call. */
+ * answered the child's one host call (the child then ends with pthread_exit); {"after": M}
+ * makes M more host calls from the forking thread once the child is gone. */
 static int tp_host(const char* req, size_t len, int in_thread, int fork_child,
                    cliproxy_buffer* response) {
     cpx_buf out = {0};
@@ -434,6 +449,7 @@ static int tp_host(const char* req, size_t len, int in_thread, int fork_child,
     job.method = method;
     job.times = cpx_json_get_uint(req, len, "times", fork_child ? 0 : 1);
     job.fork = fork_child;
+    job.after = cpx_json_get_uint(req, len, "after", 0);
     pthread_t thread;
 
     if (!job.host || !job.host->call) {

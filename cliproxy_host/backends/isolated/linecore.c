@@ -836,8 +836,19 @@ static pthread_mutex_t g_lines_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local int tls_no_thread_line;
 static _Thread_local int tls_called_host; /* this thread called the host before */
 
+static volatile int g_forked; /* in a child the plugin forked (see mark_forked) */
+
 static void thread_line_end(void* arg) {
-    line_free(arg); /* the ring closed: the host's thread serving it ends */
+    line_t* line = arg;
+    if (g_forked) {
+        /* A child's thread that the fork copied with its parent's line: the line stays
+         * the parent's, open; only the child's mapping and descriptor go. */
+        munmap(line->ring, sizeof(ring_t));
+        close(line->fd);
+        free(line);
+        return;
+    }
+    line_free(line); /* the ring closed: the host's thread serving it ends */
     atomic_fetch_sub(&g_thread_lines, 1);
 }
 
@@ -975,8 +986,6 @@ static int line_host_call(line_t* line, int own, const char* method, const uint8
  * parent's, or wait for an answer that only the parent's threads can read. The child is
  * answered an error at once, in C (the worker's Python may be held by a thread the child
  * does not have). */
-
-static volatile int g_forked;
 
 static void mark_forked(void) { g_forked = 1; }
 
