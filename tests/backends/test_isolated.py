@@ -1338,6 +1338,22 @@ def test_a_host_call_from_a_child_the_plugin_forked_fails_and_leaves_the_worker_
     assert plugin.health().restarts == 0
 
 
+def test_a_child_the_plugin_forks_during_a_call_does_not_answer_it(
+    testplugin: Path, load: Load, worker_core: str
+) -> None:
+    if worker_core != "native-core":
+        pytest.skip("the Python worker core cannot tell a forked child (see docs)")
+    # Both processes return from the call: only the worker's answer reaches the host, and
+    # the child leaves the line (it exits) instead of reading the calls after it.
+    plugin = load(testplugin)
+    pid = worker_pid(plugin)
+    for _ in range(5):
+        assert result(plugin, "fork_and_return", {}) == {"pid": pid, "child_exited": True}
+        assert result(plugin, "echo", {"n": 1}) == {"n": 1}
+    assert worker_pid(plugin) == pid
+    assert plugin.health().restarts == 0
+
+
 def test_a_ring_passed_by_a_worker_must_be_sealed_at_its_size(worker_core: str) -> None:
     core = host_core()
     if worker_core != "native-core" or core is None:

@@ -28,7 +28,7 @@
  *
  * Methods: see tp_call at the bottom. The misbehaving ones (segfault, abort,
  * exit, hang, alloc, threads_calling_host, fork_then_segfault, fd_limit, host_fork,
- * host_thread_fork) exist for
+ * host_thread_fork, fork_and_return) exist for
  * the isolated-mode tests:
  * loaded in-process they take the test run down with them.
  *
@@ -798,6 +798,28 @@ static TP_MAYBE_UNUSED int tp_call(const char* method, const uint8_t* request,
         }
         tp_segfault();
         cpx_error(&out, "plugin_error", "fork_then_segfault: still alive");
+    } else if (IS("fork_and_return")) {
+        /* fork(), and both processes return from the call: the child's return must not
+         * answer it. The parent waits (up to 5 s) for the child to exit. */
+        pid_t child = fork();
+        if (child == 0) {
+            cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"pid\":%ld}}", (long)getpid());
+            return tp_respond(&out, response, 0);
+        }
+        int exited = 0;
+        for (int i = 0; child > 0 && i < 500 && !exited; i++) {
+            exited = waitpid(child, NULL, WNOHANG) == child;
+            if (!exited) {
+                struct timespec ts = {0, 10 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        if (child > 0 && !exited) {
+            kill(child, SIGKILL);
+            waitpid(child, NULL, 0);
+        }
+        cpx_buf_printf(&out, "{\"ok\":true,\"result\":{\"pid\":%ld,\"child_exited\":%s}}",
+                       (long)getpid(), exited ? "true" : "false");
     } else if (IS("abort")) {
         abort();
     } else if (IS("exit")) {

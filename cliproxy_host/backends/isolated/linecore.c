@@ -584,6 +584,8 @@ static void leave(void) {
     }
 }
 
+static volatile int g_forked; /* in a child the plugin forked (see mark_forked) */
+
 static void run_call(line_t* line, uint64_t id, const char* method, const uint8_t* req,
                      size_t req_len) {
     /* In flight first, then the check: cw_drain sets closing before it counts. */
@@ -596,6 +598,9 @@ static void run_call(line_t* line, uint64_t id, const char* method, const uint8_
     cw_buffer resp = {0, 0};
     double began = now_s();
     int rc = g_call(method, req, req_len, &resp);
+    /* A child the plugin forked during the call, returning from it as its parent does:
+     * the answer is the parent's to send, on a line the child only shares. */
+    if (g_forked) _exit(0);
     if (line->ring) {
         /* The method's own time, which its wake-ups do not blur: the host decides by it
          * whether the next call of the method is worth polling for. */
@@ -835,8 +840,6 @@ static _Atomic int g_thread_lines;
 static pthread_mutex_t g_lines_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local int tls_no_thread_line;
 static _Thread_local int tls_called_host; /* this thread called the host before */
-
-static volatile int g_forked; /* in a child the plugin forked (see mark_forked) */
 
 static void thread_line_end(void* arg) {
     line_t* line = arg;
