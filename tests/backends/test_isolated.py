@@ -32,6 +32,7 @@ from cliproxy_host.backends.isolated.client import IsolatedPlugin
 from cliproxy_host.backends.isolated.host_core import host_core
 from cliproxy_host.backends.isolated.limits import IsolationLimits
 from cliproxy_host.backends.isolated.wire import (
+    GIL_HOLD_S,
     LINE_BUFFER,
     CallLine,
     Channel,
@@ -514,6 +515,46 @@ def test_calls_from_many_threads_run_at_the_same_time(testplugin: Path, load: Lo
     started = time.monotonic()
     assert Sleepers(plugin, 8, 400).join() == [{"slept_ms": 400}] * 8
     assert time.monotonic() - started < 1.6  # 3.2 s one after another
+
+
+def test_many_threads_calling_at_once_exceed_the_caller_slots_and_free_them(
+    testplugin: Path, load: Load
+) -> None:
+    # The native core gives each caller thread a slot (64) for waiting on the others'
+    # Python (wire.GIL_HOLD_S); threads beyond them go without one, and a thread's slot is
+    # freed when it ends: two waves of 80 threads, every answer right.
+    plugin = load(testplugin)
+    for wave in range(2):
+        answers: list[Any] = []
+        go = threading.Barrier(80)
+
+        def caller(
+            n: int, wave: int = wave, answers: list[Any] = answers, go: threading.Barrier = go
+        ) -> None:
+            go.wait(10)
+            for i in range(3):
+                answers.append(result(plugin, "echo", {"n": n, "i": i, "wave": wave}))
+
+        threads = [threading.Thread(target=caller, args=(n,)) for n in range(80)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        expected = [{"n": n, "i": i, "wave": wave} for n in range(80) for i in range(3)]
+        assert sorted(answers, key=orjson.dumps) == sorted(expected, key=orjson.dumps)
+
+
+@pytest.mark.parametrize(("spin_us", "hold_s"), [(50, GIL_HOLD_S), (0, 0.0)])
+def test_an_answered_caller_waits_for_another_callers_python_only_with_spin(
+    testplugin: Path, load: Load, spin_us: int, hold_s: float
+) -> None:
+    plugin = load(testplugin, spin_us=spin_us)
+    assert result(plugin, "echo", {}) == {}
+    isolated = plugin.backend
+    assert isinstance(isolated, IsolatedPlugin)
+    worker = isolated._supervisor._worker
+    assert worker is not None
+    assert [line.hold_s for line in worker.idle_lines] == [hold_s]
 
 
 def worker_threads(pid: int) -> int:

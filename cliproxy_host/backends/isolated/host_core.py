@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 _FUNCTIONS: Final = {
     "cw_exchange": (
         "int(*)(void*, int, int, uint64_t, const char*, size_t, const char*, size_t, double, "
-        "double, char*, size_t, long*, int*, double*)"
+        "double, char*, size_t, long*, int*, double*, double)"
     ),
     "cw_thread_line_serve": (
         "int(*)(void*, int, int, uint64_t, const char*, size_t, double, char*, size_t, long*, int*)"

@@ -1276,17 +1276,128 @@ static int exchange(ring_t* ring, int fd, int kind, uint64_t id, const char* hea
 /* The host's threads waiting in an exchange right now. */
 static _Atomic long g_host_waiting;
 
+/* ---- callers and the interpreter lock ---------------------------------------------------
+ *
+ * A caller whose answer came returns into Python, which takes the interpreter lock (the
+ * GIL). If another caller is running its Python between two exchanges at that moment, the
+ * lock is held: the returning caller sleeps on it, its CPU goes idle (the worker's thread
+ * there waits for its next call), and when the other lets the lock go (entering its next
+ * exchange) the sleeper is woken on that idle CPU, which on a virtual machine costs ~50 us
+ * more; with two callers on two CPUs about one call in ten met another's Python so, and
+ * each time a CPU stood idle for ~70 us (perf sched, bench/HISTORY.md). So a returning
+ * caller that sees another between two exchanges (it left its last one less than hold_s
+ * ago) polls until that one enters its next exchange, for up to hold_s, and returns then:
+ * the lock is free, and nobody sleeps on it. Only while the callers between or in
+ * exchanges are no more than the CPUs (with more, a CPU polled on is one another caller's
+ * call could run on), and not for a while after a hold that ran out. A thread that left its last exchange longer ago is doing something
+ * else, and is not waited for. Each caller thread has a slot (CALLERS_MAX of them, freed
+ * when the thread ends); a thread without one neither waits nor is waited for. */
+#define CALLERS_MAX 64
+static _Atomic uint64_t g_left_ns[CALLERS_MAX]; /* when the slot's caller left its last
+                                                 * exchange; 0 while it is in one */
+static _Atomic int g_slot_taken[CALLERS_MAX];
+static _Atomic int g_slots_seen; /* the slots below this were taken at some time */
+static pthread_key_t g_caller_key;
+static pthread_once_t g_caller_once = PTHREAD_ONCE_INIT;
+static int g_caller_key_ok;
+static _Thread_local int tls_caller_slot = -1; /* -1 not looked up, CALLERS_MAX none */
+/* After a hold that ran out, none until then (ns): on a loaded machine the one waited for
+ * waits for a CPU itself, and a CPU polled on is one another process could run on. */
+#define HOLD_OFF_NS 20000000u
+static _Atomic uint64_t g_hold_off_until;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void caller_end(void* arg) {
+    int slot = (int)(intptr_t)arg - 1;
+    atomic_store(&g_left_ns[slot], 0);
+    atomic_store(&g_slot_taken[slot], 0);
+}
+
+static void caller_key_make(void) {
+    g_caller_key_ok = pthread_key_create(&g_caller_key, caller_end) == 0;
+}
+
+/* This thread's slot, taken on its first exchange; CALLERS_MAX: none. */
+static int caller_slot(void) {
+    if (tls_caller_slot >= 0) return tls_caller_slot;
+    tls_caller_slot = CALLERS_MAX;
+    pthread_once(&g_caller_once, caller_key_make);
+    if (!g_caller_key_ok) return CALLERS_MAX;
+    for (int slot = 0; slot < CALLERS_MAX; slot++) {
+        int free_slot = 0;
+        if (!atomic_compare_exchange_strong(&g_slot_taken[slot], &free_slot, 1)) continue;
+        if (pthread_setspecific(g_caller_key, (void*)(intptr_t)(slot + 1)) != 0) {
+            atomic_store(&g_slot_taken[slot], 0);
+            return CALLERS_MAX;
+        }
+        int seen = atomic_load(&g_slots_seen);
+        while (seen <= slot && !atomic_compare_exchange_weak(&g_slots_seen, &seen, slot + 1)) {
+        }
+        tls_caller_slot = slot;
+        return slot;
+    }
+    return CALLERS_MAX;
+}
+
+/* Before the caller in slot `me` returns into Python: while another caller is between two
+ * exchanges (likely holding the interpreter lock), poll until it enters its next one, for
+ * up to hold_s (see above). */
+static void wait_for_python(int me, double hold_s) {
+    uint64_t hold = (uint64_t)(hold_s * 1e9), now = now_ns();
+    int seen = atomic_load(&g_slots_seen), active = 1, between = 0;
+    for (int other = 0; other < seen; other++) {
+        if (other == me || !atomic_load(&g_slot_taken[other])) continue;
+        uint64_t left = atomic_load(&g_left_ns[other]);
+        if (left == 0) {
+            active++;
+        } else if (now >= left && now - left <= hold) {
+            active++;
+            between++;
+        }
+    }
+    if (!between || active > cpus() || now < atomic_load(&g_hold_off_until)) return;
+    uint64_t start = now;
+    for (int other = 0; other < seen; other++) {
+        if (other == me) continue;
+        for (unsigned turn = 1;; turn++) {
+            uint64_t left = atomic_load_explicit(&g_left_ns[other], memory_order_acquire);
+            if (left == 0) break;
+            now = now_ns();
+            if (now < left || now - left > hold) break;
+            if (now - start > hold) {
+                /* The other did not get there in time: it waits for a CPU (a loaded
+                 * machine), or does something else. No holding for a while. */
+                atomic_store(&g_hold_off_until, now + HOLD_OFF_NS);
+                return;
+            }
+            /* The one waited for may be waiting for this very CPU. */
+            if ((turn & 63) == 0 && (double)(now - start) / 1e9 > PURE_SPIN_S) sched_yield();
+            cpu_relax();
+        }
+    }
+}
+
 int cw_exchange(void* ring, int fd, int kind, uint64_t id, const char* head, size_t head_len,
                 const char* body, size_t body_len, double spin_s, double timeout_s, char* buf,
-                size_t cap, long* got, int* err, double* took) {
+                size_t cap, long* got, int* err, double* took, double hold_s) {
     /* Each call in flight keeps a CPU busy in the worker, and a caller that polls takes
      * another: with more callers waiting than that leaves CPUs for, they sleep, and the
-     * worker's threads have the CPUs. */
+     * worker's threads have the CPUs. Answered, the caller waits up to hold_s (0: not at
+     * all) for another caller's Python between two exchanges (wait_for_python). */
+    int me = caller_slot();
+    if (me < CALLERS_MAX) atomic_store(&g_left_ns[me], 0);
     long waiting = atomic_fetch_add(&g_host_waiting, 1) + 1;
     if (2 * waiting > cpus()) spin_s = 0;
     int code = exchange(ring, fd, kind, id, head, head_len, body, body_len, spin_s, timeout_s,
                         buf, cap, got, err, took);
     atomic_fetch_sub(&g_host_waiting, 1);
+    if (code == CX_OK && hold_s > 0 && me < CALLERS_MAX) wait_for_python(me, hold_s);
+    if (me < CALLERS_MAX) atomic_store_explicit(&g_left_ns[me], now_ns(), memory_order_release);
     return code;
 }
 

@@ -24,6 +24,7 @@ from .host_core import HostCore, host_core
 from .limits import IsolationLimits
 from .spawn import Spawned, forward_output, spawn
 from .wire import (
+    GIL_HOLD_S,
     GO,
     HANDSHAKE_ID,
     CallLine,
@@ -344,7 +345,8 @@ class WorkerProcess(RequestTable):
             if ring_fd >= 0:
                 os.close(ring_fd)  # passed: the worker holds its own
         try:
-            return CallLine(ours, self.max_frame, timeout, core, ring)
+            hold_s = GIL_HOLD_S if self.spin_s > 0 else 0.0
+            return CallLine(ours, self.max_frame, timeout, core, ring, hold_s=hold_s)
         except OSError:
             ours.close()
             raise

@@ -64,6 +64,12 @@ WAKE_UP_ALLOWANCE_S: Final = 200e-6
 # A caller polls for the answer of a method a little slower than the spin time for up to
 # this much longer (client.py): less than the two wake-ups a sleeping caller would pay.
 SPIN_STRETCH_S: Final = 150e-6
+# How long an answered caller waits, polling, for another caller's Python between two
+# exchanges to let the interpreter lock go, rather than sleep on the lock with its CPU
+# idle (linecore.c, wait_for_python). Two callers' Python between exchanges takes 10-30 us
+# here, and more in a slow machine's spells: 50 us gained little, 200 us as much as 1 ms
+# (bench/HISTORY.md, session 12). Only with spin-us above 0.
+GIL_HOLD_S: Final = 200e-6
 
 
 class Kind(enum.IntEnum):
@@ -298,6 +304,7 @@ class CallLine:
         "_timeout",
         "_took",
         "_view",
+        "hold_s",
         "idle_since",
         "sock",
     )
@@ -309,10 +316,14 @@ class CallLine:
         timeout: float | None,
         core: HostCore | None = None,
         ring: Any = None,
+        *,
+        hold_s: float = 0.0,
     ) -> None:
         """`core`: exchange in C; `ring`: the line's ring (host_core.py), whose mapping
-        the line owns from now on."""
+        the line owns from now on; `hold_s`: how long an answered exchange waits for
+        another caller's Python to let the interpreter lock go (GIL_HOLD_S, or 0)."""
         self.sock = sock
+        self.hold_s = hold_s
         self._fd = sock.fileno()
         self._max_frame = max_frame
         # One frame's first LINE_BUFFER bytes land here; a larger frame's rest is read apart.
@@ -408,6 +419,7 @@ class CallLine:
             got,
             self._err,
             self._took,
+            self.hold_s,
         )
         if code == host_core.OK:
             return self._frame(got[0])
