@@ -549,13 +549,17 @@ static int line_read(line_t* line, double spin_s, double timeout_s, int watch_fd
 }
 
 /* A line's end: its ring closed (whoever waits on it wakes) and unmapped, its socket closed. */
-static void line_free(line_t* line) {
-    if (line->ring) {
-        ring_close(line->ring);
-        munmap(line->ring, sizeof(ring_t));
-    }
+/* Let go of this process's hold on a line (its mapping, its descriptor), leaving the ring
+ * as it is: the other end is not told. */
+static void line_unmap(line_t* line) {
+    if (line->ring) munmap(line->ring, sizeof(ring_t));
     close(line->fd);
     free(line);
+}
+
+static void line_free(line_t* line) {
+    if (line->ring) ring_close(line->ring);
+    line_unmap(line);
 }
 
 static const char FALLBACK_ERROR[] =
@@ -846,9 +850,7 @@ static void thread_line_end(void* arg) {
     if (g_forked) {
         /* A child's thread that the fork copied with its parent's line: the line stays
          * the parent's, open; only the child's mapping and descriptor go. */
-        munmap(line->ring, sizeof(ring_t));
-        close(line->fd);
-        free(line);
+        line_unmap(line);
         return;
     }
     line_free(line); /* the ring closed: the host's thread serving it ends */
@@ -1289,9 +1291,10 @@ static _Atomic long g_host_waiting;
  * ago) polls until that one enters its next exchange, for up to hold_s, and returns then:
  * the lock is free, and nobody sleeps on it. Only while the callers between or in
  * exchanges are no more than the CPUs (with more, a CPU polled on is one another caller's
- * call could run on), and not for a while after a hold that ran out. A thread that left its last exchange longer ago is doing something
- * else, and is not waited for. Each caller thread has a slot (CALLERS_MAX of them, freed
- * when the thread ends); a thread without one neither waits nor is waited for. */
+ * call could run on), and not for a while after a hold that ran out. A thread that left
+ * its last exchange longer ago is doing something else, and is not waited for. Each
+ * caller thread has a slot (CALLERS_MAX of them, freed when the thread ends); a thread
+ * without one neither waits nor is waited for. */
 #define CALLERS_MAX 64
 static _Atomic uint64_t g_left_ns[CALLERS_MAX]; /* when the slot's caller left its last
                                                  * exchange; 0 while it is in one */
