@@ -312,6 +312,12 @@ typedef struct {
 
 static void tp_host_release(const cliproxy_host_api* host, cliproxy_buffer* answer);
 
+/* The job's host call, once; its rc, and the answer in *answer. */
+static int tp_host_call(const tp_host_job* job, cliproxy_buffer* answer) {
+    return job->host->call(job->host->host_ctx, job->method, (const uint8_t*)job->request,
+                           job->request_len, answer);
+}
+
 static int tp_write_all(int fd, const void* data, size_t len) {
     const char* at = data;
     while (len) {
@@ -340,8 +346,7 @@ static void tp_host_from_child(tp_host_job* job) {
     if (child == 0) {
         close(fds[0]);
         cliproxy_buffer answer = {0};
-        int rc = job->host->call(job->host->host_ctx, job->method,
-                                 (const uint8_t*)job->request, job->request_len, &answer);
+        int rc = tp_host_call(job, &answer);
         uint32_t len = rc == 0 && answer.ptr ? (uint32_t)answer.len : 0;
         if (tp_write_all(fds[1], &rc, sizeof rc) == 0 && tp_write_all(fds[1], &len, sizeof len) == 0)
             tp_write_all(fds[1], answer.ptr, len);
@@ -359,11 +364,9 @@ static void tp_host_from_child(tp_host_job* job) {
     char* got = malloc(8 + TP_CHILD_ANSWER_MAX);
     size_t have = 0;
     int rc = got ? -3 : -1;
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    uint64_t start = tp_now_ns();
     while (got && have < 8 + TP_CHILD_ANSWER_MAX) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        uint64_t waited = (tp_now_ns() - start) / 1000000;
         struct pollfd p = {fds[0], POLLIN, 0};
         int ready = poll(&p, 1, waited >= TP_CHILD_WAIT_MS ? 0 : (int)(TP_CHILD_WAIT_MS - waited));
         if (ready < 0 && errno == EINTR) continue;
@@ -399,8 +402,7 @@ static void tp_host_run(tp_host_job* job) {
     job->answer.len = 0;
     for (unsigned long long i = 0; job->fork ? i < job->times : i == 0 || i < job->times; i++) {
         tp_host_release(job->host, &job->answer);
-        job->rc = job->host->call(job->host->host_ctx, job->method,
-                                  (const uint8_t*)job->request, job->request_len, &job->answer);
+        job->rc = tp_host_call(job, &job->answer);
         if (job->rc != 0) break;
     }
     if (job->fork && job->rc == 0) {
@@ -408,8 +410,7 @@ static void tp_host_run(tp_host_job* job) {
         tp_host_from_child(job);
         for (unsigned long long i = 0; i < job->after; i++) {
             cliproxy_buffer answer = {0};
-            int rc = job->host->call(job->host->host_ctx, job->method,
-                                     (const uint8_t*)job->request, job->request_len, &answer);
+            int rc = tp_host_call(job, &answer);
             tp_host_release(job->host, &answer);
             if (rc != 0) {
                 job->rc = rc;
